@@ -1,0 +1,34 @@
+# mibench: `make run` (default benchmark), `make test` (pytest), `make bench` (speed vs raw PyTorch).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (mibench needs Python 3.11; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install mibench with its pinned dependencies
+
+run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separable critic, CPU)
+	$(PY) -m mibench
+
+test: $(STAMP)  ## run the test suite
+	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## time the staircase through mibench vs a raw PyTorch loop (prints the ratio)
+	$(PY) -W ignore bench/staircase_speed.py --repeats 2
+
+clean:  ## remove the venv and caches (runs/ is kept)
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,3 @@
+from mibench.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The Gaussian staircase benchmark (Poole et al. Fig. 2; Choi & Lee Fig. 7) as a LightningModule.
+
+Each step: critic builds the full N x N score matrix in one batched pass, the estimator turns it
+into an Estimate, the optimizer minimises ``loss``. Per-step values go into a preallocated device
+buffer (no host sync); the buffer is copied to the host once per MI level, when that level's rows
+are appended to ``steps.csv`` and its bias/variance/MSE are logged.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ..estimators import Estimator
+from ..results import STEP_COLUMNS, atomic_write_csv, level_summary, write_steps
+
+N_REC = 4  # estimate, loss, joint, marginal
+
+
+class StaircaseModule(L.LightningModule):
+    def __init__(self, critic: nn.Module, estimator: Estimator, mi_levels: Sequence[float], steps_per_level: int,
+                 lr: float = 5e-4, out_dir: str | Path | None = None, stop_on_divergence: bool = True):
+        super().__init__()
+        self.critic, self.estimator = critic, estimator
+        self.mi_levels = [float(m) for m in mi_levels]
+        self.steps_per_level, self.lr = int(steps_per_level), float(lr)
+        self.total_steps = self.steps_per_level * len(self.mi_levels)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.stop_on_divergence = stop_on_divergence
+        self.automatic_optimization = False  # one backward + step per batch; fewer hooks on the hot path
+        self.register_buffer("record", torch.zeros(self.total_steps, N_REC), persistent=False)
+        self.rows: list[np.ndarray] = []
+        self.steps_df: pd.DataFrame | None = None
+        self.summary: pd.DataFrame | None = None
+        self.diverged_step: int | None = None
+        self._t = 0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = [{"params": list(self.critic.parameters()), "lr": self.lr}]
+        groups += self.estimator.param_groups(self.lr)
+        return torch.optim.Adam(groups, lr=self.lr)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Any], batch_idx: int) -> None:
+        x, y, _ = batch
+        opt = self.optimizers()
+        est = self.estimator(self.critic(x, y), y=y)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(est.loss)
+        opt.step()
+        t = self._t
+        self.record[t] = torch.stack((est.mi, est.loss, est.joint, est.marginal)).detach().float()
+        self._t = t + 1
+        if self._t % self.steps_per_level == 0:
+            self._flush_level(self._t // self.steps_per_level - 1)
+
+    def _flush_level(self, level: int) -> None:
+        lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
+        rec = self.record[lo:hi].cpu().numpy().astype(np.float64)
+        steps = np.arange(lo, hi, dtype=np.float64)
+        block = np.column_stack([steps, np.full_like(steps, level), np.full_like(steps, self.mi_levels[level]), rec])
+        self.rows.append(block)
+        bad = ~np.isfinite(rec[:, 0])
+        if bad.any() and self.diverged_step is None:
+            self.diverged_step = int(steps[bad.argmax()])
+        self.steps_df = self._write()
+        s = self.summary.iloc[-1]
+        if self.logger is not None:
+            self.logger.log_metrics({f"level/{k}": float(s[k]) for k in ("true_mi", "mean", "bias", "variance", "mse")},
+                                    step=hi)
+        if self.diverged_step is not None and self.stop_on_divergence:
+            self.trainer.should_stop = True
+
+    def _write(self) -> pd.DataFrame:
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(STEP_COLUMNS)))
+        if self.out_dir is not None:
+            df = write_steps(self.out_dir / "steps.csv", rows)
+        else:
+            df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int, "level": int})
+        self.summary = self._summary(df)
+        if self.out_dir is not None:
+            atomic_write_csv(self.out_dir / "summary.csv", self.summary)
+        return df
+
+    def _summary(self, df: pd.DataFrame) -> pd.DataFrame:
+        summary = level_summary(df) if len(df) else pd.DataFrame()
+        done = set(summary["level"]) if len(summary) else set()
+        missing = [{"level": i, "true_mi": m, "steps": 0, "mean": math.nan, "bias": math.nan, "variance": math.nan,
+                    "mse": math.nan, "nonfinite": 0} for i, m in enumerate(self.mi_levels) if i not in done]
+        if missing:
+            summary = pd.concat([summary, pd.DataFrame(missing)], ignore_index=True)
+        summary["diverged"] = self.diverged_step is not None
+        summary["diverged_step"] = self.diverged_step if self.diverged_step is not None else -1
+        return summary
+
+    def on_train_end(self) -> None:
+        done = self._t // self.steps_per_level
+        if self._t % self.steps_per_level:  # interrupted mid-level: keep the partial level too
+            lo = done * self.steps_per_level
+            rec = self.record[lo:self._t].cpu().numpy().astype(np.float64)
+            steps = np.arange(lo, self._t, dtype=np.float64)
+            self.rows.append(np.column_stack([steps, np.full_like(steps, done),
+                                              np.full_like(steps, self.mi_levels[done]), rec]))
+            self.steps_df = self._write()
+        elif self.steps_df is None:
+            self.steps_df = self._write()
+
+
+def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
+    """Build data, critic, estimator and trainer from ``cfg``; train; write CSVs and the figure."""
+    import time
+
+    from omegaconf import OmegaConf
+
+    from ..critics import build_critic
+    from ..data.gaussian import GaussianDataModule
+    from ..estimators import build_estimator
+    from ..results import format_summary, plot_staircase
+    from ..train import build_trainer
+
+    d = cfg.dataset
+    dm = GaussianDataModule(dim=d.dim, batch_size=d.batch_size, mi_levels=list(d.mi_levels),
+                            steps_per_level=d.steps_per_level, transform=d.transform, seed=cfg.seed, name=d.name)
+    critic = build_critic(OmegaConf.to_container(cfg.critic, resolve=True), dm.dim_x, dm.dim_y)
+    estimator = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dm.dim_y)
+    module = StaircaseModule(critic, estimator, dm.mi_levels, dm.steps_per_level, lr=cfg.benchmark.lr,
+                             out_dir=out_dir, stop_on_divergence=cfg.benchmark.stop_on_divergence)
+    trainer = build_trainer(cfg, out_dir, max_steps=dm.total_steps)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    wall = time.perf_counter() - t0
+    summary = module.summary
+    title = f"{cfg.estimator.name} / {cfg.critic.name} critic / {d.name} d={d.dim} batch={d.batch_size}"
+    if cfg.benchmark.plot and module.steps_df is not None and len(module.steps_df):
+        plot_staircase(module.steps_df, out_dir / "staircase.png", title, cfg.benchmark.ema_span, d.batch_size)
+    return {"summary": summary, "steps": module.steps_df, "wall_time_s": wall, "diverged_step": module.diverged_step,
+            "steps_done": module._t, "title": title, "text": format_summary(summary, title)}

@@ -1,0 +1,94 @@
+"""Command line: ``python -m mibench [-m] [group=choice ...] [key=value ...]`` (also the ``mibench`` script).
+
+Before Hydra starts any job, every override (every combination of a sweep) is composed and
+validated, so bad input exits with status 2 and one line naming the bad value and what would be
+valid, and no training has started.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+MAX_PREFLIGHT = 256
+
+
+def groups() -> dict[str, list[str]]:
+    """Config groups of conf/ (except hydra) and their choices."""
+    out = {}
+    for d in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        out[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def preflight(args: list[str]) -> str | None:
+    """Return an error line for the first bad override / config, or None when all is well."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    multirun = "-m" in args or "--multirun" in args
+    raw = [a for a in args if not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(raw)
+    except Exception as e:  # hydra's OverrideParseException and friends
+        return f"cannot parse overrides: {_first_line(e)}"
+    known = groups()
+    per_override: list[list[str]] = []
+    for ov in overrides:
+        key = ov.key_or_group
+        if key.startswith("hydra"):
+            continue
+        sweep = ov.is_sweep_override()
+        if sweep and not multirun:
+            return f"{ov.input_line} is a sweep: add -m to run one job per value (or write a list as key=[a,b])"
+        values = list(ov.sweep_string_iterator()) if sweep else [ov.get_value_element_as_str()]
+        group = key.split("@")[0]
+        if group in known and not ov.is_delete():
+            for v in values:
+                if v not in known[group] and v != "null":
+                    return f"unknown {group} {v!r} (valid: {', '.join(known[group])})"
+        prefix = "~" if ov.is_delete() else ("+" if ov.is_add() else ("++" if ov.is_force_add() else ""))
+        per_override.append([f"{prefix}{key}={v}" for v in values])
+    combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
+
+    from .config import ConfigError, validate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for combo in combos:
+            try:
+                cfg = compose(config_name="config", overrides=list(combo))
+                validate(cfg)
+            except ConfigError as e:
+                return str(e)
+            except Exception as e:  # composition errors: unknown keys, bad types
+                return _first_line(e)
+    GlobalHydra.instance().clear()
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "help":
+        args = ["--help"]
+    hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
+    if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra
+        err = preflight(args)
+        if err:
+            print(f"mibench: error: {err}", file=sys.stderr)
+            raise SystemExit(2)
+    sys.argv = [sys.argv[0]] + args
+    from .app import hydra_entry
+
+    hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Validation of a composed config: one clear line per problem, raised before any training."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .critics import REGISTRY as CRITICS
+from .estimators import REGISTRY as ESTIMATORS
+
+HARDWARE = ("cpu", "gpu")
+LOGGERS = ("csv", "wandb", "none")
+
+
+class ConfigError(ValueError):
+    """A bad value in the config; the message is one line naming it and what would be valid."""
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def apply_overrides(cfg: DictConfig) -> list[str]:
+    """Fold the top-level ``lambda`` / ``c_star`` into the estimator node. Returns notes for the user."""
+    notes: list[str] = []
+    spec = ESTIMATORS.get(cfg.estimator.name)
+    for top, key in (("lambda", "lam"), ("c_star", "c_star")):
+        value = cfg.get(top)
+        if value is None:
+            continue
+        if not _num(value):
+            raise ConfigError(f"{top}={value!r} is not a number (valid: a finite number{', >= 0' if top == 'lambda' else ''})")
+        if top == "lambda" and value < 0:
+            raise ConfigError(f"lambda={value} is negative (valid: lambda >= 0, e.g. 0.1, 0.01, 0.001)")
+        if spec is not None and spec.regularized:
+            with open_dict(cfg):
+                cfg.estimator[key] = float(value)
+        else:
+            regs = ", ".join(n for n, s in ESTIMATORS.items() if s.regularized)
+            notes.append(f"{top}={value} ignored: estimator={cfg.estimator.name} has no regularizer (regularized: {regs})")
+    return notes
+
+
+def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
+    """Raise :class:`ConfigError` on the first bad value; return informational notes."""
+    notes = apply_overrides(cfg)
+    est = cfg.estimator
+    if est.name not in ESTIMATORS:
+        raise ConfigError(f"unknown estimator {est.name!r} (valid: {', '.join(sorted(ESTIMATORS))})")
+    if "lam" in est and not (_num(est.lam) and est.lam >= 0):
+        raise ConfigError(f"estimator.lam={est.lam} is invalid (valid: lambda >= 0, e.g. 0.1, 0.01, 0.001)")
+    if est.get("clip") is not None and not (_num(est.clip) and est.clip > 0):
+        raise ConfigError(f"estimator.clip={est.clip} is invalid (valid: a positive tau, or null for no clipping)")
+    if "alpha" in est and not (_num(est.alpha) and 0 < est.alpha <= 1):
+        raise ConfigError(f"estimator.alpha={est.alpha} is invalid (valid: 0 < alpha <= 1)")
+    if "ema_rate" in est and not (_num(est.ema_rate) and 0 < est.ema_rate <= 1):
+        raise ConfigError(f"estimator.ema_rate={est.ema_rate} is invalid (valid: 0 < ema_rate <= 1)")
+    if est.get("eta_lr") is not None and not (_num(est.eta_lr) and est.eta_lr > 0):
+        raise ConfigError(f"estimator.eta_lr={est.eta_lr} is invalid (valid: a positive learning rate)")
+
+    crit = cfg.critic
+    if crit.name not in CRITICS:
+        raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(CRITICS))})")
+    for key, lo in (("hidden", 1), ("layers", 0), ("embed", 1)):
+        if key in crit and not (isinstance(crit[key], int) and crit[key] >= lo):
+            raise ConfigError(f"critic.{key}={crit[key]} is invalid (valid: an integer >= {lo})")
+
+    data = cfg.dataset
+    if "batch_size" in data and not (isinstance(data.batch_size, int) and data.batch_size >= 2):
+        raise ConfigError(f"dataset.batch_size={data.batch_size} is invalid: a batch needs >= 2 samples to form "
+                          f"product-of-marginals pairs (valid: an integer >= 2)")
+    if "dim" in data and not (isinstance(data.dim, int) and data.dim >= 1):
+        raise ConfigError(f"dataset.dim={data.dim} is invalid (valid: an integer >= 1)")
+    if "mi_levels" in data:
+        levels = list(data.mi_levels) if OmegaConf.is_list(data.mi_levels) else None
+        if not levels or not all(_num(m) and m >= 0 for m in levels):
+            raise ConfigError(f"dataset.mi_levels={data.mi_levels} is invalid (valid: a non-empty list of MI values >= 0 nats)")
+    if "steps_per_level" in data and not (isinstance(data.steps_per_level, int) and data.steps_per_level >= 1):
+        raise ConfigError(f"dataset.steps_per_level={data.steps_per_level} is invalid (valid: an integer >= 1)")
+    if "transform" in data and data.transform not in ("none", "cubic", "wcubic"):
+        raise ConfigError(f"dataset.transform={data.transform!r} is invalid (valid: none, cubic, wcubic)")
+
+    if "lr" in cfg.benchmark and not (_num(cfg.benchmark.lr) and cfg.benchmark.lr > 0):
+        raise ConfigError(f"benchmark.lr={cfg.benchmark.lr} is invalid (valid: a positive learning rate)")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
+    if cfg.logger.name not in LOGGERS:
+        raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
+    if check_hardware and cfg.hardware.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("hardware=gpu but no CUDA device is visible here (valid on this machine: hardware=cpu)")
+
+    # Build the parts once: unknown estimator/critic parameters fail here, not mid-run.
+    from .critics import build_critic
+    from .estimators import build_estimator
+
+    dim = int(data.get("dim", 2))
+    try:
+        build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=dim)
+        build_critic(OmegaConf.to_container(crit, resolve=True), dim, dim)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    return notes

@@ -1,0 +1,112 @@
+"""The correlated-Gaussian staircase of Poole et al. (Fig. 2) and its cubic variant.
+
+x, eps ~ N(0, I_d), y = rho x + sqrt(1 - rho^2) eps, so I(X; Y) = -d/2 log(1 - rho^2) and
+rho = sqrt(1 - exp(-2 MI / d)) (Poole slides; Belghazi et al.). ``cubic`` applies y -> (W y)^3
+with W_ij ~ N(0, 1) fixed per run (Poole Fig. 2 bottom), or the plain y^3 of Song & Ermon; an
+invertible map of y leaves the MI unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+TRANSFORMS = ("none", "cubic", "wcubic")
+
+
+def rho_from_mi(mi: float, dim: int) -> float:
+    """Per-dimension correlation giving total MI ``mi`` nats over ``dim`` independent pairs."""
+    return math.sqrt(1.0 - math.exp(-2.0 * mi / dim))
+
+
+def mi_from_rho(rho: float, dim: int) -> float:
+    return -0.5 * dim * math.log(1.0 - rho**2)
+
+
+def sample_correlated(n: int, dim: int, rho: float, generator: torch.Generator | None = None,
+                      shape: Sequence[int] = ()) -> tuple[Tensor, Tensor]:
+    """``n`` joint samples (x, y) of the correlated Gaussian (leading ``shape`` for many batches)."""
+    x = torch.randn(*shape, n, dim, generator=generator)
+    eps = torch.randn(*shape, n, dim, generator=generator)
+    return x, rho * x + math.sqrt(1.0 - rho**2) * eps
+
+
+def optimal_scores(x: Tensor, y: Tensor, rho: float) -> Tensor:
+    """f*(x_i, y_j) = log p(y_j | x_i) - log p(y_j) for the untransformed Gaussian (batched over leading dims)."""
+    s2 = 1.0 - rho**2
+    diff = y.unsqueeze(-3) - rho * x.unsqueeze(-2)  # [..., N, M, d]
+    log_cond = -0.5 * (diff**2).sum(-1) / s2 - 0.5 * x.shape[-1] * math.log(s2)
+    return log_cond + 0.5 * (y**2).sum(-1).unsqueeze(-2)
+
+
+def log_conditional(x: Tensor, y: Tensor, rho: float) -> Tensor:
+    """log p(y_j | x_i) (up to the shared -d/2 log 2 pi, which cancels in MI bounds)."""
+    s2 = 1.0 - rho**2
+    diff = y.unsqueeze(-3) - rho * x.unsqueeze(-2)
+    return -0.5 * (diff**2).sum(-1) / s2 - 0.5 * x.shape[-1] * math.log(s2)
+
+
+class StaircaseStream(IterableDataset):
+    """Yields ``(x, y, level)`` batches: ``steps_per_level`` batches at each MI level in turn.
+
+    A level's batches are drawn in one vectorised call from a generator seeded by ``seed``, so a
+    run is reproducible and the sampling costs almost nothing per step.
+    """
+
+    def __init__(self, dim: int, batch_size: int, mi_levels: Sequence[float], steps_per_level: int, seed: int,
+                 transform: str = "none"):
+        super().__init__()
+        self.dim, self.batch_size, self.steps = dim, batch_size, steps_per_level
+        self.mi_levels = [float(m) for m in mi_levels]
+        self.seed, self.transform = seed, transform
+        g = torch.Generator().manual_seed(seed + 1_000_003)
+        self.W = torch.randn(dim, dim, generator=g) if transform == "wcubic" else None
+
+    def __len__(self) -> int:
+        return self.steps * len(self.mi_levels)
+
+    def apply_transform(self, y: Tensor) -> Tensor:
+        if self.transform == "cubic":
+            return y**3
+        if self.transform == "wcubic":
+            return (y @ self.W.t()) ** 3
+        return y
+
+    def level_data(self, level: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        rho = rho_from_mi(self.mi_levels[level], self.dim)
+        x, y = sample_correlated(self.batch_size, self.dim, rho, generator, shape=(self.steps,))
+        return x, self.apply_transform(y)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        g = torch.Generator().manual_seed(self.seed)
+        for level in range(len(self.mi_levels)):
+            xs, ys = self.level_data(level, g)
+            for t in range(self.steps):
+                yield xs[t], ys[t], level
+
+
+class GaussianDataModule(L.LightningDataModule):
+    """LightningDataModule for the staircase (``dataset=gaussian``) and its cubic variant (``dataset=cubic``)."""
+
+    def __init__(self, dim: int = 20, batch_size: int = 64, mi_levels: Sequence[float] = (2, 4, 6, 8, 10),
+                 steps_per_level: int = 4000, transform: str = "none", seed: int = 0, name: str = "gaussian"):
+        super().__init__()
+        if transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {transform!r} (valid: {', '.join(TRANSFORMS)})")
+        self.name = name
+        self.dim, self.batch_size = dim, batch_size
+        self.mi_levels, self.steps_per_level = list(mi_levels), steps_per_level
+        self.transform, self.seed = transform, seed
+        self.dim_x = self.dim_y = dim
+        self.stream = StaircaseStream(dim, batch_size, self.mi_levels, steps_per_level, seed, transform)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_level * len(self.mi_levels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.stream, batch_size=None, num_workers=0)

@@ -1,0 +1,157 @@
+"""MI bounds as pure functions of a score matrix (Poole et al. 2019 style).
+
+Each function takes ``scores[i, j] = T(x_i, y_j)`` and optional boolean ``joint`` /
+``marginal`` masks (default: diagonal / off-diagonal) and returns an :class:`Estimate`.
+Regularizers (``regularized.py``) and stateful variants (``modules.py``) call these.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Estimate, log_loo_mean_exp, masked_logmeanexp, masked_mean, resolve_masks
+
+Mask = Tensor | None
+
+
+def _clip(scores: Tensor, clip: float | None) -> Tensor:
+    return scores if clip is None else scores.clamp(-clip, clip)
+
+
+def dv(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """Donsker-Varadhan / MINE: E_P[T] - log E_Q[e^T] (Choi & Lee eq. 4; Poole eq. 5)."""
+    jm, mm = resolve_masks(scores, joint, marginal)
+    j = masked_mean(scores, jm)
+    m = masked_logmeanexp(scores, mm)
+    mi = j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def smile(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float = 10.0) -> Estimate:
+    """SMILE: DV with the partition's e^T clipped to [e^-tau, e^tau] (Choi & Lee eq. 9).
+
+    Trained on its own value, as in Choi & Lee's code; see ``smile_js`` for Song & Ermon's
+    JS-trained variant.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    j = masked_mean(scores, jm)
+    m = masked_logmeanexp(_clip(scores, clip), mm)
+    mi = j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def nwj(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float | None = None) -> Estimate:
+    """NWJ / f-GAN KL: E_P[T] - E_Q[e^(T-1)] (Choi & Lee eq. 6; Poole eq. 7).
+
+    ``clip`` (tau) clamps the scores inside the exponential only, as SMILE does.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    j = masked_mean(scores, jm)
+    m = torch.exp(masked_logmeanexp(_clip(scores, clip) - 1.0, mm))
+    mi = j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def tuba(
+    scores: Tensor,
+    joint: Mask = None,
+    marginal: Mask = None,
+    log_baseline: Tensor | None = None,
+    clip: float | None = None,
+) -> Estimate:
+    """TUBA: 1 + E_P[T - log a(y)] - E_Q[e^T / a(y)] (Poole eq. 6; Choi & Lee eq. 7).
+
+    ``log_baseline[j] = log a(y_j)`` (one per column); None means a(y) = 1 (Choi & Lee Table 1).
+    The joint term is reported with the baseline subtracted, as in Poole et al.'s code.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    shifted = scores if log_baseline is None else scores - log_baseline.reshape(1, -1)
+    j = masked_mean(shifted, jm)
+    m = torch.exp(masked_logmeanexp(_clip(shifted, clip), mm))
+    mi = 1.0 + j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """InfoNCE: mean over joint pairs (i, j) of T_ij - log mean_k e^{T_ik} (Poole eq. 10; Choi & Lee eq. 5).
+
+    Row i's partition runs over its joint and marginal entries. With the default masks this is
+    the usual K-sample bound (<= log K); with SLB's one-hot mask it is cross-entropy + log C.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    row_lme = masked_logmeanexp(scores, jm | mm, dim=1)  # [N]
+    j = masked_mean(scores, jm)
+    m = masked_mean(row_lme.unsqueeze(1).expand_as(scores), jm)
+    mi = j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def js_fgan(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Tensor:
+    """f-GAN lower bound on the Jensen-Shannon divergence: E_P[-sp(-T)] - E_Q[sp(T)] (Nowozin et al.)."""
+    jm, mm = resolve_masks(scores, joint, marginal)
+    return masked_mean(-F.softplus(-scores), jm) - masked_mean(F.softplus(scores), mm)
+
+
+def js(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """I_JS: critic trained with the f-GAN JS objective, MI reported with NWJ (Poole §2.6)."""
+    est = nwj(scores, joint, marginal)
+    return Estimate(mi=est.mi, loss=-js_fgan(scores, joint, marginal), joint=est.joint, marginal=est.marginal)
+
+
+def smile_js(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float = 10.0) -> Estimate:
+    """Song & Ermon's SMILE: trained with JS, reported with the clipped DV value."""
+    est = smile(scores, joint, marginal, clip)
+    return Estimate(mi=est.mi, loss=-js_fgan(scores, joint, marginal), joint=est.joint, marginal=est.marginal)
+
+
+def eta_dv(scores: Tensor, eta: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """eta-DV: E_P[T] - (e^-eta E_Q[e^T] + eta - 1) (ICLR-2020 submission eq. 20, Algorithm 1).
+
+    Minimising the partition term over eta gives eta = log E_Q[e^T] and recovers DV.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    j = masked_mean(scores, jm)
+    m = torch.exp(masked_logmeanexp(scores, mm) - eta) + eta - 1.0
+    mi = j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def interpolated(scores: Tensor, log_baseline: Tensor, alpha: float) -> Estimate:
+    """I_alpha, the interpolated bound of Poole eq. 11, with leave-one-out (Poole §2.4).
+
+    The critic is 1 + log e^{T(x_i, y)} / (alpha m(y; x_{-j}) + (1 - alpha) q(y)), where
+    m is the leave-one-out mean of e^T over the batch's other x and ``log_baseline[j] = log q(y_j)``.
+    alpha = 1 recovers InfoNCE's normaliser, alpha -> 0 the TUBA/NWJ one. Paired batches only.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    n = scores.shape[0]
+    if scores.shape[1] != n:
+        raise ValueError("the interpolated bound needs a square score matrix of paired samples")
+    jm, mm = resolve_masks(scores, None, None)
+    s = scores.t()  # s[i, j] = T(x_j, y_i): rows index y, as in Poole et al.'s code
+    nce_baseline = log_loo_mean_exp(s)  # [y_i, leave out x_j]
+    log_q = log_baseline.reshape(-1, 1).expand_as(s)
+    log_a = math.log(alpha)
+    log_1ma = math.log1p(-alpha) if alpha < 1.0 else float("-inf")
+    base = torch.logaddexp(log_a + nce_baseline, log_1ma + log_q)
+    critic_marg = s - torch.diagonal(base).unsqueeze(1)  # y_i with x_j (j != i), baseline leaves x_i out
+    m = torch.exp(masked_logmeanexp(critic_marg, mm))
+    critic_joint = torch.diagonal(s).unsqueeze(1) - base  # y_i with x_i, baseline leaves x_j out
+    j = masked_mean(critic_joint, mm)
+    mi = 1.0 + j - m
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def loo_upper(log_cond: Tensor) -> Tensor:
+    """Leave-one-out upper bound (Poole eq. 13) from ``log_cond[i, j] = log p(y_j | x_i)``.
+
+    mean_i [ log p(y_i|x_i) - log 1/(K-1) sum_{j != i} p(y_i|x_j) ]. Needs the true conditional.
+    """
+    n = log_cond.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=log_cond.device)
+    other = torch.logsumexp(log_cond.t().masked_fill(eye, float("-inf")), dim=1) - math.log(n - 1)
+    return (torch.diagonal(log_cond) - other).mean()
