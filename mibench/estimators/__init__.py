@@ -17,6 +17,7 @@ class Spec:
     module: type[Estimator] = Estimator
     regularized: bool = False
     shift: float = 0.0  # log Z = log E_Q[e^T] - shift for this bound's partition term (log-Euclidean distance)
+    defaults: tuple[tuple[str, Any], ...] = ()  # Table 1 settings, used when the config leaves them out
 
 
 REGISTRY: dict[str, Spec] = {
@@ -28,14 +29,17 @@ REGISTRY: dict[str, Spec] = {
     "js": Spec(bounds.js, shift=1.0),
     "smile": Spec(bounds.smile),
     "smile_js": Spec(bounds.smile_js),
-    "alpha": Spec(bounds.interpolated, LearnedBaseline),
-    "eta_mine": Spec(bounds.eta_dv, EtaDV),
-    "remine": Spec(bounds.dv, regularized=True),
-    "renwj": Spec(bounds.nwj, regularized=True, shift=1.0),
-    "reinfonce": Spec(bounds.infonce, regularized=True),
-    "resmile": Spec(bounds.smile, regularized=True),
-    "retuba": Spec(bounds.tuba, LearnedBaseline, regularized=True),
-    "rejs": Spec(bounds.js, regularized=True, shift=1.0),
+    "alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned"))),
+    "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),)),
+    # Choi & Lee Table 1: distance, C* and tau per regularized estimator
+    "remine": Spec(bounds.dv, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
+    "renwj": Spec(bounds.nwj, regularized=True, shift=1.0,
+                  defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0))),
+    "reinfonce": Spec(bounds.infonce, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
+    "resmile": Spec(bounds.smile, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0), ("clip", 10.0))),
+    "retuba": Spec(bounds.tuba, LearnedBaseline, regularized=True,
+                   defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0))),
+    "rejs": Spec(bounds.js, regularized=True, shift=1.0, defaults=(("distance", "euclidean"), ("c_star", 1.0))),
 }
 
 REG_KEYS = ("lam", "c_star", "distance")
@@ -47,10 +51,11 @@ def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimat
     if name not in REGISTRY:
         raise ValueError(f"unknown estimator {name!r} (valid: {', '.join(sorted(REGISTRY))})")
     spec = REGISTRY[name]
+    cfg = {**dict(spec.defaults), **cfg}
     params = {k: v for k, v in cfg.items() if k != "name" and k not in REG_KEYS}
     reg = None
     if spec.regularized:
-        lam = float(cfg.get("lam", 0.0))
+        lam = float(cfg.get("lam", 0.1))
         if lam < 0:
             raise ValueError(f"lambda={lam} is negative (valid: lambda >= 0)")
         distance = cfg.get("distance", "euclidean")

@@ -68,9 +68,11 @@ def masked_logmeanexp(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor
 def log_loo_mean_exp(scores: Tensor) -> Tensor:
     """``out[i, j] = log( 1/(M-1) * sum_{k != j} exp(scores[i, k]) )`` (leave-one-out along rows).
 
-    Uses ``log(sum_all - e^{s_ij}) = lse_i + log(-expm1(-(lse_i - s_ij)))``, which is stable
-    whether or not s_ij dominates the row (Poole et al. code, ``compute_log_loomean``).
+    Exact in O(N M): the sum without column j is the log-add of a prefix and a suffix cumulative
+    log-sum-exp, so no cancellation even when scores[i, j] dominates its row.
     """
-    lse = torch.logsumexp(scores, dim=1, keepdim=True)
-    d = (lse - scores).clamp_min(torch.finfo(scores.dtype).tiny)
-    return lse + torch.log(-torch.expm1(-d)) - math.log(scores.shape[1] - 1)
+    m = scores.shape[1]
+    neg_inf = torch.full_like(scores[:, :1], float("-inf"))
+    prefix = torch.cat([neg_inf, torch.logcumsumexp(scores, dim=1)[:, :-1]], dim=1)  # sum over k < j
+    suffix = torch.cat([torch.logcumsumexp(scores.flip(1), dim=1).flip(1)[:, 1:], neg_inf], dim=1)  # k > j
+    return torch.logaddexp(prefix, suffix) - math.log(m - 1)
