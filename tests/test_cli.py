@@ -1,0 +1,95 @@
+"""The command line as a user runs it: python -m mibench ... in a subprocess."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["dataset.steps_per_level=20", "dataset.mi_levels=[2,4]", "trainer.enable_progress_bar=false"]
+
+
+def mibench(*args, runs: Path, timeout=300):
+    env = {**os.environ, "MIBENCH_RUNS": str(runs), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "mibench", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_dirs(runs: Path):
+    return sorted(p.parent for p in runs.rglob("summary.csv"))
+
+
+def test_default_run(runs_dir):
+    """No arguments: the full staircase (5 levels x 4,000 steps, separable critic, InfoNCE) on CPU."""
+    p = mibench(runs=runs_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (d,) = run_dirs(runs_dir)
+    assert d.parent == runs_dir / "staircase" / "gaussian"
+    steps = pd.read_csv(d / "steps.csv")
+    assert len(steps) == 20_000 and sorted(steps["true_mi"].unique()) == [2, 4, 6, 8, 10]
+    summary = pd.read_csv(d / "summary.csv")
+    assert list(summary["true_mi"]) == [2, 4, 6, 8, 10]
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    assert cfg["estimator"]["name"] == "infonce" and cfg["critic"]["name"] == "separable"
+    assert cfg["dataset"]["batch_size"] == 64 and cfg["benchmark"]["lr"] == 5e-4
+    assert (d / "staircase.png").exists()
+    assert "true_mi" in p.stdout and "mse" in p.stdout  # the printed summary table
+    # InfoNCE at batch 64 cannot exceed log 64 = 4.16 nats, so it is far below MI = 10
+    assert summary["mean"].iloc[-1] < 4.2
+
+
+def test_override_lambda(runs_dir):
+    p = mibench("estimator=remine", "lambda=0.01", "critic=bilinear", *FAST, runs=runs_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (d,) = run_dirs(runs_dir)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    assert cfg["estimator"]["name"] == "remine" and cfg["estimator"]["lam"] == 0.01
+    assert cfg["critic"]["name"] == "bilinear"
+
+
+def test_multirun_sweep(runs_dir):
+    p = mibench("-m", "estimator=mine,remine", "seed=0,1", *FAST, runs=runs_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    dirs = run_dirs(runs_dir)
+    assert len(dirs) == 4
+    seen = {(yaml.safe_load((d / "config.yaml").read_text())["estimator"]["name"],
+             yaml.safe_load((d / "config.yaml").read_text())["seed"]) for d in dirs}
+    assert seen == {("mine", 0), ("mine", 1), ("remine", 0), ("remine", 1)}
+
+
+def test_lambda_sweep(runs_dir):
+    p = mibench("-m", "estimator=remine", "lambda=0.1,0.01,0.001", *FAST, runs=runs_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lams = sorted(yaml.safe_load((d / "config.yaml").read_text())["estimator"]["lam"] for d in run_dirs(runs_dir))
+    assert lams == [0.001, 0.01, 0.1]
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["estimator=mien"], ["mien", "remine", "infonce"]),
+    (["critic=mlp"], ["mlp", "separable", "concat", "bilinear"]),
+    (["estimator=remine", "lambda=-0.1"], ["lambda=-0.1", ">= 0"]),
+    (["dataset.batch_size=1"], ["batch_size=1", ">= 2"]),
+    (["-m", "estimator=infonce,nope"], ["nope", "remine"]),
+    (["estimator.clip=0", "estimator=nwj"], ["clip=0", "positive"]),
+])
+def test_bad_input_one_line_no_training(runs_dir, args, needles):
+    p = mibench(*args, runs=runs_dir, timeout=120)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("mibench: error:")
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    assert not runs_dir.exists() or not any(runs_dir.rglob("*.csv"))  # nothing trained
+
+
+def test_help_lists_groups(runs_dir):
+    p = mibench("--help", runs=runs_dir)
+    assert p.returncode == 0
+    for line in ("estimator: alpha, dv, eta_mine, infonce, js, mine, nwj, reinfonce, rejs, remine, renwj",
+                 "critic: bilinear, concat, separable", "dataset: cubic, gaussian"):
+        assert line in p.stdout
+    assert "lambda" in p.stdout
