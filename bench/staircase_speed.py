@@ -33,7 +33,10 @@ def compose_cfg(overrides: list[str]):
 
 
 def raw_loop(cfg, device: str = "cpu") -> float:
-    """Minimal PyTorch training loop over the same data, critic, estimator and optimizer."""
+    """Minimal PyTorch training loop over the same data, critic, estimator and optimizer.
+
+    On CUDA it uses the same precision as hardware=gpu: critic under bf16 autocast, bound in fp32.
+    """
     torch.manual_seed(int(cfg.seed))
     d = cfg.dataset
     stream = StaircaseStream(d.dim, d.batch_size, list(d.mi_levels), d.steps_per_level, int(cfg.seed), d.transform)
@@ -42,14 +45,19 @@ def raw_loop(cfg, device: str = "cpu") -> float:
     opt = torch.optim.Adam([{"params": critic.parameters()}] + est.param_groups(cfg.benchmark.lr), lr=cfg.benchmark.lr)
     record = torch.zeros(len(stream), 4, device=device)
     t0 = time.perf_counter()
+    cuda = device.startswith("cuda")
     for t, (x, y, _) in enumerate(stream):
-        x, y = x.to(device), y.to(device)
-        e = est(critic(x, y), y=y)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            scores = critic(x, y)
+        e = est(scores.float(), y=y)
         opt.zero_grad(set_to_none=True)
         e.loss.backward()
         opt.step()
         record[t] = torch.stack((e.mi, e.loss, e.joint, e.marginal)).detach()
     record.cpu()
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -60,10 +68,14 @@ def mibench_run(cfg) -> float:
         return time.perf_counter() - t0
 
 
-def compare(label: str, overrides: list[str], repeats: int) -> tuple[float, float]:
+def compare(label: str, overrides: list[str], repeats: int, device: str = "cpu") -> tuple[float, float]:
+    """Interleave raw and mibench runs ``repeats`` times and keep each one's best (machine noise)."""
     cfg = compose_cfg(overrides)
-    raw = min(raw_loop(cfg) for _ in range(repeats))
-    mib = min(mibench_run(compose_cfg(overrides)) for _ in range(repeats))
+    raws, mibs = [], []
+    for _ in range(repeats):
+        raws.append(raw_loop(cfg, device))
+        mibs.append(mibench_run(compose_cfg(overrides)))
+    raw, mib = min(raws), min(mibs)
     steps = cfg.dataset.steps_per_level * len(cfg.dataset.mi_levels)
     print(f"{label:<44} steps={steps:>6}  raw={raw:7.2f}s  mibench={mib:7.2f}s  ratio={mib / raw:5.3f}"
           f"  ({1e3 * raw / steps:.3f} vs {1e3 * mib / steps:.3f} ms/step)", flush=True)
@@ -76,15 +88,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4000, help="steps per MI level (paper: 4000)")
     p.add_argument("--concat-steps", type=int, default=4000, help="steps for the one-level concat timing (0: skip)")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--hardware", default="cpu", choices=["cpu", "gpu"], help="gpu: CUDA, bf16-mixed critic")
     a = p.parse_args()
-    common = ["logger=none", "benchmark.plot=true", "trainer.enable_progress_bar=false"]
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}")
+    device = "cuda" if a.hardware == "gpu" else "cpu"
+    common = ["logger=none", "benchmark.plot=true", "trainer.enable_progress_bar=false", f"hardware={a.hardware}"]
+    gpu = f", {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}{gpu}")
     compare(f"staircase 5 levels, separable, {a.estimator}",
-            [f"estimator={a.estimator}", f"dataset.steps_per_level={a.steps}"] + common, a.repeats)
+            [f"estimator={a.estimator}", f"dataset.steps_per_level={a.steps}"] + common, a.repeats, device)
     if a.concat_steps:
         compare(f"one level (MI=2), concat, {a.estimator}",
                 [f"estimator={a.estimator}", "critic=concat", "dataset.mi_levels=[2]",
-                 f"dataset.steps_per_level={a.concat_steps}"] + common, a.repeats)
+                 f"dataset.steps_per_level={a.concat_steps}"] + common, a.repeats, device)
 
 
 if __name__ == "__main__":
