@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ def quiet_lightning() -> None:
     """Silence Lightning's start-up banner (GPU available..., tips); warnings still show."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning-internal notices that say nothing about the user's run
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*IterableDataset` has `__len__` defined.*")
 
 
 def build_logger(cfg: DictConfig, out_dir: Path) -> Any:
