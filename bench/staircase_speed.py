@@ -46,7 +46,7 @@ def raw_loop(cfg, device: str = "cpu") -> float:
     record = torch.zeros(len(stream), 4, device=device)
     t0 = time.perf_counter()
     cuda = device.startswith("cuda")
-    for t, (x, y, _) in enumerate(stream):
+    for t, (x, y, _) in enumerate(stream.batches()):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             scores = critic(x, y)

@@ -83,6 +83,9 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
 
     if "lr" in cfg.benchmark and not (_num(cfg.benchmark.lr) and cfg.benchmark.lr > 0):
         raise ConfigError(f"benchmark.lr={cfg.benchmark.lr} is invalid (valid: a positive learning rate)")
+    if "steps_per_batch" in cfg.benchmark and not (isinstance(cfg.benchmark.steps_per_batch, int)
+                                                   and cfg.benchmark.steps_per_batch >= 1):
+        raise ConfigError(f"benchmark.steps_per_batch={cfg.benchmark.steps_per_batch} is invalid (valid: an integer >= 1)")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
     if cfg.logger.name not in LOGGERS:

@@ -8,8 +8,11 @@ from mibench.data.gaussian import GaussianDataModule, StaircaseStream, rho_from_
 
 
 def test_schedule_and_correlation():
-    dm = GaussianDataModule(dim=4, batch_size=256, mi_levels=[0.5, 3.0], steps_per_level=50, seed=1)
-    batches = list(dm.train_dataloader())
+    dm = GaussianDataModule(dim=4, batch_size=256, mi_levels=[0.5, 3.0], steps_per_level=50, seed=1, chunk=7)
+    assert len(dm.train_dataloader()) == 2 * 8  # ceil(50 / 7) chunks a level
+    batches = list(dm.stream.batches())
+    chunked = torch.cat([c[0] for c in dm.train_dataloader()])
+    assert torch.equal(chunked, torch.stack([b[0] for b in batches]))  # chunking does not change the data
     assert len(batches) == dm.total_steps == 100
     assert [b[2] for b in batches[:50]] == [0] * 50 and [b[2] for b in batches[50:]] == [1] * 50
     for level, mi in enumerate([0.5, 3.0]):
@@ -25,7 +28,7 @@ def test_cubic_transforms():
     raw = StaircaseStream(3, 8, [2.0], 5, seed=7, transform="none")
     cub = StaircaseStream(3, 8, [2.0], 5, seed=7, transform="cubic")
     wcub = StaircaseStream(3, 8, [2.0], 5, seed=7, transform="wcubic")
-    (x0, y0, _), (x1, y1, _), (x2, y2, _) = next(iter(raw)), next(iter(cub)), next(iter(wcub))
+    (x0, y0, _), (x1, y1, _), (x2, y2, _) = (next(s.batches()) for s in (raw, cub, wcub))
     assert torch.equal(x0, x1) and torch.equal(x0, x2)
     assert torch.allclose(y1, y0**3)
     assert torch.allclose(y2, (y0 @ wcub.W.t()) ** 3)

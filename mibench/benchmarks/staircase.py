@@ -8,6 +8,7 @@ are appended to ``steps.csv`` and its bias/variance/MSE are logged.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +37,7 @@ class StaircaseModule(L.LightningModule):
         self.automatic_optimization = False  # one backward + step per batch; fewer hooks on the hot path
         self.register_buffer("record", torch.zeros(self.total_steps, N_REC), persistent=False)
         self.rows: list[np.ndarray] = []
+        self.level_summaries: list[pd.DataFrame] = []
         self.steps_df: pd.DataFrame | None = None
         self.summary: pd.DataFrame | None = None
         self.diverged_step: int | None = None
@@ -47,51 +49,69 @@ class StaircaseModule(L.LightningModule):
         return torch.optim.Adam(groups, lr=self.lr)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Any], batch_idx: int) -> None:
-        x, y, _ = batch
+        """One optimizer step per batch in the chunk (x, y: [chunk, batch, dim]); see StaircaseStream."""
+        xs, ys, _ = batch
         opt = self.optimizers()
-        # the critic may run in bf16 (hardware=gpu); the bound is computed in fp32: at scores ~10
-        # bf16 resolves only ~0.06 nats, the size of the effects being measured
-        with torch.autocast(self.device.type, enabled=False):
-            est = self.estimator(self.critic(x, y).float(), y=y)
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(est.loss)
-        opt.step()
-        t = self._t
-        self.record[t] = torch.stack((est.mi, est.loss, est.joint, est.marginal)).detach().float()
-        self._t = t + 1
-        if self._t % self.steps_per_level == 0:
-            self._flush_level(self._t // self.steps_per_level - 1)
+        for x, y in zip(xs, ys):
+            scores = self.critic(x, y)
+            # the critic may run in bf16 (hardware=gpu); the bound is computed in fp32: at scores ~10
+            # bf16 resolves only ~0.06 nats, the size of the effects being measured
+            est = self.estimator(scores.float(), y=y)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(est.loss)
+            opt.step()
+            t = self._t
+            self.record[t] = torch.stack((est.mi, est.loss, est.joint, est.marginal)).detach().float()
+            self._t = t + 1
+            if self._t % self.steps_per_level == 0:
+                self._flush_level(self._t // self.steps_per_level - 1)
+                if self.trainer.should_stop:
+                    break
 
     def _flush_level(self, level: int) -> None:
         lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
         rec = self.record[lo:hi].cpu().numpy().astype(np.float64)
         steps = np.arange(lo, hi, dtype=np.float64)
         block = np.column_stack([steps, np.full_like(steps, level), np.full_like(steps, self.mi_levels[level]), rec])
-        self.rows.append(block)
         bad = ~np.isfinite(rec[:, 0])
         if bad.any() and self.diverged_step is None:
             self.diverged_step = int(steps[bad.argmax()])
-        self.steps_df = self._write()
-        s = self.summary.iloc[-1]
+        self._append(block)
+        s = self.summary.iloc[level]
         if self.logger is not None:
             self.logger.log_metrics({f"level/{k}": float(s[k]) for k in ("true_mi", "mean", "bias", "variance", "mse")},
                                     step=hi)
         if self.diverged_step is not None and self.stop_on_divergence:
             self.trainer.should_stop = True
 
-    def _write(self) -> pd.DataFrame:
-        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(STEP_COLUMNS)))
+    def _append(self, block: np.ndarray) -> None:
+        """Stream a level's rows to steps.csv.partial and rewrite summary.csv (atomically)."""
+        self.rows.append(block)
+        df = pd.DataFrame(block, columns=STEP_COLUMNS).astype({"step": int, "level": int})
+        self.level_summaries.append(level_summary(df))
         if self.out_dir is not None:
-            df = write_steps(self.out_dir / "steps.csv", rows)
-        else:
-            df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int, "level": int})
-        self.summary = self._summary(df)
+            partial = self.out_dir / "steps.csv.partial"
+            df.to_csv(partial, mode="a" if len(self.rows) > 1 else "w", header=len(self.rows) == 1,
+                      index=False, float_format="%.9g")
+        self.summary = self._summary()
         if self.out_dir is not None:
             atomic_write_csv(self.out_dir / "summary.csv", self.summary)
+
+    def _finish(self) -> pd.DataFrame:
+        """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(STEP_COLUMNS)))
+        df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int, "level": int})
+        if self.out_dir is not None:
+            partial = self.out_dir / "steps.csv.partial"
+            if partial.exists():
+                os.replace(partial, self.out_dir / "steps.csv")
+            else:
+                write_steps(self.out_dir / "steps.csv", rows)
+            atomic_write_csv(self.out_dir / "summary.csv", self.summary if self.summary is not None else self._summary())
         return df
 
-    def _summary(self, df: pd.DataFrame) -> pd.DataFrame:
-        summary = level_summary(df) if len(df) else pd.DataFrame()
+    def _summary(self) -> pd.DataFrame:
+        summary = pd.concat(self.level_summaries, ignore_index=True) if self.level_summaries else pd.DataFrame()
         done = set(summary["level"]) if len(summary) else set()
         missing = [{"level": i, "true_mi": m, "steps": 0, "mean": math.nan, "bias": math.nan, "variance": math.nan,
                     "mse": math.nan, "nonfinite": 0} for i, m in enumerate(self.mi_levels) if i not in done]
@@ -107,11 +127,9 @@ class StaircaseModule(L.LightningModule):
             lo = done * self.steps_per_level
             rec = self.record[lo:self._t].cpu().numpy().astype(np.float64)
             steps = np.arange(lo, self._t, dtype=np.float64)
-            self.rows.append(np.column_stack([steps, np.full_like(steps, done),
-                                              np.full_like(steps, self.mi_levels[done]), rec]))
-            self.steps_df = self._write()
-        elif self.steps_df is None:
-            self.steps_df = self._write()
+            self._append(np.column_stack([steps, np.full_like(steps, done),
+                                          np.full_like(steps, self.mi_levels[done]), rec]))
+        self.steps_df = self._finish()
 
 
 def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
@@ -128,7 +146,8 @@ def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
 
     d = cfg.dataset
     dm = GaussianDataModule(dim=d.dim, batch_size=d.batch_size, mi_levels=list(d.mi_levels),
-                            steps_per_level=d.steps_per_level, transform=d.transform, seed=cfg.seed, name=d.name)
+                            steps_per_level=d.steps_per_level, transform=d.transform, seed=cfg.seed, name=d.name,
+                            chunk=cfg.benchmark.steps_per_batch)
     critic = build_critic(OmegaConf.to_container(cfg.critic, resolve=True), dm.dim_x, dm.dim_y)
     estimator = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dm.dim_y)
     module = StaircaseModule(critic, estimator, dm.mi_levels, dm.steps_per_level, lr=cfg.benchmark.lr,

@@ -1,18 +1,17 @@
-"""Bilinear critic T(x, y) = h(x)^T W g(y)."""
+"""Bilinear critic T(x, y) = h(x)^T W g(y): the separable critic with a learned W (initialised to I)."""
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..estimators.modules import mlp
+from .separable import SeparableCritic
 
 
-class BilinearCritic(nn.Module):
-    def __init__(self, dim_x: int, dim_y: int, hidden: int = 256, layers: int = 2, embed: int = 32,
-                 activation: str = "relu"):
-        super().__init__()
-        self.h = mlp(dim_x, embed, hidden, layers, activation)
-        self.g = mlp(dim_y, embed, hidden, layers, activation)
+class BilinearCritic(SeparableCritic):
+    def __init__(self, dim_x: int, dim_y: int, embed: int = 32, **kwargs: Any):
+        super().__init__(dim_x, dim_y, embed=embed, **kwargs)
         self.W = nn.Parameter(torch.eye(embed))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

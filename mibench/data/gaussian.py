@@ -51,23 +51,26 @@ def log_conditional(x: Tensor, y: Tensor, rho: float) -> Tensor:
 
 
 class StaircaseStream(IterableDataset):
-    """Yields ``(x, y, level)`` batches: ``steps_per_level`` batches at each MI level in turn.
+    """Yields ``(x, y, level)`` with x, y of shape [chunk, batch, dim]: ``chunk`` consecutive training
+    batches at a time, ``steps_per_level`` batches at each MI level in turn.
 
     A level's batches are drawn in one vectorised call from a generator seeded by ``seed``, so a
-    run is reproducible and the sampling costs almost nothing per step.
+    run is reproducible and the sampling costs almost nothing per step. Handing the Trainer
+    ``chunk`` steps per item amortises Lightning's per-item loop overhead (~0.2 ms on CPU, about
+    a fifth of a staircase step); the chunk size does not change the data or the result.
     """
 
     def __init__(self, dim: int, batch_size: int, mi_levels: Sequence[float], steps_per_level: int, seed: int,
-                 transform: str = "none"):
+                 transform: str = "none", chunk: int = 1):
         super().__init__()
-        self.dim, self.batch_size, self.steps = dim, batch_size, steps_per_level
+        self.dim, self.batch_size, self.steps, self.chunk = dim, batch_size, steps_per_level, max(1, int(chunk))
         self.mi_levels = [float(m) for m in mi_levels]
         self.seed, self.transform = seed, transform
         g = torch.Generator().manual_seed(seed + 1_000_003)
         self.W = torch.randn(dim, dim, generator=g) if transform == "wcubic" else None
 
     def __len__(self) -> int:
-        return self.steps * len(self.mi_levels)
+        return math.ceil(self.steps / self.chunk) * len(self.mi_levels)
 
     def apply_transform(self, y: Tensor) -> Tensor:
         if self.transform == "cubic":
@@ -85,15 +88,22 @@ class StaircaseStream(IterableDataset):
         g = torch.Generator().manual_seed(self.seed)
         for level in range(len(self.mi_levels)):
             xs, ys = self.level_data(level, g)
-            for t in range(self.steps):
-                yield xs[t], ys[t], level
+            for t in range(0, self.steps, self.chunk):
+                yield xs[t:t + self.chunk], ys[t:t + self.chunk], level
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        """One training batch at a time (x, y: [batch, dim]), the same data as ``__iter__``."""
+        for xs, ys, level in self:
+            for x, y in zip(xs, ys):
+                yield x, y, level
 
 
 class GaussianDataModule(L.LightningDataModule):
     """LightningDataModule for the staircase (``dataset=gaussian``) and its cubic variant (``dataset=cubic``)."""
 
     def __init__(self, dim: int = 20, batch_size: int = 64, mi_levels: Sequence[float] = (2, 4, 6, 8, 10),
-                 steps_per_level: int = 4000, transform: str = "none", seed: int = 0, name: str = "gaussian"):
+                 steps_per_level: int = 4000, transform: str = "none", seed: int = 0, name: str = "gaussian",
+                 chunk: int = 100):
         super().__init__()
         if transform not in TRANSFORMS:
             raise ValueError(f"unknown transform {transform!r} (valid: {', '.join(TRANSFORMS)})")
@@ -102,7 +112,7 @@ class GaussianDataModule(L.LightningDataModule):
         self.mi_levels, self.steps_per_level = list(mi_levels), steps_per_level
         self.transform, self.seed = transform, seed
         self.dim_x = self.dim_y = dim
-        self.stream = StaircaseStream(dim, batch_size, self.mi_levels, steps_per_level, seed, transform)
+        self.stream = StaircaseStream(dim, batch_size, self.mi_levels, steps_per_level, seed, transform, chunk)
 
     @property
     def total_steps(self) -> int:
