@@ -28,7 +28,7 @@ test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
 bench: $(STAMP)  ## time the staircase through mibench vs a raw PyTorch loop (prints the ratio)
-	$(PY) -W ignore bench/staircase_speed.py --repeats 2
+	$(PY) -W ignore bench/staircase_speed.py --repeats 3
 
 clean:  ## remove the venv and caches (runs/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info
