@@ -68,15 +68,18 @@ class StaircaseModule(L.LightningModule):
                 if self.trainer.should_stop:
                     break
 
-    def _flush_level(self, level: int) -> None:
-        lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
+    def _record_block(self, lo: int, hi: int, level: int) -> None:
+        """Copy steps [lo, hi) of ``level`` to the host (one sync), note any divergence, stream them out."""
         rec = self.record[lo:hi].cpu().numpy().astype(np.float64)
         steps = np.arange(lo, hi, dtype=np.float64)
-        block = np.column_stack([steps, np.full_like(steps, level), np.full_like(steps, self.mi_levels[level]), rec])
         bad = ~np.isfinite(rec[:, 0])
         if bad.any() and self.diverged_step is None:
             self.diverged_step = int(steps[bad.argmax()])
-        self._append(block)
+        self._append(np.column_stack([steps, np.full_like(steps, level), np.full_like(steps, self.mi_levels[level]), rec]))
+
+    def _flush_level(self, level: int) -> None:
+        lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
+        self._record_block(lo, hi, level)
         s = self.summary.iloc[level]
         if self.logger is not None:
             self.logger.log_metrics({f"level/{k}": float(s[k]) for k in ("true_mi", "mean", "bias", "variance", "mse")},
@@ -107,7 +110,7 @@ class StaircaseModule(L.LightningModule):
                 os.replace(partial, self.out_dir / "steps.csv")
             else:
                 write_steps(self.out_dir / "steps.csv", rows)
-            atomic_write_csv(self.out_dir / "summary.csv", self.summary if self.summary is not None else self._summary())
+            atomic_write_csv(self.out_dir / "summary.csv", self._summary())
         return df
 
     def _summary(self) -> pd.DataFrame:
@@ -124,11 +127,7 @@ class StaircaseModule(L.LightningModule):
     def on_train_end(self) -> None:
         done = self._t // self.steps_per_level
         if self._t % self.steps_per_level:  # interrupted mid-level: keep the partial level too
-            lo = done * self.steps_per_level
-            rec = self.record[lo:self._t].cpu().numpy().astype(np.float64)
-            steps = np.arange(lo, self._t, dtype=np.float64)
-            self._append(np.column_stack([steps, np.full_like(steps, done),
-                                          np.full_like(steps, self.mi_levels[done]), rec]))
+            self._record_block(done * self.steps_per_level, self._t, done)
         self.steps_df = self._finish()
 
 
