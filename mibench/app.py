@@ -36,10 +36,10 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True) -
         print(f"mibench: note: {note}", file=sys.stderr)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    from .benchmarks import RUNNERS
+    from .benchmarks import BENCHMARKS
 
     t0 = time.time()
-    result = RUNNERS[cfg.benchmark.name](cfg, out)
+    result = BENCHMARKS[cfg.benchmark.name].run(cfg, out)
     est = cfg.estimator
     record = {
         "status": "diverged" if result.get("diverged_step") is not None else "completed",
@@ -47,7 +47,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True) -
         "critic": cfg.critic.name, "lam": est.get("lam"), "c_star": est.get("c_star"), "seed": int(cfg.seed),
         "git_commit": git_commit(), "wall_time_s": round(time.time() - t0, 3),
         "diverged_step": result.get("diverged_step"), "steps_done": result.get("steps_done"),
-        "levels": result["summary"].to_dict(orient="records") if "summary" in result else None,
+        "metrics": result.get("metrics"),
+        "levels": result["summary"].to_dict(orient="records") if result.get("summary") is not None else None,
     }
     atomic_write_text(out / "result.json", json.dumps(record, indent=2, default=float))
     if echo:
@@ -68,7 +69,9 @@ def hydra_entry() -> Any:
         except ConfigError as e:
             print(f"mibench: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        if result.get("objective") is not None:
+            return float(result["objective"])
         s = result.get("summary")
-        return float(s["mse"].mean()) if s is not None and len(s) else None
+        return float(s["mse"].mean()) if s is not None and "mse" in s and len(s) else None
 
     return _main()

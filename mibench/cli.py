@@ -27,6 +27,28 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def default_dataset(benchmark: str) -> str | None:
+    """``benchmark.default_dataset`` of conf/benchmark/<benchmark>.yaml (plain or ``_global_`` package)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "benchmark" / f"{benchmark}.yaml"
+    if not path.exists():
+        return None
+    node = OmegaConf.load(path)
+    node = node.get("benchmark", node)
+    return node.get("default_dataset")
+
+
+def implied(args: list[str]) -> list[str]:
+    """``benchmark=X`` without ``dataset=``: add X's default dataset (``benchmark=onehot`` -> ``dataset=onehot``)."""
+    plain = [a for a in args if not a.startswith("-")]
+    bench = [a.split("=", 1)[1] for a in plain if a.startswith("benchmark=")]
+    if len(bench) != 1 or "," in bench[0] or any(a.startswith(("dataset=", "experiment=")) for a in plain):
+        return args
+    ds = default_dataset(bench[0])
+    return args + [f"dataset={ds}"] if ds else args
+
+
 def preflight(args: list[str]) -> str | None:
     """Return an error line for the first bad override / config, or None when all is well."""
     from hydra import compose, initialize_config_dir
@@ -78,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "help":
         args = ["--help"]
+    args = implied(args)
     hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra
         err = preflight(args)

@@ -13,6 +13,9 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def compose_config(overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> DictConfig:
     """The config ``python -m mibench <overrides>`` would run, with ``out_dir`` set (no Hydra run dir)."""
+    from .cli import implied
+
+    overrides = implied(list(overrides))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))

@@ -59,33 +59,16 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     if est.get("eta_lr") is not None and not (_num(est.eta_lr) and est.eta_lr > 0):
         raise ConfigError(f"estimator.eta_lr={est.eta_lr} is invalid (valid: a positive learning rate)")
 
-    crit = cfg.critic
-    if crit.name not in CRITICS:
-        raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(CRITICS))})")
-    for key, lo in (("hidden", 1), ("layers", 0), ("embed", 1)):
-        if key in crit and not (isinstance(crit[key], int) and crit[key] >= lo):
-            raise ConfigError(f"critic.{key}={crit[key]} is invalid (valid: an integer >= {lo})")
+    from .benchmarks import BENCHMARKS
 
-    data = cfg.dataset
-    if "batch_size" in data and not (isinstance(data.batch_size, int) and data.batch_size >= 2):
-        raise ConfigError(f"dataset.batch_size={data.batch_size} is invalid: a batch needs >= 2 samples to form "
-                          f"product-of-marginals pairs (valid: an integer >= 2)")
-    if "dim" in data and not (isinstance(data.dim, int) and data.dim >= 1):
-        raise ConfigError(f"dataset.dim={data.dim} is invalid (valid: an integer >= 1)")
-    if "mi_levels" in data:
-        levels = list(data.mi_levels) if OmegaConf.is_list(data.mi_levels) else None
-        if not levels or not all(_num(m) and m >= 0 for m in levels):
-            raise ConfigError(f"dataset.mi_levels={data.mi_levels} is invalid (valid: a non-empty list of MI values >= 0 nats)")
-    if "steps_per_level" in data and not (isinstance(data.steps_per_level, int) and data.steps_per_level >= 1):
-        raise ConfigError(f"dataset.steps_per_level={data.steps_per_level} is invalid (valid: an integer >= 1)")
-    if "transform" in data and data.transform not in ("none", "cubic", "wcubic"):
-        raise ConfigError(f"dataset.transform={data.transform!r} is invalid (valid: none, cubic, wcubic)")
-
-    if "lr" in cfg.benchmark and not (_num(cfg.benchmark.lr) and cfg.benchmark.lr > 0):
-        raise ConfigError(f"benchmark.lr={cfg.benchmark.lr} is invalid (valid: a positive learning rate)")
-    if "steps_per_batch" in cfg.benchmark and not (isinstance(cfg.benchmark.steps_per_batch, int)
-                                                   and cfg.benchmark.steps_per_batch >= 1):
-        raise ConfigError(f"benchmark.steps_per_batch={cfg.benchmark.steps_per_batch} is invalid (valid: an integer >= 1)")
+    bench = cfg.benchmark
+    if bench.name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(BENCHMARKS))})")
+    allowed = list(bench.get("datasets") or [])
+    if allowed and cfg.dataset.name not in allowed:
+        raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
+    if "lr" in bench and not (_num(bench.lr) and bench.lr > 0):
+        raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
     if cfg.logger.name not in LOGGERS:
@@ -96,14 +79,40 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             raise ConfigError("hardware=gpu but no CUDA device is visible here (valid on this machine: hardware=cpu)")
 
-    # Build the parts once: unknown estimator/critic parameters fail here, not mid-run.
-    from .critics import build_critic
     from .estimators import build_estimator
 
-    dim = int(data.get("dim", 2))
-    try:
-        build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=dim)
-        build_critic(OmegaConf.to_container(crit, resolve=True), dim, dim)
+    try:  # unknown estimator parameters fail here, not mid-run
+        build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=int(cfg.dataset.get("dim", 2)))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    BENCHMARKS[bench.name].validate(cfg)
     return notes
+
+
+def validate_critic(cfg: DictConfig, dim_x: int, dim_y: int) -> None:
+    """Check the critic group's values and build it once for inputs of the given sizes."""
+    from .critics import build_critic
+
+    crit = cfg.critic
+    if crit.name not in CRITICS:
+        raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(CRITICS))})")
+    for key, lo in (("hidden", 1), ("layers", 0), ("embed", 1)):
+        if key in crit and not (isinstance(crit[key], int) and crit[key] >= lo):
+            raise ConfigError(f"critic.{key}={crit[key]} is invalid (valid: an integer >= {lo})")
+    try:
+        build_critic(OmegaConf.to_container(crit, resolve=True), dim_x, dim_y)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def check_int(node: DictConfig, key: str, lo: int, path: str, why: str = "") -> None:
+    """Raise unless ``node[key]`` is an integer >= lo (``path`` names it in the message)."""
+    v = node.get(key)
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
+        raise ConfigError(f"{path}.{key}={v} is invalid{why} (valid: an integer >= {lo})")
+
+
+def check_positive(node: DictConfig, key: str, path: str, what: str = "a positive number") -> None:
+    v = node.get(key)
+    if not (_num(v) and v > 0):
+        raise ConfigError(f"{path}.{key}={v} is invalid (valid: {what})")

@@ -1,8 +1,27 @@
-"""Benchmarks: one LightningModule (and a ``run_*`` function) per benchmark choice."""
+"""Benchmarks: one module per ``benchmark=<name>`` choice, each registering a validator and a runner.
+
+A runner ``run(cfg, out_dir) -> dict`` trains/evaluates and writes its own files under ``out_dir``;
+it returns at least ``text`` (printed summary). Optional keys: ``summary`` (a DataFrame, stored in
+result.json), ``metrics`` (a dict of scalar outcomes stored in result.json), ``diverged_step``,
+``steps_done`` and ``objective`` (the number a Hydra sweeper would minimise).
+A validator ``validate(cfg) -> None`` raises :class:`mibench.config.ConfigError` with one line.
+"""
 from __future__ import annotations
 
-from .staircase import StaircaseModule, run_staircase
+from dataclasses import dataclass
+from typing import Any, Callable
 
-RUNNERS = {"staircase": run_staircase}
+from .staircase import StaircaseModule, run_staircase, validate_staircase
 
-__all__ = ["RUNNERS", "StaircaseModule", "run_staircase"]
+
+@dataclass(frozen=True)
+class Benchmark:
+    run: Callable[..., dict[str, Any]]
+    validate: Callable[..., None]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "staircase": Benchmark(run_staircase, validate_staircase),
+}
+
+__all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]

@@ -161,3 +161,22 @@ def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
         plot_staircase(module.steps_df, out_dir / "staircase.png", title, cfg.benchmark.ema_span, d.batch_size)
     return {"summary": summary, "steps": module.steps_df, "wall_time_s": wall, "diverged_step": module.diverged_step,
             "steps_done": module._t, "title": title, "text": format_summary(summary, title)}
+
+
+def validate_staircase(cfg) -> None:
+    """benchmark=staircase: the Gaussian dataset's and the critic's values (raises ConfigError)."""
+    from omegaconf import OmegaConf
+
+    from ..config import ConfigError, _num, check_int, validate_critic
+
+    data = cfg.dataset
+    check_int(data, "batch_size", 2, "dataset", ": a batch needs >= 2 samples to form product-of-marginals pairs")
+    check_int(data, "dim", 1, "dataset")
+    levels = list(data.mi_levels) if OmegaConf.is_list(data.get("mi_levels")) else None
+    if not levels or not all(_num(m) and m >= 0 for m in levels):
+        raise ConfigError(f"dataset.mi_levels={data.get('mi_levels')} is invalid (valid: a non-empty list of MI values >= 0 nats)")
+    check_int(data, "steps_per_level", 1, "dataset")
+    if data.transform not in ("none", "cubic", "wcubic"):
+        raise ConfigError(f"dataset.transform={data.transform!r} is invalid (valid: none, cubic, wcubic)")
+    check_int(cfg.benchmark, "steps_per_batch", 1, "benchmark")
+    validate_critic(cfg, int(data.dim), int(data.dim))
