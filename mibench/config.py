@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .critics import REGISTRY as CRITICS
 from .estimators import REGISTRY as ESTIMATORS
 
-HARDWARE = ("cpu", "gpu")
+HARDWARE = ("cpu", "gpu", "ddp")
 LOGGERS = ("csv", "wandb", "none")
 
 

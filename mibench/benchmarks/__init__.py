@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .cifar import ImageMIModule, run_image, validate_image
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -22,6 +23,8 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase),
+    "slb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 7, CIFAR-10/100
+    "clb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 8, CIFAR-10/100
 }
 
-__all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
+__all__ = ["BENCHMARKS", "Benchmark", "ImageMIModule", "StaircaseModule", "run_image", "run_staircase"]
