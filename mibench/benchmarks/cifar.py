@@ -245,7 +245,7 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
     module = ImageMIModule(encoder, estimator, task, dm.num_classes, lr=b.lr, optimizer=b.optimizer,
                            weight_decay=b.weight_decay, marginal=b.get("marginal", "distinct"),
                            check_every=b.check_every, stop_on_divergence=b.stop_on_divergence, out_dir=out_dir)
-    trainer = build_trainer(cfg, out_dir, max_steps=-1, max_epochs=int(b.epochs), log_every_n_steps=50)
+    trainer = build_trainer(cfg, out_dir, max_steps=-1, max_epochs=int(b.epochs), log_every_n_steps=1)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     train_wall = time.perf_counter() - t0
