@@ -275,9 +275,9 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
             f" | {'DIVERGED at step ' + str(metrics['diverged_step']) if diverged else 'finite'}"
             f" | {metrics['steps']} steps, {metrics['epochs_done']} epochs, {metrics['skipped_batches']} skipped"
             f" | train {train_wall:.1f}s, total {wall:.1f}s")
-    return {"metrics": metrics, "text": text, "diverged_step": module.diverged_step if diverged and
-            module.diverged_step is not None else (module._t if diverged else None),
-            "steps_done": module._t, "objective": -metrics["test_acc"], "history": pd.DataFrame(module.history)}
+    div_step = (module.diverged_step if module.diverged_step is not None else module._t) if diverged else None
+    return {"metrics": metrics, "text": text, "diverged_step": div_step, "steps_done": module._t,
+            "objective": -metrics["test_acc"], "history": pd.DataFrame(module.history)}
 
 
 def validate_image(cfg) -> None:
