@@ -284,3 +284,13 @@ def test_cli_missing_data_exit_2_and_sweep_survives_divergence(fake_root, tmp_pa
     assert sorted(rows["estimator"]) == ["infonce", "nwj"]
     nwj = rows[rows["estimator"] == "nwj"].iloc[0]
     assert bool(nwj["diverged"]) and nwj["mi_train"] == 0
+
+
+def test_loader_workers_split_an_epoch_without_duplicates():
+    from torch.utils.data import DataLoader
+
+    x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 3, 32, 32).contiguous()
+    ds = CifarBatches(x, torch.arange(40) % 10, 4, seed=0)
+    ref = sorted(int(v) for b in ds.epoch_batches(0) for v in b)
+    got = sorted(int(v) for xb, _ in DataLoader(ds, batch_size=None, num_workers=2) for v in xb[:, 0, 0, 0])
+    assert got == ref and len(got) == 40

@@ -210,7 +210,7 @@ class CifarBatches(IterableDataset):
     sampler: ``random`` (shuffled, last partial batch dropped) or ``balanced`` (see
     :func:`balanced_batches`). ``require_positive`` drops batches without a same-label pair
     (CLB, as in the authors' code; counted in ``skipped``). Under DDP each rank takes every
-    world_size-th batch of the same (seeded) epoch order.
+    world_size-th batch of the same (seeded) epoch order, and DataLoader workers split a rank's share.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, sampler: str = "random",
@@ -241,6 +241,9 @@ class CifarBatches(IterableDataset):
             idx = idx[keep]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             idx = idx[torch.distributed.get_rank():: torch.distributed.get_world_size()]
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # DataLoader workers split the epoch's batches (``skipped`` then stays per worker)
+            idx = idx[info.id:: info.num_workers]
         for b in idx:
             yield self.x[b], self.y[b]
 
