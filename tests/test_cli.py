@@ -90,6 +90,7 @@ def test_help_lists_groups(runs_dir):
     p = mibench("--help", runs=runs_dir)
     assert p.returncode == 0
     for line in ("estimator: alpha, dv, eta_mine, infonce, js, mine, nwj, reinfonce, rejs, remine, renwj",
-                 "critic: bilinear, concat, separable", "dataset: cubic, gaussian"):
+                 "critic: bilinear, clb, concat, separable, slb", "dataset: cifar10, cifar100, cubic, gaussian",
+                 "model: convnet, none, resnet18, resnet18_224", "hardware: cpu, ddp, gpu"):
         assert line in p.stdout
     assert "lambda" in p.stdout
