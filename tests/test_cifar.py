@@ -294,3 +294,23 @@ def test_loader_workers_split_an_epoch_without_duplicates():
     ref = sorted(int(v) for b in ds.epoch_batches(0) for v in b)
     got = sorted(int(v) for xb, _ in DataLoader(ds, batch_size=None, num_workers=2) for v in xb[:, 0, 0, 0])
     assert got == ref and len(got) == 40
+
+
+def test_non_finite_test_estimate_counts_as_diverged(fake_root, tmp_path, monkeypatch):
+    """Training stays finite, the estimate on the test batches overflows: the row says diverged, MI 0."""
+    from mibench.estimators import bounds
+
+    def inf_in_eval(scores, joint=None, marginal=None, clip=None):
+        est = bounds.nwj(scores, joint, marginal, clip)
+        if torch.is_grad_enabled():
+            return est
+        return type(est)(est.mi - math.inf, est.loss, est.joint, est.marginal)
+
+    monkeypatch.setitem(REGISTRY, "nwj", Spec(inf_in_eval, shift=1.0))
+    cfg = compose_config(["estimator=nwj", "dataset=cifar10", f"dataset.root={fake_root}", "benchmark.epochs=1",
+                          "dataset.batch_size=16"] + QUIET, out_dir=tmp_path)
+    run(cfg, echo=False)
+    row = pd.read_csv(tmp_path / "result.csv").iloc[0]
+    assert bool(row["diverged"]) and row["diverged_step"] == row["steps"] == 10
+    assert row["mi_test"] == 0 and row["mi_train"] == 0 and math.isfinite(row["mi_train_raw"])
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"

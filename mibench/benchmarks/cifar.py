@@ -252,7 +252,10 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
     ev = evaluate(module, dm, module.device, autocast=str(cfg.hardware.precision).startswith("bf16")
                   and module.device.type == "cuda")
     wall = time.perf_counter() - t0
-    diverged = module.diverged_step is not None or not all(math.isfinite(h["mi_mean"]) for h in module.history)
+    # NaN/Inf anywhere (training steps, or the estimate on the test batches) makes the run a diverged one;
+    # when only the test estimate overflowed, diverged_step is the last step
+    diverged = (module.diverged_step is not None or not all(math.isfinite(h["mi_mean"]) for h in module.history)
+                or not math.isfinite(ev["mi_test"]))
     last = module.history[-1]["mi_mean"] if module.history else math.nan
     lam, c_star = cfg.estimator.get("lam"), cfg.estimator.get("c_star")
     metrics = {
@@ -261,7 +264,8 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
         "epochs_done": len(module.history), "true_mi": math.log(dm.num_classes),
         "mi_train": _clip0(last, diverged), "mi_train_raw": last,
         "mi_test": _clip0(ev["mi_test"], diverged), "mi_test_raw": ev["mi_test"], "test_acc": ev["test_acc"],
-        "diverged": diverged, "diverged_step": module.diverged_step if module.diverged_step is not None else -1,
+        "diverged": diverged, "diverged_step": (module.diverged_step if module.diverged_step is not None
+                                                else module._t) if diverged else -1,
         "steps": module._t, "skipped_batches": module.skipped_total, "wall_time_s": round(wall, 3),
         "train_wall_s": round(train_wall, 3),
     }
