@@ -42,6 +42,7 @@ class StaircaseModule(L.LightningModule):
         self.summary: pd.DataFrame | None = None
         self.diverged_step: int | None = None
         self._t = 0
+        self._direct = False
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = [{"params": list(self.critic.parameters()), "lr": self.lr}]
@@ -51,14 +52,18 @@ class StaircaseModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Any], batch_idx: int) -> None:
         """One optimizer step per batch in the chunk (x, y: [chunk, batch, dim]); see StaircaseStream."""
         xs, ys, _ = batch
-        opt = self.optimizers()
+        direct = self._direct
+        opt = self.trainer.optimizers[0] if direct else self.optimizers()
         for x, y in zip(xs, ys):
             scores = self.critic(x, y)
             # the critic may run in bf16 (hardware=gpu); the bound is computed in fp32: at scores ~10
             # bf16 resolves only ~0.06 nats, the size of the effects being measured
             est = self.estimator(scores.float(), y=y)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(est.loss)
+            if direct:
+                est.loss.backward()
+            else:
+                self.manual_backward(est.loss)
             opt.step()
             t = self._t
             self.record[t] = torch.stack((est.mi, est.loss, est.joint, est.marginal)).detach().float()
@@ -67,6 +72,23 @@ class StaircaseModule(L.LightningModule):
                 self._flush_level(self._t // self.steps_per_level - 1)
                 if self.trainer.should_stop:
                     break
+
+    def on_train_start(self) -> None:
+        self._direct = self._can_step_directly()
+
+    def _can_step_directly(self) -> bool:
+        """True when Lightning's manual_backward / LightningOptimizer.step would add nothing but hooks.
+
+        On one device without a gradient scaler (32-true, bf16-mixed) they reduce to
+        ``loss.backward()`` and ``optimizer.step()``, but cost ~0.3 ms of hook dispatch per step,
+        which is 15-25% of a CPU staircase step. DDP, fp16 scaling or other strategies take
+        Lightning's path. (The trainer's global_step then stays 0: progress is counted in steps
+        recorded, ``self._t``.)
+        """
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        strategy = self.trainer.strategy
+        return type(strategy) is SingleDeviceStrategy and getattr(strategy.precision_plugin, "scaler", None) is None
 
     def _record_block(self, lo: int, hi: int, level: int) -> None:
         """Copy steps [lo, hi) of ``level`` to the host (one sync), note any divergence, stream them out."""
