@@ -3,7 +3,8 @@
 A runner ``run(cfg, out_dir) -> dict`` trains/evaluates and writes its own files under ``out_dir``;
 it returns at least ``text`` (printed summary). Optional keys: ``summary`` (a DataFrame, stored in
 result.json), ``metrics`` (a dict of scalar outcomes stored in result.json), ``diverged_step``,
-``steps_done`` and ``objective`` (the number a Hydra sweeper would minimise).
+``steps_done`` and ``objective`` (the number a Hydra sweeper would minimise). A resumable
+benchmark's runner also takes ``resume`` (a checkpoint path, or None).
 A validator ``validate(cfg) -> None`` raises :class:`mibench.config.ConfigError` with one line.
 """
 from __future__ import annotations
@@ -18,10 +19,11 @@ from .staircase import StaircaseModule, run_staircase, validate_staircase
 class Benchmark:
     run: Callable[..., dict[str, Any]]
     validate: Callable[..., None]
+    resumable: bool = False  # run() takes resume=<checkpoint path> (resume=true)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "staircase": Benchmark(run_staircase, validate_staircase),
+    "staircase": Benchmark(run_staircase, validate_staircase, resumable=True),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]

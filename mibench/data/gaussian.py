@@ -66,11 +66,12 @@ class StaircaseStream(IterableDataset):
         self.dim, self.batch_size, self.steps, self.chunk = dim, batch_size, steps_per_level, max(1, int(chunk))
         self.mi_levels = [float(m) for m in mi_levels]
         self.seed, self.transform = seed, transform
+        self.start_level = 0  # > 0 when resuming: earlier levels are drawn (to advance the generator) but not yielded
         g = torch.Generator().manual_seed(seed + 1_000_003)
         self.W = torch.randn(dim, dim, generator=g) if transform == "wcubic" else None
 
     def __len__(self) -> int:
-        return math.ceil(self.steps / self.chunk) * len(self.mi_levels)
+        return math.ceil(self.steps / self.chunk) * (len(self.mi_levels) - self.start_level)
 
     def apply_transform(self, y: Tensor) -> Tensor:
         if self.transform == "cubic":
@@ -88,6 +89,8 @@ class StaircaseStream(IterableDataset):
         g = torch.Generator().manual_seed(self.seed)
         for level in range(len(self.mi_levels)):
             xs, ys = self.level_data(level, g)
+            if level < self.start_level:
+                continue
             for t in range(0, self.steps, self.chunk):
                 yield xs[t:t + self.chunk], ys[t:t + self.chunk], level
 
