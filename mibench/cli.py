@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "help":
         args = ["--help"]
+    if args and args[0] == "leaderboard":
+        from .leaderboard import main as leaderboard
+
+        return leaderboard(args[1:])
     args = implied(args)
     hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra
