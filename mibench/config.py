@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .critics import REGISTRY as CRITICS
 from .estimators import REGISTRY as ESTIMATORS
 
-HARDWARE = ("cpu", "gpu")
 LOGGERS = ("csv", "wandb", "none")
 
 
@@ -77,7 +76,8 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("hardware=gpu but no CUDA device is visible here (valid on this machine: hardware=cpu)")
+            raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
+                              f"(valid on this machine: hardware=cpu)")
 
     from .estimators import build_estimator
 

@@ -133,6 +133,8 @@ class StaircaseModule(L.LightningModule):
         lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
         self._record_block(lo, hi, level)
         s = self.summary.iloc[level]
+        if self.logger is not None and type(self.logger).__name__ == "WandbLogger":
+            self._stream_steps(self.rows[-1])
         if self.logger is not None:
             self.logger.log_metrics({f"level/{k}": float(s[k]) for k in ("true_mi", "mean", "bias", "variance", "mse")},
                                     step=hi)
@@ -140,6 +142,12 @@ class StaircaseModule(L.LightningModule):
             self.trainer.should_stop = True
         if self.checkpoint and hi < self.total_steps:
             self._save_checkpoint()
+
+    def _stream_steps(self, block: np.ndarray) -> None:
+        """W&B gets the per-step curve too (the CSV logger need not: steps.csv holds it)."""
+        names = STEP_COLUMNS[2:]
+        for row in block:
+            self.logger.log_metrics({f"step/{k}": float(v) for k, v in zip(names, row[2:])}, step=int(row[0]))
 
     def _append(self, block: np.ndarray) -> None:
         """Stream a level's rows to steps.csv.partial and rewrite summary.csv (atomically)."""
