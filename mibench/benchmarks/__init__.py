@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .onehot import run_onehot, validate_onehot
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -22,6 +23,7 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase),
+    "onehot": Benchmark(run_onehot, validate_onehot),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
