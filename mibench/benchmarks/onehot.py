@@ -228,9 +228,9 @@ def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: floa
     from ..figures.onehot import draw_estimate, draw_outputs, draw_terms, save
 
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), dpi=110, sharex=True)
-    draw_estimate(axes[0], steps, true_mi)
-    draw_terms(axes[1], steps, target)
-    draw_outputs(axes[2], steps)
+    draw_estimate(axes[0], steps, true_mi, explosion_step)
+    draw_terms(axes[1], steps, target, explosion_step)
+    draw_outputs(axes[2], steps, explosion_step)
     for ax in axes:
         if explosion_step is not None:
             ax.axvline(explosion_step, color="red", ls="--", lw=1)

@@ -38,34 +38,45 @@ def _finite(s: pd.Series) -> pd.Series:
     return s.replace([np.inf, -np.inf], np.nan)
 
 
-def draw_estimate(ax: Any, steps: pd.DataFrame, true_mi: float, ema_span: int = 50) -> None:
+def _ylim(ax: Any, steps: pd.DataFrame, cols: Sequence[str], upto: int | None, extra: Sequence[float] = (),
+          q: float = 0.5) -> None:
+    """Robust y-limits from the steps before ``upto`` (an explosion would squash the rest of the curve)."""
+    sel = steps if upto is None else steps[steps["step"] < upto]
+    vals = np.concatenate([_finite(sel[c]).dropna().to_numpy() for c in cols] + [np.asarray(extra, float)])
+    vals = vals[np.isfinite(vals)]
+    if vals.size:
+        lo, hi = np.percentile(vals, [q, 100 - q])
+        pad = 0.08 * max(hi - lo, 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def draw_estimate(ax: Any, steps: pd.DataFrame, true_mi: float, upto: int | None = None, ema_span: int = 50) -> None:
     est = _finite(steps["estimate"])
     ax.plot(steps["step"], est, color="tab:blue", alpha=0.35, lw=0.6, label="estimate")
     ax.plot(steps["step"], est.ewm(span=ema_span).mean(), color="tab:blue", lw=1.5, label="EMA")
     ax.axhline(true_mi, color="black", lw=1.1, label=f"log N = {true_mi:.2f}")
-    finite = est.dropna()
-    if len(finite):
-        lo, hi = np.percentile(finite, [1, 99])
-        ax.set_ylim(min(lo, -0.5) - 0.5, max(hi, true_mi) + 1.0)
+    _ylim(ax, steps, ["estimate"], upto, (0.0, true_mi), q=1.0)
     ax.set_ylabel("MI estimate")
     ax.legend(loc="lower right", fontsize=7)
 
 
-def draw_terms(ax: Any, steps: pd.DataFrame, target: float = math.nan) -> None:
+def draw_terms(ax: Any, steps: pd.DataFrame, target: float = math.nan, upto: int | None = None) -> None:
     """First term E_P[T] and second term (log-partition or partition) per step; the regularizer's target dotted."""
     ax.plot(steps["step"], _finite(steps["joint"]), color="tab:green", lw=0.7, label="first term E_P[T]")
     ax.plot(steps["step"], _finite(steps["marginal"]), color="tab:purple", lw=0.7, label="second term")
     if math.isfinite(target):
         ax.axhline(target, color="tab:orange", ls=":", lw=2, label=f"target {target:g}")
+    _ylim(ax, steps, ["joint", "marginal"], upto, [target] if math.isfinite(target) else [])
     ax.set_ylabel("terms")
     ax.legend(loc="best", fontsize=7)
 
 
-def draw_outputs(ax: Any, steps: pd.DataFrame) -> None:
+def draw_outputs(ax: Any, steps: pd.DataFrame, upto: int | None = None) -> None:
     """Critic outputs over all N x N one-hot pairs: mean on the support (x = y), mean and min off it."""
     ax.plot(steps["step"], _finite(steps["t_support"]), color="tab:red", lw=0.8, label="T(x, x): support")
     ax.plot(steps["step"], _finite(steps["t_off_support"]), color="tab:gray", lw=0.8, label="T(x, y), x != y: mean")
     ax.plot(steps["step"], _finite(steps["t_off_min"]), color="tab:gray", ls="--", lw=0.6, label="x != y: min")
+    _ylim(ax, steps, ["t_support", "t_off_support", "t_off_min"], upto, q=0.0)
     ax.set_ylabel("critic outputs")
     ax.legend(loc="best", fontsize=7)
 
@@ -122,15 +133,15 @@ def grid(columns: Sequence[tuple[str, dict[str, Any] | None]], rows: Sequence[st
                 continue
             steps = pd.read_csv(run["dir"] / "steps.csv")
             s = run["summary"]
-            if kind == "estimate":
-                draw_estimate(ax, steps, float(s["true_mi"]))
-            elif kind == "terms":
-                draw_terms(ax, steps, float(s.get("marginal_target", math.nan)))
-            else:
-                draw_outputs(ax, steps)
             ex = _explosion(run)
+            if kind == "estimate":
+                draw_estimate(ax, steps, float(s["true_mi"]), ex)
+            elif kind == "terms":
+                draw_terms(ax, steps, float(s.get("marginal_target", math.nan)), ex)
+            else:
+                draw_outputs(ax, steps, ex)
             if ex is not None:
-                ax.axvline(ex, color="red", ls="--", lw=1)
+                ax.axvline(ex, color="red", ls="--", lw=1, label="explosion (curves run off scale)")
             ax.grid(alpha=0.3)
             if r == 0:
                 sub = f"drift {s['drift_slope_per_1k']:+.2f}/1k steps"
