@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .onehot import run_onehot, validate_onehot
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -24,6 +25,7 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase, resumable=True),
+    "onehot": Benchmark(run_onehot, validate_onehot),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
