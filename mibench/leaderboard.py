@@ -144,7 +144,7 @@ def onehot_table(runs: pd.DataFrame) -> pd.DataFrame:
         if slope_col:
             m, h, _ = mean_ci(pd.to_numeric(g[slope_col], errors="coerce"))
             row.update(drift_slope=m, drift_slope_ci95=h)
-        for col, name in (("m_marginal_end", "marginal_end"), ("m_joint_end", "joint_end"), ("m_mi_end", "mi_end")):
+        for col, name in (("m_marginal_end", "marginal_end"), ("m_joint_end", "joint_end"), ("m_estimate_end", "estimate_end")):
             if col in g:
                 row[name] = mean_ci(pd.to_numeric(g[col], errors="coerce"))[0]
         if "m_explosion_step" in g:
@@ -299,7 +299,7 @@ def _df_lines(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
 
 STAIR_COLS = ["dataset", "critic", "estimator", "lam", "seeds", "true_mi", "mean", "median", "bias", "variance", "mse",
               "nonfinite"]
-ONEHOT_COLS = ["estimator", "batch_size", "lam", "c_star", "seeds", "drift_slope", "drift_slope_ci95", "marginal_end",
+ONEHOT_COLS = ["estimator", "batch_size", "lam", "c_star", "seeds", "drift_slope", "drift_slope_ci95", "estimate_end", "marginal_end",
                "explosion_step", "exploded"]
 FAIL_COLS = ["benchmark", "dataset", "estimator", "critic", "lam", "completed", "diverged", "crashed", "killed",
              "running", "no_record", "missing", "errors"]
