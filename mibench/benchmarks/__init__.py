@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .optimal import run_optimal, validate_optimal
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -22,6 +23,7 @@ class Benchmark:
 
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase),
+    "optimal": Benchmark(run_optimal, validate_optimal),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
