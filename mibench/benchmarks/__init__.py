@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .eta_gaussian import run_eta_gaussian, validate_eta_gaussian
 from .optimal import run_optimal, validate_optimal
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
@@ -24,6 +25,7 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase),
     "optimal": Benchmark(run_optimal, validate_optimal),
+    "eta_gaussian": Benchmark(run_eta_gaussian, validate_eta_gaussian),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
