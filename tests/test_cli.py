@@ -89,7 +89,7 @@ def test_bad_input_one_line_no_training(runs_dir, args, needles):
 def test_help_lists_groups(runs_dir):
     p = mibench("--help", runs=runs_dir)
     assert p.returncode == 0
-    for line in ("estimator: alpha, dv, eta_mine, infonce, js, mine, nwj, reinfonce, rejs, remine, renwj",
+    for line in ("estimator: alpha, dv, eta_mine, infonce, js, loo_upper, mine, nwj, reinfonce, rejs, remine, renwj",
                  "critic: bilinear, concat, separable", "dataset: cubic, gaussian"):
         assert line in p.stdout
     assert "lambda" in p.stdout
