@@ -66,6 +66,9 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     allowed = list(bench.get("datasets") or [])
     if allowed and cfg.dataset.name not in allowed:
         raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
+    if not ESTIMATORS[est.name].trainable and not bench.get("fixed_critic", False):
+        raise ConfigError(f"estimator={est.name} needs the true critic and cannot be trained "
+                          f"(valid: use it in benchmark=optimal, or pick a trainable estimator)")
     if "lr" in bench and not (_num(bench.lr) and bench.lr > 0):
         raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
     if not isinstance(cfg.seed, int):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .onehot import run_onehot, validate_onehot
+from .eta_gaussian import run_eta_gaussian, validate_eta_gaussian
+from .optimal import run_optimal, validate_optimal
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -26,6 +28,8 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase, resumable=True),
     "onehot": Benchmark(run_onehot, validate_onehot),
+    "optimal": Benchmark(run_optimal, validate_optimal),
+    "eta_gaussian": Benchmark(run_eta_gaussian, validate_eta_gaussian),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]

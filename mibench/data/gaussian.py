@@ -123,3 +123,16 @@ class GaussianDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+
+def optimal_scores_bmm(x: Tensor, y: Tensor, rho: float) -> Tensor:
+    """:func:`optimal_scores` for many batches (x, y: [..., N, d]) without the [N, M, d] difference tensor.
+
+    |y - rho x|^2 = |y|^2 - 2 rho x.y + rho^2 |x|^2, so f* = log p(y|x) - log p(y) costs one batched
+    matmul: -(|y|^2 - 2 rho x.y + rho^2 |x|^2) / (2 s2) - d/2 log s2 + |y|^2 / 2 with s2 = 1 - rho^2.
+    """
+    s2 = 1.0 - rho**2
+    xy = x @ y.transpose(-1, -2)  # [..., N, M]
+    yy = (y**2).sum(-1).unsqueeze(-2)  # [..., 1, M]
+    xx = (x**2).sum(-1).unsqueeze(-1)  # [..., N, 1]
+    return (rho * xy - 0.5 * rho**2 * xx) / s2 + 0.5 * yy * (1.0 - 1.0 / s2) - 0.5 * x.shape[-1] * math.log(s2)

@@ -155,3 +155,25 @@ def loo_upper(log_cond: Tensor) -> Tensor:
     eye = torch.eye(n, dtype=torch.bool, device=log_cond.device)
     other = torch.logsumexp(log_cond.t().masked_fill(eye, float("-inf")), dim=1) - math.log(n - 1)
     return (torch.diagonal(log_cond) - other).mean()
+
+
+def loo(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """Leave-one-out upper bound (Poole eq. 13) as an estimator on a square score matrix.
+
+    ``scores[i, j] = log p(y_j | x_i) + c(y_j)``: any per-column c(y) cancels, so the optimal
+    critic f*(x, y) = log p(y|x) - log p(y) works as well as the true log-conditional. The value is
+    an upper bound on MI only when the scores are such a log-conditional; with a learned critic it
+    is neither bound, so the registry marks it evaluation-only. joint = mean_i scores[i, i],
+    marginal = mean_i log 1/(K-1) sum_{j != i} e^{scores[j, i]}; loss = mi (an upper bound is minimised).
+    """
+    if joint is not None or marginal is not None:
+        raise ValueError("the leave-one-out bound uses the diagonal as positives: no explicit masks")
+    n = scores.shape[0]
+    if scores.shape[1] != n:
+        raise ValueError("the leave-one-out bound needs a square score matrix of paired samples")
+    jm, mm = resolve_masks(scores, None, None)
+    j = masked_mean(scores, jm)
+    other = masked_logmeanexp(scores.t(), mm, dim=1)  # row i of scores.t() is y_i against every x_j
+    m = other.mean()
+    mi = j - m
+    return Estimate(mi=mi, loss=mi, joint=j, marginal=m)

@@ -1,4 +1,4 @@
-"""``python -m mibench.figures onehot RUNS_DIR [--out DIR]``: the paper's figures from a set of finished runs."""
+"""``python -m mibench.figures {onehot,eta_fig3a} RUNS_DIR [--out DIR]``: the paper's figures from a set of finished runs."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import onehot
+    from . import eta, onehot
 
-    studies = {"onehot": onehot.make_figures}
+    studies = {"onehot": onehot.make_figures, "eta_fig3a": eta.make_figures}
     p = argparse.ArgumentParser(prog="python -m mibench.figures", description=__doc__)
     p.add_argument("study", choices=sorted(studies))
     p.add_argument("runs", type=Path, help="a directory searched recursively for finished runs")
