@@ -133,6 +133,24 @@ def _log_to_wandb(cfg: DictConfig, out: Path, record: dict[str, Any]) -> None:
     wandb.finish()
 
 
+def _set_threads(cfg: DictConfig, hc: Any) -> None:
+    """CPU threads per job: ``hardware.threads`` if set; under the joblib launcher, the cores shared
+    out between its parallel jobs (oversubscribed OpenMP threads spin and slow every job down)."""
+    import os
+
+    import torch
+
+    threads = cfg.hardware.get("threads")
+    if threads is None:
+        n_jobs = OmegaConf.select(hc, "launcher.n_jobs") if "joblib" in str(OmegaConf.select(hc, "launcher._target_")) else None
+        if n_jobs is not None and n_jobs != 1:
+            cores = os.cpu_count() or 1
+            jobs = cores if n_jobs < 0 else n_jobs
+            threads = max(1, cores // max(1, jobs))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
 def hydra_entry() -> Any:
     import hydra
 
@@ -150,6 +168,7 @@ def hydra_entry() -> Any:
 
             with open_dict(cfg):  # W&B group = the sweep
                 cfg.logger.group = Path(hc.sweep.dir).name
+        _set_threads(cfg, hc)
         try:
             result = run(cfg, reuse=True)
         except ConfigError as e:

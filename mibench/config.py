@@ -75,6 +75,8 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
+    if cfg.hardware.get("threads") is not None:
+        check_int(cfg.hardware, "threads", 1, "hardware")
     if check_hardware and cfg.hardware.accelerator in ("gpu", "cuda"):
         import torch
 

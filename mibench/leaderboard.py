@@ -318,34 +318,39 @@ def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
 
     st = st.drop_duplicates("group")
     rows = sorted(st[["dataset", "critic"]].drop_duplicates().itertuples(index=False, name=None))
-    cols = list(dict.fromkeys(sorted(st["estimator"], key=_estimator_order)))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.6 * len(cols) + 0.6, 2.3 * len(rows) + 0.6), dpi=100,
-                             squeeze=False, sharex=True, sharey=True)
-    for i, (ds, crit) in enumerate(rows):
-        for j, est in enumerate(cols):
-            ax = axes[i][j]
-            hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est)]
-            steps = _steps(hit["run_dir"].iloc[0]) if len(hit) else None
-            if steps is None:
-                ax.set_axis_off()
-                continue
-            first = hit.iloc[0]
-            bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
-            draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
-            if i == 0:
-                ax.set_title(est, fontsize=10)
-            if j == 0:
-                ax.set_ylabel(f"{ds}\n{crit}", fontsize=9)
+    ests = list(dict.fromkeys(sorted(st["estimator"], key=_estimator_order)))
+    panels = [(ds, crit, est) for ds, crit in rows for est in ests]
+    ncols = min(len(ests), 6)  # wrap: original / regularized pairs side by side, 6 panels a row
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols + 0.4, 2.3 * nrows + 0.7), dpi=100, squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (ds, crit, est) in zip(axes.flat, panels):
+        hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est)]
+        steps = _steps(hit["run_dir"].iloc[0]) if len(hit) else None
+        if steps is None:
+            ax.set_axis_off()
+            continue
+        first = hit.iloc[0]
+        bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
+        draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
+        ax.set_title(est if len(rows) == 1 else f"{est} | {ds}, {crit}", fontsize=9)
+    if len(rows) == 1:
+        ds, crit = rows[0]
+        fig.supylabel(f"MI (nats): {ds}, {crit} critic", fontsize=9)
     fig.suptitle("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return True
 
 
-def _estimator_order(name: str) -> tuple[int, str]:
-    base = name[2:] if name.startswith("re") and name[2:] in LABEL else name
+def _estimator_order(name: str) -> tuple[int, bool, str]:
+    """Choi & Lee's order, each original followed by its regularized version."""
+    regularized = name.startswith("re") and name[2:] in LABEL
+    base = name[2:] if regularized else name
     order = [p[0] for p in PAIRS]
-    return (order.index(base) if base in order else len(order), name)
+    return (order.index(base) if base in order else len(order), regularized, name)
 
 
 def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
