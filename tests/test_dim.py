@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mibench.estimators import build_estimator
+from mibench.benchmarks.dim import local_estimator_cfg
+from mibench.estimators import bounds, build_estimator
 from mibench.models.dim import (DIMEncoder, GlobalMINet, LocalMINet, MapMINet, PriorDiscriminator, global_scores,
                                 local_score_tensor, local_scores, make_probe, prior_scores)
 
@@ -42,14 +43,12 @@ def test_local_score_tensor_and_layout_against_loops():
                 ref[i, j, k] = sum(g[i, c] * l[j, c, k] for c in range(d))
     assert torch.allclose(s, ref, atol=1e-5)
     scores, joint, marginal = local_scores(s)
-    assert scores.shape == (b * hw, b * hw)
-    for r in range(b * hw):
-        i, k = divmod(r, hw)
+    assert scores.shape == (b, b * hw)
+    for i in range(b):
         for c in range(b * hw):
-            j, k2 = divmod(c, hw)
-            assert scores[r, c] == ref[i, j, k2]
-            assert bool(joint[r, c]) == (i == j and k == k2)
-            assert bool(marginal[r, c]) == (i != j)
+            j, k = divmod(c, hw)
+            assert scores[i, c] == ref[i, j, k]
+            assert bool(joint[i, c]) == (i == j) and bool(marginal[i, c]) == (i != j)
 
 
 def _dim_loops(s):
@@ -74,7 +73,8 @@ def test_registry_estimators_on_the_local_layout_match_dim_loops():
     s = 2.0 * torch.randn(4, 4, 6)
     jsd, dv, nce = _dim_loops(s)
     scores, joint, marginal = local_scores(s)
-    est = {n: build_estimator({"name": n})(scores, joint=joint, marginal=marginal) for n in ("js", "dv", "infonce")}
+    est = {n: build_estimator(local_estimator_cfg({"name": n}))(scores, joint=joint, marginal=marginal)
+           for n in ("js", "dv", "infonce")}
     assert torch.allclose(-est["js"].loss, jsd, atol=1e-5)
     assert torch.allclose(est["dv"].mi, dv, atol=1e-5)
     assert torch.allclose(est["infonce"].mi, nce, atol=1e-5)
@@ -93,3 +93,27 @@ def test_global_scores_and_prior_scores_against_loops():
     bce = F.binary_cross_entropy_with_logits(d_real, torch.ones(5)) + F.binary_cross_entropy_with_logits(
         d_fake, torch.zeros(5))
     assert torch.isclose(disc, bce, atol=1e-6)
+
+
+def test_infonce_pair_partition_against_loop_and_row_partition():
+    torch.manual_seed(4)
+    scores = torch.randn(3, 7)
+    joint = torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    marginal = torch.ones_like(joint)  # marginal entries that are joint ones are not negatives
+    marginal[0, 6] = False
+    terms = []
+    for i in range(3):
+        negs = [scores[i, c] for c in range(7) if marginal[i, c] and not joint[i, c]]
+        for c in range(7):
+            if joint[i, c]:
+                part = torch.stack([scores[i, c]] + negs)
+                terms.append(scores[i, c] - (torch.logsumexp(part, 0) - math.log(len(part))))
+    est = bounds.infonce(scores, joint, marginal, partition="pair")
+    assert torch.allclose(est.mi, torch.stack(terms).mean(), atol=1e-6)
+    # one joint entry per row: pair == row (the staircase / SLB results are unchanged)
+    sq = torch.randn(5, 5)
+    assert torch.allclose(bounds.infonce(sq, partition="pair").mi, bounds.infonce(sq).mi, atol=1e-6)
+    onehot = torch.nn.functional.one_hot(torch.tensor([1, 0, 2, 2, 1]), 3).bool()
+    logits = torch.randn(5, 3)
+    assert torch.allclose(bounds.infonce(logits, onehot, torch.ones_like(onehot), partition="pair").mi,
+                          bounds.infonce(logits, onehot, torch.ones_like(onehot)).mi, atol=1e-6)

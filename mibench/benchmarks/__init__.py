@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .cifar import ImageMIModule, run_image, validate_image
+from .dim import DIMModule, run_dim, validate_dim
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "staircase": Benchmark(run_staircase, validate_staircase),
     "slb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 7, CIFAR-10/100
     "clb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 8, CIFAR-10/100
+    "dim": Benchmark(run_dim, validate_dim),  # Deep InfoMax pretraining + probes (Hjelm et al.), CIFAR-10/100
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "ImageMIModule", "StaircaseModule", "run_image", "run_staircase"]

@@ -149,29 +149,27 @@ def local_score_tensor(g: Tensor, l: Tensor) -> Tensor:
 
 @lru_cache(maxsize=8)
 def local_masks(b: int, hw: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Masks for :func:`local_scores`: joint = the diagonal, marginal = columns of another image."""
+    """Masks for :func:`local_scores`: joint = the columns of row i's own image, marginal = the others."""
     img = torch.arange(b, device=device).repeat_interleave(hw)
-    joint = torch.eye(b * hw, dtype=torch.bool, device=device)
-    return joint, img.unsqueeze(1) != img.unsqueeze(0)
+    same = torch.arange(b, device=device).unsqueeze(1) == img.unsqueeze(0)
+    return same, ~same
 
 
 def local_scores(s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Local DIM as one [B*HW, B*HW] score matrix with joint / marginal masks.
+    """Local DIM as one [B, B*HW] score matrix with joint / marginal masks.
 
-    Row r = (i, k): the global vector of image i, paired with location k of its own image;
-    column c = (j, k'): location k' of image j; ``scores[r, c] = s[i, j, k']``.
-    joint: r = c (each of the B*HW positive (image, location) pairs once); marginal: j != i (every
-    location of every other image in the batch, the negatives of the DIM slides / authors' code).
-    So an average-type bound (JS, DV, NWJ, ...) averages over all positive pairs and all negative
-    pairs, and InfoNCE scores each positive pair against itself plus the (B-1)*HW negatives of its
-    global vector, exactly as the authors' ``nce_loss`` (whose self-image negatives are masked here
-    exactly instead of by a -10 shift). The matrix holds each row of ``s`` HW times: the same
-    B*HW x (B*HW + 1) logits the authors' InfoNCE materialises.
+    Row i: the global vector of image i; column (j, k): location k of image j; ``scores[i, (j, k)] =
+    s[i, j, k]``. joint: j = i (the HW positive (image, location) pairs of row i); marginal: j != i
+    (every location of every other image in the batch: the negatives of the DIM slides and the
+    authors' code). An average-type bound (JS, DV, NWJ, ...) thus averages over all B*HW positive
+    pairs and all B*(B-1)*HW negative pairs (the authors' ``fenchel_dual_loss``); InfoNCE, built with
+    ``partition="pair"``, scores each positive pair against itself plus the (B-1)*HW negatives of its
+    row (the authors' ``nce_loss``, whose self-image negatives are masked here exactly instead of by a
+    -10 shift).
     """
     b, _, hw = s.shape
-    scores = s.reshape(b, 1, b * hw).expand(b, hw, b * hw).reshape(b * hw, b * hw)
     joint, marginal = local_masks(b, hw, s.device)
-    return scores, joint, marginal
+    return s.reshape(b, b * hw), joint, marginal
 
 
 def global_scores(g: Tensor, m: Tensor) -> Tensor:
