@@ -27,8 +27,9 @@ run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separa
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP)  ## time the staircase through mibench vs a raw PyTorch loop (prints the ratio)
+bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop (prints the ratios)
 	$(PY) -W ignore bench/staircase_speed.py --repeats 3
+	$(PY) -W ignore bench/slb_speed.py --repeats 3
 
 clean:  ## remove the venv and caches (runs/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

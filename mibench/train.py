@@ -43,7 +43,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, max_steps: int, **overrides: A
     if tr.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=int(tr.progress_refresh_rate)))
     kwargs: dict[str, Any] = dict(
-        accelerator=hw.accelerator, devices=hw.devices, precision=hw.precision,
+        accelerator=hw.accelerator, devices=hw.devices, precision=hw.precision, strategy=hw.get("strategy", "auto"),
         max_steps=max_steps, max_epochs=tr.max_epochs, logger=build_logger(cfg, out_dir), callbacks=callbacks,
         enable_checkpointing=tr.enable_checkpointing, enable_model_summary=tr.enable_model_summary,
         enable_progress_bar=tr.enable_progress_bar, deterministic=tr.deterministic,

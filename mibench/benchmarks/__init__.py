@@ -15,6 +15,8 @@ from typing import Any, Callable
 from .onehot import run_onehot, validate_onehot
 from .eta_gaussian import run_eta_gaussian, validate_eta_gaussian
 from .optimal import run_optimal, validate_optimal
+from .cifar import ImageMIModule, run_image, validate_image
+from .dim import DIMModule, run_dim, validate_dim
 from .staircase import StaircaseModule, run_staircase, validate_staircase
 
 
@@ -30,6 +32,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "onehot": Benchmark(run_onehot, validate_onehot),
     "optimal": Benchmark(run_optimal, validate_optimal),
     "eta_gaussian": Benchmark(run_eta_gaussian, validate_eta_gaussian),
+    "slb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 7, CIFAR-10/100
+    "clb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 8, CIFAR-10/100
+    "dim": Benchmark(run_dim, validate_dim),  # Deep InfoMax pretraining + probes (Hjelm et al.), CIFAR-10/100
 }
 
-__all__ = ["BENCHMARKS", "Benchmark", "StaircaseModule", "run_staircase"]
+__all__ = ["BENCHMARKS", "Benchmark", "ImageMIModule", "StaircaseModule", "run_image", "run_staircase"]

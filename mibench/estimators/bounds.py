@@ -75,16 +75,28 @@ def tuba(
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
 
-def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None, partition: str = "row") -> Estimate:
     """InfoNCE: mean over joint pairs (i, j) of T_ij - log mean_k e^{T_ik} (Poole eq. 10; Choi & Lee eq. 5).
 
-    Row i's partition runs over its joint and marginal entries. With the default masks this is
-    the usual K-sample bound (<= log K); with SLB's one-hot mask it is cross-entropy + log C.
+    ``partition="row"``: row i's partition runs over its joint and marginal entries. With the default
+    masks this is the usual K-sample bound (<= log K); with SLB's one-hot mask it is cross-entropy + log C.
+    ``partition="pair"``: each joint pair (i, j) is scored against itself plus row i's marginal entries
+    that are not joint ones, K = 1 + that count (rows with several positives, e.g. local DIM: every
+    location of image i is a positive for its global vector, the other images' locations the negatives;
+    Hjelm et al.'s NCE objective). Identical to "row" when every row holds one joint entry.
     """
     jm, mm = resolve_masks(scores, joint, marginal)
-    row_lme = masked_logmeanexp(scores, jm | mm, dim=1)  # [N]
     j = masked_mean(scores, jm)
-    m = masked_mean(row_lme.unsqueeze(1).expand_as(scores), jm)
+    if partition == "row":
+        row_lme = masked_logmeanexp(scores, jm | mm, dim=1)  # [N]
+        m = masked_mean(row_lme.unsqueeze(1).expand_as(scores), jm)
+    elif partition == "pair":
+        neg = mm & ~jm
+        log_neg = torch.logsumexp(scores.masked_fill(~neg, float("-inf")), dim=1, keepdim=True)  # [N, 1]
+        k = 1.0 + neg.sum(dim=1, keepdim=True).to(scores.dtype)
+        m = masked_mean(torch.logaddexp(scores, log_neg) - torch.log(k), jm)
+    else:
+        raise ValueError(f"unknown partition {partition!r} (valid: row, pair)")
     mi = j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 

@@ -1,0 +1,26 @@
+"""Encoder networks for the image benchmarks (``model=<name>``): f(x) -> [B, out_dim]."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from .convnet import ConvNet
+from .resnet import CifarResNet18, ResNet18
+
+REGISTRY: dict[str, type[nn.Module]] = {
+    "resnet18": CifarResNet18,      # 32 px CIFAR ResNet-18 (default)
+    "resnet18_224": ResNet18,       # torchvision-style ResNet-18 on 224 px resized inputs (Choi & Lee's code)
+    "convnet": ConvNet,             # small, for CPU runs
+}
+
+
+def build_model(cfg: Mapping[str, Any], out_dim: int) -> nn.Module:
+    """Build ``cfg['name']`` with an ``out_dim``-wide linear head; other keys are constructor arguments."""
+    name = cfg["name"]
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r} (valid: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name](out_dim, **{k: v for k, v in cfg.items() if k != "name"})
+
+
+__all__ = ["REGISTRY", "build_model", "ConvNet", "CifarResNet18", "ResNet18"]
