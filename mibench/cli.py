@@ -49,6 +49,18 @@ def implied(args: list[str]) -> list[str]:
     return args + [f"dataset={ds}"] if ds else args
 
 
+def sweep_preset(args: list[str]) -> str | None:
+    """The ``experiment=X`` among ``args`` whose YAML sets ``hydra.sweeper.params`` (needs -m), if any."""
+    from omegaconf import OmegaConf
+
+    for a in args:
+        if a.startswith("experiment=") and "," not in a:
+            path = CONF_DIR / "experiment" / f"{a.split('=', 1)[1]}.yaml"
+            if path.exists() and OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") is not None:
+                return a.split("=", 1)[1]
+    return None
+
+
 def preflight(args: list[str]) -> str | None:
     """Return an error line for the first bad override / config, or None when all is well."""
     from hydra import compose, initialize_config_dir
@@ -57,6 +69,9 @@ def preflight(args: list[str]) -> str | None:
 
     multirun = "-m" in args or "--multirun" in args
     raw = [a for a in args if not a.startswith("-")]
+    preset = sweep_preset(raw)
+    if preset and not multirun:
+        return f"experiment={preset} is a sweep preset: add -m to run its jobs (python -m mibench -m experiment={preset})"
     try:
         overrides = OverridesParser.create().parse_overrides(raw)
     except Exception as e:  # hydra's OverrideParseException and friends
@@ -78,16 +93,27 @@ def preflight(args: list[str]) -> str | None:
                     return f"unknown {group} {v!r} (valid: {', '.join(known[group])})"
         prefix = "~" if ov.is_delete() else ("+" if ov.is_add() else ("++" if ov.is_force_add() else ""))
         per_override.append([f"{prefix}{key}={v}" for v in values])
+    if preset:  # the preset's own sweep, except keys the command line sets
+        from omegaconf import OmegaConf
+
+        given = {ov.key_or_group for ov in overrides}
+        params = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+        for key, vals in params.items():
+            if key not in given:
+                per_override.append([f"{key}={v.strip()}" for v in str(vals).split(",")])
     combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
 
     from .config import ConfigError, validate
+
+    # jobs that run elsewhere (SLURM) check their GPU where they run, not on the submitting node
+    remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hardware=slurm")) for a in raw)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for combo in combos:
             try:
                 cfg = compose(config_name="config", overrides=list(combo))
-                validate(cfg)
+                validate(cfg, check_hardware=not remote)
             except ConfigError as e:
                 return str(e)
             except Exception as e:  # composition errors: unknown keys, bad types
@@ -100,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "help":
         args = ["--help"]
+    if args and args[0] == "leaderboard":
+        from .leaderboard import main as leaderboard
+
+        return leaderboard(args[1:])
     args = implied(args)
     hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra

@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .critics import REGISTRY as CRITICS
 from .estimators import REGISTRY as ESTIMATORS
 
-HARDWARE = ("cpu", "gpu", "ddp")
 LOGGERS = ("csv", "wandb", "none")
 
 
@@ -67,17 +66,23 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     allowed = list(bench.get("datasets") or [])
     if allowed and cfg.dataset.name not in allowed:
         raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
+    if not ESTIMATORS[est.name].trainable and not bench.get("fixed_critic", False):
+        raise ConfigError(f"estimator={est.name} needs the true critic and cannot be trained "
+                          f"(valid: use it in benchmark=optimal, or pick a trainable estimator)")
     if "lr" in bench and not (_num(bench.lr) and bench.lr > 0):
         raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
+    if cfg.hardware.get("threads") is not None:
+        check_int(cfg.hardware, "threads", 1, "hardware")
     if check_hardware and cfg.hardware.accelerator in ("gpu", "cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("hardware=gpu but no CUDA device is visible here (valid on this machine: hardware=cpu)")
+            raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
+                              f"(valid on this machine: hardware=cpu)")
 
     from .estimators import build_estimator
 

@@ -52,33 +52,48 @@ def level_summary(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def draw_staircase(ax, steps: pd.DataFrame, ema_span: int = 200, batch_size: int | None = None,
+                   legend: bool = True) -> None:
+    """Estimate vs true MI on ``ax``: raw (light), EMA-smoothed (dark), truth (black), and InfoNCE's
+    log-batch ceiling (dashed) when ``batch_size`` is given, as in Poole Fig. 2."""
+    est = steps["estimate"].replace([np.inf, -np.inf], np.nan)
+    ax.plot(steps["step"], est, color="tab:blue", alpha=0.3, lw=0.6, label="estimate")
+    ax.plot(steps["step"], est.ewm(span=ema_span).mean(), color="tab:blue", lw=1.6, label=f"EMA (span {ema_span})")
+    ax.plot(steps["step"], steps["true_mi"], color="black", lw=1.2, label="true MI")
+    if batch_size:
+        ax.axhline(math.log(batch_size), color="gray", ls="--", lw=1, label=f"log batch = {math.log(batch_size):.2f}")
+    top = float(steps["true_mi"].max())
+    ax.set_ylim(-1.0, top * 1.5 + 1)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc="upper left", fontsize=8)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Save atomically (a reader never sees half a PNG) and close."""
+    import matplotlib.pyplot as plt
+
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_staircase(steps: pd.DataFrame, path: str | Path, title: str, ema_span: int = 200,
                    batch_size: int | None = None) -> None:
-    """Estimate vs true MI: raw (light), EMA-smoothed (dark), truth (black) as in Poole Fig. 2."""
+    """One run's staircase figure (see :func:`draw_staircase`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    est = steps["estimate"].replace([np.inf, -np.inf], np.nan)
-    ax.plot(steps["step"], est, color="tab:blue", alpha=0.3, lw=0.6, label="estimate")
-    ax.plot(steps["step"], est.ewm(span=ema_span).mean(), color="tab:blue", lw=1.6, label=f"EMA (span {ema_span})")
-    ax.plot(steps["step"], steps["true_mi"], color="black", lw=1.2, label="true MI")
-    if batch_size:
-        ax.axhline(math.log(batch_size), color="gray", ls=":", lw=1, label=f"log batch = {math.log(batch_size):.2f}")
-    top = float(steps["true_mi"].max())
-    ax.set_ylim(-1.0, top * 1.5 + 1)
+    draw_staircase(ax, steps, ema_span, batch_size)
     ax.set_xlabel("step")
     ax.set_ylabel("MI (nats)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def format_summary(summary: pd.DataFrame, header: str = "") -> str:

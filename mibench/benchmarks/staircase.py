@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,11 +23,13 @@ from ..estimators import Estimator
 from ..results import STEP_COLUMNS, atomic_write_csv, level_summary, write_steps
 
 N_REC = 4  # estimate, loss, joint, marginal
+CHECKPOINT = "checkpoint.pt"
 
 
 class StaircaseModule(L.LightningModule):
     def __init__(self, critic: nn.Module, estimator: Estimator, mi_levels: Sequence[float], steps_per_level: int,
-                 lr: float = 5e-4, out_dir: str | Path | None = None, stop_on_divergence: bool = True):
+                 lr: float = 5e-4, out_dir: str | Path | None = None, stop_on_divergence: bool = True,
+                 checkpoint: bool = False, resume_state: dict[str, Any] | None = None):
         super().__init__()
         self.critic, self.estimator = critic, estimator
         self.mi_levels = [float(m) for m in mi_levels]
@@ -42,6 +45,17 @@ class StaircaseModule(L.LightningModule):
         self.summary: pd.DataFrame | None = None
         self.diverged_step: int | None = None
         self._t = 0
+        self._direct = False
+        self.checkpoint = checkpoint and self.out_dir is not None
+        self._resume_state = resume_state
+        if resume_state is not None:
+            self.critic.load_state_dict(resume_state["critic"])
+            self.estimator.load_state_dict(resume_state["estimator"])
+            self._t = int(resume_state["t"])
+            self.diverged_step = resume_state["diverged_step"]
+            rows = resume_state["rows"].numpy()
+            for level in range(self._t // self.steps_per_level):
+                self._append(rows[rows[:, 1] == level])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = [{"params": list(self.critic.parameters()), "lr": self.lr}]
@@ -51,14 +65,18 @@ class StaircaseModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Any], batch_idx: int) -> None:
         """One optimizer step per batch in the chunk (x, y: [chunk, batch, dim]); see StaircaseStream."""
         xs, ys, _ = batch
-        opt = self.optimizers()
+        direct = self._direct
+        opt = self.trainer.optimizers[0] if direct else self.optimizers()
         for x, y in zip(xs, ys):
             scores = self.critic(x, y)
             # the critic may run in bf16 (hardware=gpu); the bound is computed in fp32: at scores ~10
             # bf16 resolves only ~0.06 nats, the size of the effects being measured
             est = self.estimator(scores.float(), y=y)
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(est.loss)
+            if direct:
+                est.loss.backward()
+            else:
+                self.manual_backward(est.loss)
             opt.step()
             t = self._t
             self.record[t] = torch.stack((est.mi, est.loss, est.joint, est.marginal)).detach().float()
@@ -67,6 +85,40 @@ class StaircaseModule(L.LightningModule):
                 self._flush_level(self._t // self.steps_per_level - 1)
                 if self.trainer.should_stop:
                     break
+
+    def on_train_start(self) -> None:
+        self._direct = self._can_step_directly()
+        if self._resume_state is not None:
+            self.trainer.optimizers[0].load_state_dict(self._resume_state["optimizer"])
+            self._resume_state = None
+
+    def _save_checkpoint(self) -> None:
+        """Everything a resumed run needs to end with the same numbers, saved atomically at a level's end."""
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(STEP_COLUMNS)))
+        state = {"critic": self.critic.state_dict(), "estimator": self.estimator.state_dict(),
+                 "optimizer": self.trainer.optimizers[0].state_dict(), "t": self._t,
+                 "diverged_step": self.diverged_step, "rows": torch.from_numpy(rows)}
+        path = self.out_dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        kill_after = os.environ.get("MIBENCH_KILL_AFTER_LEVEL")  # fault injection for the resume test
+        if kill_after is not None and self._t // self.steps_per_level == int(kill_after) + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _can_step_directly(self) -> bool:
+        """True when Lightning's manual_backward / LightningOptimizer.step would add nothing but hooks.
+
+        On one device without a gradient scaler (32-true, bf16-mixed) they reduce to
+        ``loss.backward()`` and ``optimizer.step()``, but cost ~0.3 ms of hook dispatch per step,
+        which is 15-25% of a CPU staircase step. DDP, fp16 scaling or other strategies take
+        Lightning's path. (The trainer's global_step then stays 0: progress is counted in steps
+        recorded, ``self._t``.)
+        """
+        from lightning.pytorch.strategies import SingleDeviceStrategy
+
+        strategy = self.trainer.strategy
+        return type(strategy) is SingleDeviceStrategy and getattr(strategy.precision_plugin, "scaler", None) is None
 
     def _record_block(self, lo: int, hi: int, level: int) -> None:
         """Copy steps [lo, hi) of ``level`` to the host (one sync), note any divergence, stream them out."""
@@ -81,11 +133,21 @@ class StaircaseModule(L.LightningModule):
         lo, hi = level * self.steps_per_level, (level + 1) * self.steps_per_level
         self._record_block(lo, hi, level)
         s = self.summary.iloc[level]
+        if self.logger is not None and type(self.logger).__name__ == "WandbLogger":
+            self._stream_steps(self.rows[-1])
         if self.logger is not None:
             self.logger.log_metrics({f"level/{k}": float(s[k]) for k in ("true_mi", "mean", "bias", "variance", "mse")},
                                     step=hi)
         if self.diverged_step is not None and self.stop_on_divergence:
             self.trainer.should_stop = True
+        if self.checkpoint and hi < self.total_steps:
+            self._save_checkpoint()
+
+    def _stream_steps(self, block: np.ndarray) -> None:
+        """W&B gets the per-step curve too (the CSV logger need not: steps.csv holds it)."""
+        names = STEP_COLUMNS[2:]
+        for row in block:
+            self.logger.log_metrics({f"step/{k}": float(v) for k, v in zip(names, row[2:])}, step=int(row[0]))
 
     def _append(self, block: np.ndarray) -> None:
         """Stream a level's rows to steps.csv.partial and rewrite summary.csv (atomically)."""
@@ -111,6 +173,7 @@ class StaircaseModule(L.LightningModule):
             else:
                 write_steps(self.out_dir / "steps.csv", rows)
             atomic_write_csv(self.out_dir / "summary.csv", self._summary())
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
         return df
 
     def _summary(self) -> pd.DataFrame:
@@ -131,8 +194,12 @@ class StaircaseModule(L.LightningModule):
         self.steps_df = self._finish()
 
 
-def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
-    """Build data, critic, estimator and trainer from ``cfg``; train; write CSVs and the figure."""
+def run_staircase(cfg, out_dir: Path, resume: Path | None = None) -> dict[str, Any]:
+    """Build data, critic, estimator and trainer from ``cfg``; train; write CSVs and the figure.
+
+    ``resume``: a checkpoint of this config's interrupted run (written at each level's end when
+    ``benchmark.checkpoint``); training continues at the next level with the same numbers.
+    """
     import time
 
     from omegaconf import OmegaConf
@@ -147,10 +214,14 @@ def run_staircase(cfg, out_dir: Path) -> dict[str, Any]:
     dm = GaussianDataModule(dim=d.dim, batch_size=d.batch_size, mi_levels=list(d.mi_levels),
                             steps_per_level=d.steps_per_level, transform=d.transform, seed=cfg.seed, name=d.name,
                             chunk=cfg.benchmark.steps_per_batch)
+    state = torch.load(resume, weights_only=True) if resume is not None else None
+    if state is not None:
+        dm.stream.start_level = int(state["t"]) // dm.steps_per_level
     critic = build_critic(OmegaConf.to_container(cfg.critic, resolve=True), dm.dim_x, dm.dim_y)
     estimator = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dm.dim_y)
     module = StaircaseModule(critic, estimator, dm.mi_levels, dm.steps_per_level, lr=cfg.benchmark.lr,
-                             out_dir=out_dir, stop_on_divergence=cfg.benchmark.stop_on_divergence)
+                             out_dir=out_dir, stop_on_divergence=cfg.benchmark.stop_on_divergence,
+                             checkpoint=bool(cfg.benchmark.get("checkpoint", False)), resume_state=state)
     trainer = build_trainer(cfg, out_dir, max_steps=dm.total_steps)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)

@@ -66,11 +66,12 @@ class StaircaseStream(IterableDataset):
         self.dim, self.batch_size, self.steps, self.chunk = dim, batch_size, steps_per_level, max(1, int(chunk))
         self.mi_levels = [float(m) for m in mi_levels]
         self.seed, self.transform = seed, transform
+        self.start_level = 0  # > 0 when resuming: earlier levels are drawn (to advance the generator) but not yielded
         g = torch.Generator().manual_seed(seed + 1_000_003)
         self.W = torch.randn(dim, dim, generator=g) if transform == "wcubic" else None
 
     def __len__(self) -> int:
-        return math.ceil(self.steps / self.chunk) * len(self.mi_levels)
+        return math.ceil(self.steps / self.chunk) * (len(self.mi_levels) - self.start_level)
 
     def apply_transform(self, y: Tensor) -> Tensor:
         if self.transform == "cubic":
@@ -88,6 +89,8 @@ class StaircaseStream(IterableDataset):
         g = torch.Generator().manual_seed(self.seed)
         for level in range(len(self.mi_levels)):
             xs, ys = self.level_data(level, g)
+            if level < self.start_level:
+                continue
             for t in range(0, self.steps, self.chunk):
                 yield xs[t:t + self.chunk], ys[t:t + self.chunk], level
 
@@ -120,3 +123,16 @@ class GaussianDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.stream, batch_size=None, num_workers=0)
+
+
+def optimal_scores_bmm(x: Tensor, y: Tensor, rho: float) -> Tensor:
+    """:func:`optimal_scores` for many batches (x, y: [..., N, d]) without the [N, M, d] difference tensor.
+
+    |y - rho x|^2 = |y|^2 - 2 rho x.y + rho^2 |x|^2, so f* = log p(y|x) - log p(y) costs one batched
+    matmul: -(|y|^2 - 2 rho x.y + rho^2 |x|^2) / (2 s2) - d/2 log s2 + |y|^2 / 2 with s2 = 1 - rho^2.
+    """
+    s2 = 1.0 - rho**2
+    xy = x @ y.transpose(-1, -2)  # [..., N, M]
+    yy = (y**2).sum(-1).unsqueeze(-2)  # [..., 1, M]
+    xx = (x**2).sum(-1).unsqueeze(-1)  # [..., N, 1]
+    return (rho * xy - 0.5 * rho**2 * xx) / s2 + 0.5 * yy * (1.0 - 1.0 / s2) - 0.5 * x.shape[-1] * math.log(s2)

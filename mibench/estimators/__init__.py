@@ -18,6 +18,7 @@ class Spec:
     regularized: bool = False
     shift: float = 0.0  # log Z = log E_Q[e^T] - shift for this bound's partition term (log-Euclidean distance)
     defaults: tuple[tuple[str, Any], ...] = ()  # Table 1 settings, used when the config leaves them out
+    trainable: bool = True  # False: a bound that needs the true critic (evaluation only, e.g. loo_upper)
 
 
 REGISTRY: dict[str, Spec] = {
@@ -31,6 +32,7 @@ REGISTRY: dict[str, Spec] = {
     "smile_js": Spec(bounds.smile_js),
     "alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned"))),
     "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),)),
+    "loo_upper": Spec(bounds.loo, trainable=False),  # Poole eq. 13, needs log p(y|x) + c(y) as scores
     # Choi & Lee Table 1: distance, C* and tau per regularized estimator
     "remine": Spec(bounds.dv, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
     "renwj": Spec(bounds.nwj, regularized=True, shift=1.0,

@@ -75,16 +75,28 @@ def tuba(
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
 
-def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None, partition: str = "row") -> Estimate:
     """InfoNCE: mean over joint pairs (i, j) of T_ij - log mean_k e^{T_ik} (Poole eq. 10; Choi & Lee eq. 5).
 
-    Row i's partition runs over its joint and marginal entries. With the default masks this is
-    the usual K-sample bound (<= log K); with SLB's one-hot mask it is cross-entropy + log C.
+    ``partition="row"``: row i's partition runs over its joint and marginal entries. With the default
+    masks this is the usual K-sample bound (<= log K); with SLB's one-hot mask it is cross-entropy + log C.
+    ``partition="pair"``: each joint pair (i, j) is scored against itself plus row i's marginal entries
+    that are not joint ones, K = 1 + that count (rows with several positives, e.g. local DIM: every
+    location of image i is a positive for its global vector, the other images' locations the negatives;
+    Hjelm et al.'s NCE objective). Identical to "row" when every row holds one joint entry.
     """
     jm, mm = resolve_masks(scores, joint, marginal)
-    row_lme = masked_logmeanexp(scores, jm | mm, dim=1)  # [N]
     j = masked_mean(scores, jm)
-    m = masked_mean(row_lme.unsqueeze(1).expand_as(scores), jm)
+    if partition == "row":
+        row_lme = masked_logmeanexp(scores, jm | mm, dim=1)  # [N]
+        m = masked_mean(row_lme.unsqueeze(1).expand_as(scores), jm)
+    elif partition == "pair":
+        neg = mm & ~jm
+        log_neg = torch.logsumexp(scores.masked_fill(~neg, float("-inf")), dim=1, keepdim=True)  # [N, 1]
+        k = 1.0 + neg.sum(dim=1, keepdim=True).to(scores.dtype)
+        m = masked_mean(torch.logaddexp(scores, log_neg) - torch.log(k), jm)
+    else:
+        raise ValueError(f"unknown partition {partition!r} (valid: row, pair)")
     mi = j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
@@ -155,3 +167,25 @@ def loo_upper(log_cond: Tensor) -> Tensor:
     eye = torch.eye(n, dtype=torch.bool, device=log_cond.device)
     other = torch.logsumexp(log_cond.t().masked_fill(eye, float("-inf")), dim=1) - math.log(n - 1)
     return (torch.diagonal(log_cond) - other).mean()
+
+
+def loo(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """Leave-one-out upper bound (Poole eq. 13) as an estimator on a square score matrix.
+
+    ``scores[i, j] = log p(y_j | x_i) + c(y_j)``: any per-column c(y) cancels, so the optimal
+    critic f*(x, y) = log p(y|x) - log p(y) works as well as the true log-conditional. The value is
+    an upper bound on MI only when the scores are such a log-conditional; with a learned critic it
+    is neither bound, so the registry marks it evaluation-only. joint = mean_i scores[i, i],
+    marginal = mean_i log 1/(K-1) sum_{j != i} e^{scores[j, i]}; loss = mi (an upper bound is minimised).
+    """
+    if joint is not None or marginal is not None:
+        raise ValueError("the leave-one-out bound uses the diagonal as positives: no explicit masks")
+    n = scores.shape[0]
+    if scores.shape[1] != n:
+        raise ValueError("the leave-one-out bound needs a square score matrix of paired samples")
+    jm, mm = resolve_masks(scores, None, None)
+    j = masked_mean(scores, jm)
+    other = masked_logmeanexp(scores.t(), mm, dim=1)  # row i of scores.t() is y_i against every x_j
+    m = other.mean()
+    mi = j - m
+    return Estimate(mi=mi, loss=mi, joint=j, marginal=m)

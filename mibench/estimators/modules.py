@@ -18,8 +18,12 @@ from .base import Estimate
 from .regularized import regularize
 
 
-def mlp(dim_in: int, dim_out: int, hidden: int = 256, layers: int = 2, activation: str = "relu") -> nn.Sequential:
-    """``layers`` hidden layers of width ``hidden`` (Poole et al. / Choi & Lee critics: 2 x 256, ReLU)."""
+def mlp(dim_in: int, dim_out: int, hidden: int = 256, layers: int = 2, activation: str = "relu",
+        out_bias: bool = True) -> nn.Sequential:
+    """``layers`` hidden layers of width ``hidden`` (Poole et al. / Choi & Lee critics: 2 x 256, ReLU).
+
+    ``out_bias=False`` drops the last layer's bias (Choi & Lee's one-hot critic).
+    """
     acts = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
     if activation not in acts:
         raise ValueError(f"unknown activation {activation!r} (valid: {', '.join(acts)})")
@@ -28,7 +32,7 @@ def mlp(dim_in: int, dim_out: int, hidden: int = 256, layers: int = 2, activatio
     for _ in range(layers):
         mods += [nn.Linear(d, hidden), acts[activation]()]
         d = hidden
-    mods.append(nn.Linear(d, dim_out))
+    mods.append(nn.Linear(d, dim_out, bias=out_bias))
     return nn.Sequential(*mods)
 
 

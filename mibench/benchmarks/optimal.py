@@ -1,0 +1,219 @@
+"""Bias, variance and MSE of MI estimators with the analytic optimal critic (Poole et al. Fig. 3).
+
+No training. For every (true MI, batch size) cell of the grid, ``n`` batches of the ``dataset.dim``-D
+correlated Gaussian are drawn at once ([n, B, d]), the optimal-critic score matrices
+f*(x_i, y_j) = log p(y_j|x_i) - log p(y_j) are built in one batched matmul ([n, B, B]), and each
+registry estimator function is applied to all n matrices with ``torch.vmap``. A Python loop runs
+over grid cells and over chunks of at most ``benchmark.chunk_pairs`` score entries (memory), never
+over single batches.
+
+Which critic each bound gets (its optimum, so the numbers show the estimator's own bias/variance):
+
+* dv / mine, infonce, smile: f* (DV and InfoNCE are invariant to the constants; Poole eq. 5, 10, 12);
+* nwj: f* + 1, the unique self-normalised optimum (Poole eq. 7 and the sentence after it); the
+  registry's ``Spec.shift`` holds this +1;
+* tuba: f* with a(y) = 1, the optimum a(y) = Z(y) = E_p(x)[e^{f*(x,y)}] = 1 (Poole eq. 6). This is
+  numerically the same as f = log p(y|x) with a(y) = p(y), and (Poole footnote 1) the same as NWJ
+  with f* + 1, so tuba and nwj rows coincide: a check, not a new estimator;
+* alpha: f = log p(y|x) with q(y) = p(y), Poole's stated choice for I_alpha with optimal critics
+  (§2.4, "we conjecture that the optimal critic ... is f(x,y) = log p(y|x) and q(y) = p(y)");
+  dividing numerator and denominator by p(y) gives scores f* and log q = 0, which is what is passed;
+* loo_upper: the leave-one-out upper bound (Poole eq. 13) on the same f* (any c(y) cancels).
+
+Poole et al. do not list the alphas of Fig. 3 in the text; the default [0.01, 0.5, 0.99] spans
+the NWJ-like, middle and InfoNCE-like ends (0.01 and 0.5 are the values of their Fig. 2).
+The ``estimator`` config group is not used here: ``benchmark.estimators`` decides.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..data.gaussian import optimal_scores_bmm, rho_from_mi
+from ..estimators import REGISTRY, bounds
+from ..results import atomic_write_csv
+
+SUPPORTED = ("nwj", "dv", "mine", "tuba", "infonce", "smile", "alpha", "loo_upper")
+COLUMNS = ["estimator", "alpha", "true_mi", "batch_size", "mean", "bias", "variance", "mse", "std_err",
+           "n_batches", "nonfinite"]
+
+
+def estimator_fns(names: list[str], alphas: list[float]) -> list[tuple[str, float, Callable[[Tensor], Tensor]]]:
+    """(name, alpha or NaN, fn mapping ONE optimal-critic score matrix f* [B, B] to the estimate)."""
+    out: list[tuple[str, float, Callable[[Tensor], Tensor]]] = []
+    for name in names:
+        spec = REGISTRY[name]
+        if spec.fn is bounds.interpolated:
+            for a in alphas:
+                out.append((name, float(a), lambda s, a=float(a): bounds.interpolated(
+                    s, torch.zeros(s.shape[-1], dtype=s.dtype, device=s.device), a).mi))
+        else:
+            out.append((name, math.nan, lambda s, fn=spec.fn, c=spec.shift: fn(s + c).mi))
+    return out
+
+
+def batches_per_cell(batch_size: int, n_batches: int, min_batches: int, pair_budget: int) -> int:
+    """n_batches, cut so that a cell holds at most ``pair_budget`` score entries, but never below min_batches."""
+    return int(min(n_batches, max(min_batches, pair_budget // batch_size**2)))
+
+
+def sweep(dim: int, mi_values: list[float], batch_sizes: list[int], fns, n_batches: int = 1024,
+          min_batches: int = 32, pair_budget: int = 1 << 22, chunk_pairs: int = 1 << 22, seed: int = 0,
+          device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> pd.DataFrame:
+    """The Fig. 3 table: one row per (estimator, alpha, MI, batch size). variance has ddof=0, so mse = bias^2 + variance."""
+    g = torch.Generator().manual_seed(int(seed))
+    rows = []
+    for b in batch_sizes:
+        nb = batches_per_cell(b, n_batches, min_batches, pair_budget)
+        chunk = max(1, min(nb, chunk_pairs // b**2))
+        for mi in mi_values:
+            rho = rho_from_mi(float(mi), dim)
+            parts: list[list[Tensor]] = [[] for _ in fns]
+            for lo in range(0, nb, chunk):
+                k = min(chunk, nb - lo)
+                x = torch.randn(k, b, dim, generator=g).to(device=device, dtype=dtype)
+                eps = torch.randn(k, b, dim, generator=g).to(device=device, dtype=dtype)
+                y = rho * x + math.sqrt(1.0 - rho**2) * eps
+                s = optimal_scores_bmm(x, y, rho)  # [k, B, B]
+                for i, (_, _, fn) in enumerate(fns):
+                    parts[i].append(torch.vmap(fn)(s))
+            host = torch.stack([torch.cat(p) for p in parts]).double().cpu().numpy()  # one copy per cell
+            for (name, alpha, _), est in zip(fns, host):
+                ok = np.isfinite(est)
+                e = est[ok]
+                mean = float(e.mean()) if e.size else math.nan
+                var = float(e.var()) if e.size else math.nan
+                rows.append({"estimator": name, "alpha": alpha, "true_mi": float(mi), "batch_size": int(b),
+                             "mean": mean, "bias": mean - float(mi), "variance": var,
+                             "mse": float(((e - float(mi)) ** 2).mean()) if e.size else math.nan,
+                             "std_err": math.sqrt(var / e.size) if e.size else math.nan,
+                             "n_batches": int(nb), "nonfinite": int((~ok).sum())})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def label(row: pd.Series | dict) -> str:
+    a = row["alpha"]
+    return f"alpha={a:g}" if isinstance(a, float) and not math.isnan(a) else str(row["estimator"])
+
+
+def plot_optimal(df: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Fig. 3 layout: rows bias / variance / MSE, one column per batch size, MI on x, one line per estimator."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = df.assign(label=[label(r) for _, r in df.iterrows()])
+    labels = list(dict.fromkeys(df["label"]))
+    sizes = sorted(df["batch_size"].unique())
+    colors = {lab: plt.cm.tab10(i % 10) for i, lab in enumerate(labels)}
+    fig, axes = plt.subplots(3, len(sizes), figsize=(3.0 * len(sizes) + 1.5, 8), dpi=100, sharex=True,
+                             sharey="row", squeeze=False)
+    for c, b in enumerate(sizes):
+        sub = df[df["batch_size"] == b]
+        for r, q in enumerate(("bias", "variance", "mse")):
+            ax = axes[r, c]
+            for lab in labels:
+                d = sub[sub["label"] == lab].sort_values("true_mi")
+                # tuba = nwj exactly with the optimal critic: nwj wide underneath, tuba dashed on top
+                ls, lw = ("--", 1.0) if lab == "tuba" else ("-", 3.0 if lab == "nwj" else 1.3)
+                ax.plot(d["true_mi"], d[q], ls, marker="o", ms=2.5, lw=lw, color=colors[lab], label=lab)
+            if q == "bias":
+                ax.axhline(0, color="black", lw=0.6)
+            else:
+                ax.set_yscale("symlog", linthresh=1e-2)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(f"batch {b}")
+            if c == 0:
+                ax.set_ylabel({"bias": "bias (nats)", "variance": "variance", "mse": "MSE"}[q])
+            if r == 2:
+                ax.set_xlabel("true MI (nats)")
+    axes[0, -1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
+    sub = df[(df["true_mi"] == mi) & (df["batch_size"] == batch_size)].copy()
+    sub.insert(0, "bound", [label(r) for _, r in sub.iterrows()])
+    cols = ["bound", "mean", "bias", "variance", "mse", "std_err", "n_batches"]
+    return sub[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def run_optimal(cfg, out_dir: Path) -> dict[str, Any]:
+    """benchmark=optimal: the sweep, optimal.csv, optimal.png and the table at the headline cell."""
+    b = cfg.benchmark
+    dim = int(cfg.dataset.dim)
+    fns = estimator_fns(list(b.estimators), list(b.alphas))
+    device = "cuda" if cfg.hardware.accelerator in ("gpu", "cuda") else "cpu"
+    t0 = time.perf_counter()
+    df = sweep(dim, list(b.mi_values), list(b.batch_sizes), fns, n_batches=int(b.n_batches),
+               min_batches=int(b.min_batches), pair_budget=int(b.pair_budget), chunk_pairs=int(b.chunk_pairs),
+               seed=int(cfg.seed), device=device, dtype=torch.float64 if b.dtype == "float64" else torch.float32)
+    wall = time.perf_counter() - t0
+    atomic_write_csv(out_dir / "optimal.csv", df)
+    title = f"optimal critic, {dim}-D correlated Gaussian"
+    if b.plot:
+        plot_optimal(df, out_dir / "optimal.png", title)
+    mi = float(max(b.mi_values))
+    sizes = list(b.batch_sizes)
+    bsz = int(min(sizes, key=lambda s: abs(s - int(b.report_batch_size))))
+    head = df[(df["true_mi"] == mi) & (df["batch_size"] == bsz)]
+    metrics: dict[str, Any] = {"sweep_wall_s": wall, "cells": len(b.mi_values) * len(sizes)}
+    for _, r in head.iterrows():
+        for q in ("bias", "variance", "mse"):
+            metrics[f"{label(r)}/{q}@mi{mi:g}_b{bsz}"] = float(r[q])
+    text = (f"{title}: {len(b.mi_values)} MI values x {len(sizes)} batch sizes, sweep {wall:.1f}s\n"
+            f"true MI = {mi:g}, batch {bsz}:\n{format_table(df, mi, bsz)}")
+    return {"summary": df, "metrics": metrics, "text": text, "steps_done": 0, "wall_time_s": wall}
+
+
+def validate_optimal(cfg) -> None:
+    """benchmark=optimal: grid values, estimator names, alphas (raises ConfigError with one line)."""
+    from omegaconf import OmegaConf
+
+    from ..config import ConfigError, _num, check_int
+
+    b = cfg.benchmark
+    check_int(cfg.dataset, "dim", 1, "dataset")
+
+    def seq(key: str) -> list:
+        v = b.get(key)
+        return list(v) if OmegaConf.is_list(v) and len(v) else []
+
+    mis = seq("mi_values")
+    if not mis or not all(_num(m) and m >= 0 for m in mis):
+        raise ConfigError(f"benchmark.mi_values={b.get('mi_values')} is invalid (valid: a non-empty list of MI values >= 0 nats)")
+    sizes = seq("batch_sizes")
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 3 for s in sizes):
+        raise ConfigError(f"benchmark.batch_sizes={b.get('batch_sizes')} is invalid "
+                          f"(valid: a non-empty list of integers >= 3, e.g. [16, 64, 512])")
+    names = seq("estimators")
+    bad = [n for n in names if n not in SUPPORTED]
+    if not names or bad:
+        raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
+                          f"(valid: a non-empty list of {', '.join(SUPPORTED)})")
+    alphas = seq("alphas")
+    if "alpha" in names and (not alphas or not all(_num(a) and 0 < a <= 1 for a in alphas)):
+        raise ConfigError(f"benchmark.alphas={b.get('alphas')} is invalid (valid: a non-empty list with 0 < alpha <= 1)")
+    check_int(b, "n_batches", 2, "benchmark")
+    check_int(b, "min_batches", 2, "benchmark")
+    check_int(b, "pair_budget", 1, "benchmark")
+    check_int(b, "chunk_pairs", 1, "benchmark")
+    check_int(b, "report_batch_size", 1, "benchmark")
+    if b.get("dtype") not in ("float32", "float64"):
+        raise ConfigError(f"benchmark.dtype={b.get('dtype')} is invalid (valid: float32, float64)")

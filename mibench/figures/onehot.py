@@ -1,0 +1,183 @@
+"""Choi & Lee Figs 1-5 (the one-hot study) from a directory of finished ``benchmark=onehot`` runs.
+
+  Fig 1  MINE and NWJ, batch 100, 3,000 steps: MI estimate and its two terms
+  Fig 2  the same runs: critic outputs on the joint support (x = y) and off it (x != y)
+  Fig 3  MINE and NWJ, batch 32: estimate, terms, outputs (drift, explosion)
+  Fig 4  ReMINE, lambda = 0.1, batch 100, 1,500 steps, C* in {-5, -2, 0, 2, 5}: terms, C* dotted orange
+  Fig 5  ReMINE and ReNWJ, batch 32: estimate, terms, outputs
+
+The runs come from ``python -m mibench -m experiment=onehot_study`` and ``experiment=onehot_fig4``;
+any run directory holding config.yaml, steps.csv and summary.csv of benchmark=onehot is picked up.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+FIG4_C_STARS = (-5.0, -2.0, 0.0, 2.0, 5.0)
+LABELS = {"mine": "MINE", "nwj": "NWJ", "remine": "ReMINE", "renwj": "ReNWJ"}
+
+
+def save(fig: Any, path: str | Path) -> None:
+    """Save a figure atomically (temporary file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _finite(s: pd.Series) -> pd.Series:
+    return s.replace([np.inf, -np.inf], np.nan)
+
+
+def _ylim(ax: Any, steps: pd.DataFrame, cols: Sequence[str], upto: int | None, extra: Sequence[float] = (),
+          q: float = 0.5) -> None:
+    """Robust y-limits from the steps before ``upto`` (an explosion would squash the rest of the curve)."""
+    sel = steps if upto is None else steps[steps["step"] < upto]
+    vals = np.concatenate([_finite(sel[c]).dropna().to_numpy() for c in cols] + [np.asarray(extra, float)])
+    vals = vals[np.isfinite(vals)]
+    if vals.size:
+        lo, hi = np.percentile(vals, [q, 100 - q])
+        pad = 0.08 * max(hi - lo, 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
+def draw_estimate(ax: Any, steps: pd.DataFrame, true_mi: float, upto: int | None = None, ema_span: int = 50) -> None:
+    est = _finite(steps["estimate"])
+    ax.plot(steps["step"], est, color="tab:blue", alpha=0.35, lw=0.6, label="estimate")
+    ax.plot(steps["step"], est.ewm(span=ema_span).mean(), color="tab:blue", lw=1.5, label="EMA")
+    ax.axhline(true_mi, color="black", lw=1.1, label=f"log N = {true_mi:.2f}")
+    _ylim(ax, steps, ["estimate"], upto, (0.0, true_mi), q=1.0)
+    ax.set_ylabel("MI estimate")
+    ax.legend(loc="lower right", fontsize=7)
+
+
+def draw_terms(ax: Any, steps: pd.DataFrame, target: float = math.nan, upto: int | None = None) -> None:
+    """First term E_P[T] and second term (log-partition or partition) per step; the regularizer's target dotted."""
+    ax.plot(steps["step"], _finite(steps["joint"]), color="tab:green", lw=0.7, label="first term E_P[T]")
+    ax.plot(steps["step"], _finite(steps["marginal"]), color="tab:purple", lw=0.7, label="second term")
+    if math.isfinite(target):
+        ax.axhline(target, color="tab:orange", ls=":", lw=2, label=f"target {target:g}")
+    _ylim(ax, steps, ["joint", "marginal"], upto, [target] if math.isfinite(target) else [])
+    ax.set_ylabel("terms")
+    ax.legend(loc="best", fontsize=7)
+
+
+def draw_outputs(ax: Any, steps: pd.DataFrame, upto: int | None = None) -> None:
+    """Critic outputs over all N x N one-hot pairs: mean on the support (x = y), mean and min off it."""
+    ax.plot(steps["step"], _finite(steps["t_support"]), color="tab:red", lw=0.8, label="T(x, x): support")
+    ax.plot(steps["step"], _finite(steps["t_off_support"]), color="tab:gray", lw=0.8, label="T(x, y), x != y: mean")
+    ax.plot(steps["step"], _finite(steps["t_off_min"]), color="tab:gray", ls="--", lw=0.6, label="x != y: min")
+    _ylim(ax, steps, ["t_support", "t_off_support", "t_off_min"], upto, q=0.0)
+    ax.set_ylabel("critic outputs")
+    ax.legend(loc="best", fontsize=7)
+
+
+def load_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every finished one-hot run under ``root``: its config, steps and summary row."""
+    import yaml
+
+    runs = []
+    for summ in sorted(Path(root).rglob("summary.csv")):
+        d = summ.parent
+        if not (d / "config.yaml").exists() or not (d / "steps.csv").exists():
+            continue
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        if cfg.get("benchmark", {}).get("name") != "onehot":
+            continue
+        row = pd.read_csv(summ).iloc[0].to_dict()
+        runs.append({"dir": d, "cfg": cfg, "estimator": cfg["estimator"]["name"],
+                     "batch_size": int(cfg["dataset"]["batch_size"]), "steps": int(cfg["benchmark"]["steps"]),
+                     "c_star": cfg["estimator"].get("c_star"), "seed": int(cfg["seed"]), "summary": row})
+    return runs
+
+
+def pick(runs: Sequence[dict[str, Any]], estimator: str, batch_size: int, steps: int | None = None,
+         c_star: float | None = None) -> dict[str, Any] | None:
+    """The lowest-seed run matching the given settings (None when there is none)."""
+    hits = [r for r in runs if r["estimator"] == estimator and r["batch_size"] == batch_size
+            and (steps is None or r["steps"] == steps)
+            and (c_star is None or (r["c_star"] is not None and math.isclose(float(r["c_star"]), c_star)))]
+    return min(hits, key=lambda r: (r["seed"], str(r["dir"]))) if hits else None
+
+
+def _explosion(run: dict[str, Any]) -> int | None:
+    e = run["summary"].get("explosion_step")
+    return None if e is None or str(e) == "none" or (isinstance(e, float) and math.isnan(e)) else int(float(e))
+
+
+def grid(columns: Sequence[tuple[str, dict[str, Any] | None]], rows: Sequence[str], title: str,
+         path: Path) -> Path:
+    """One column per run, one row per panel kind (estimate, terms, outputs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(3.6 * len(columns), 2.6 * len(rows)), dpi=110,
+                             squeeze=False)
+    for c, (label, run) in enumerate(columns):
+        for r, kind in enumerate(rows):
+            ax = axes[r][c]
+            if run is None:
+                ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            steps = pd.read_csv(run["dir"] / "steps.csv")
+            s = run["summary"]
+            ex = _explosion(run)
+            if kind == "estimate":
+                draw_estimate(ax, steps, float(s["true_mi"]), ex)
+            elif kind == "terms":
+                draw_terms(ax, steps, float(s.get("marginal_target", math.nan)), ex)
+            else:
+                draw_outputs(ax, steps, ex)
+            if ex is not None:
+                ax.axvline(ex, color="red", ls="--", lw=1, label="explosion (curves run off scale)")
+            ax.grid(alpha=0.3)
+            if r == 0:
+                sub = f"drift {s['drift_slope_per_1k']:+.2f}/1k steps"
+                if ex is not None:
+                    sub += f", explodes at {ex}"
+                ax.set_title(f"{label}\n{sub}", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("step")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    return path
+
+
+def make_figures(root: str | Path, out: str | Path | None = None) -> list[Path]:
+    """Write onehot_fig1..5.png and onehot_runs.csv (every run's summary row) for the runs under ``root``."""
+    from ..results import atomic_write_csv
+
+    runs = load_runs(root)
+    out = Path(out if out is not None else root)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if runs:
+        table = pd.DataFrame([{**r["summary"], "seed": r["seed"], "dir": str(r["dir"])} for r in runs])
+        atomic_write_csv(out / "onehot_runs.csv", table)
+        paths.append(out / "onehot_runs.csv")
+    pair = lambda names, b, steps=3000: [(f"{LABELS[n]}, batch {b}", pick(runs, n, b, steps)) for n in names]  # noqa: E731
+    paths.append(grid(pair(("mine", "nwj"), 100), ("estimate", "terms"),
+                      "Fig. 1: MINE vs NWJ, batch 100 (MINE's terms drift in parallel)", out / "onehot_fig1.png"))
+    paths.append(grid(pair(("mine", "nwj"), 100), ("outputs",),
+                      "Fig. 2: critic outputs on / off the joint support, batch 100", out / "onehot_fig2.png"))
+    paths.append(grid(pair(("mine", "nwj"), 32), ("estimate", "terms", "outputs"),
+                      "Fig. 3: MINE vs NWJ, batch 32 (unstable case)", out / "onehot_fig3.png"))
+    fig4 = [(f"ReMINE C* = {c:g}", pick(runs, "remine", 100, 1500, c)) for c in FIG4_C_STARS]
+    paths.append(grid(fig4, ("estimate", "terms"), "Fig. 4: ReMINE, lambda 0.1, batch 100, 1,500 steps",
+                      out / "onehot_fig4.png"))
+    paths.append(grid(pair(("remine", "renwj"), 32), ("estimate", "terms", "outputs"),
+                      "Fig. 5: ReMINE vs ReNWJ, batch 32", out / "onehot_fig5.png"))
+    return paths

@@ -1,0 +1,463 @@
+"""Leaderboard: scan a folder of runs and write the papers' tables (Markdown, LaTeX, CSV) and figures.
+
+    python -m mibench.leaderboard runs/ [--out runs/leaderboard]      (also: mibench leaderboard runs/)
+
+Tables, each written only when such runs exist:
+- **table2**: SLB/CLB in the layout of Choi & Lee Table 2 — task x dataset x estimator, original
+  and regularized side by side, mean ± 95% Student-t interval over seeds, the better of each pair in
+  bold, ``†`` where the two intervals do not overlap (the paper's blue), the regularized estimator's
+  lambda chosen by its MI estimate as in the paper (highest mean), published numbers beside ours;
+- **staircase**: per estimator x critic x dataset and MI level, over all steps of all seeds: mean and
+  median estimate, bias, variance, MSE (the median matters: NWJ/JS throw rare huge negative spikes);
+- **onehot**: drift slope and explosion step per estimator;
+- **failures**: crashed, diverged, killed and missing runs, naming the seeds of each config.
+Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7) and the lambda ablation (Fig. 6).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .records import config_hash, iter_records
+from .results import atomic_write_csv, atomic_write_text, draw_staircase, save_figure
+from .stats import mean_ci
+
+PAIRS = [("mine", "remine"), ("smile", "resmile"), ("infonce", "reinfonce"), ("nwj", "renwj"), ("tuba", "retuba"),
+         ("js", "rejs")]
+LABEL = {"mine": "MINE", "smile": "SMILE", "infonce": "InfoNCE", "nwj": "NWJ", "tuba": "TUBA", "js": "JS"}
+FINISHED = ("completed", "diverged")
+INFONCE_LIKE = ("infonce", "reinfonce")
+
+
+# ----------------------------------------------------------------------------------------- loading
+def _alive(rec: dict[str, Any]) -> bool:
+    """A ``running`` record's process still exists (only checkable on the host that wrote it)."""
+    if rec.get("host") != socket.gethostname() or not rec.get("pid"):
+        return True  # cannot tell from here: trust the record
+    try:
+        os.kill(int(rec["pid"]), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """One row per run directory below ``root``: identity, status, group (config without the seed), metrics.
+
+    Status is the record's, except ``running`` whose process is gone (``killed``) and a directory
+    with a config but no readable record (``no record``). Re-runs of an identical config
+    (``overwrite=true``) count once: the newest finished one.
+    """
+    rows = []
+    for d, rec in iter_records(root):
+        cfg = None
+        if (d / "config.yaml").exists():
+            try:
+                cfg = yaml.safe_load((d / "config.yaml").read_text())
+            except yaml.YAMLError:
+                cfg = None
+        if rec is None and cfg is None:
+            continue
+        row: dict[str, Any] = {"run_dir": str(d)}
+        if cfg is not None:
+            row.update(benchmark=cfg["benchmark"]["name"], dataset=cfg["dataset"]["name"],
+                       estimator=cfg["estimator"]["name"], critic=cfg["critic"]["name"],
+                       lam=cfg["estimator"].get("lam"), c_star=cfg["estimator"].get("c_star"), seed=cfg.get("seed"),
+                       batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
+                       group=config_hash({k: v for k, v in cfg.items() if k != "seed"}))
+        if rec is None:
+            row["status"] = "no record"
+        else:
+            row.update({k: rec.get(k) for k in ("benchmark", "dataset", "estimator", "critic", "lam", "c_star", "seed")
+                        if k not in row or row[k] is None})
+            status = rec.get("status", "no record")
+            row.update(status="killed" if status == "running" and not _alive(rec) else status,
+                       config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
+                       wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"))
+            for k, v in (rec.get("metrics") or {}).items():
+                row[f"m_{k}"] = v
+        row.setdefault("group", row.get("config_hash"))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df["finished"] = df["status"].isin(FINISHED)
+    df = df.sort_values(["finished", "started_at"], na_position="first")
+    dup = df["config_hash"].notna() & df.duplicated("config_hash", keep="last")
+    return df[~dup].drop(columns="finished").reset_index(drop=True)
+
+
+def _steps(run_dir: str) -> pd.DataFrame | None:
+    p = Path(run_dir) / "steps.csv"
+    try:
+        return pd.read_csv(p)
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------- tables
+def staircase_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config (all seeds pooled) and MI level: mean, median, bias, variance, MSE of the estimate."""
+    st = runs[(runs["benchmark"] == "staircase") & runs["status"].isin(FINISHED)]
+    out = []
+    for group, g in st.groupby("group", sort=False):
+        frames = [s for s in (_steps(d) for d in g["run_dir"]) if s is not None]
+        if not frames:
+            continue
+        steps = pd.concat(frames, ignore_index=True)
+        first = g.iloc[0]
+        for level, lv in steps.groupby("level", sort=True):
+            e = lv["estimate"].to_numpy(dtype=float)
+            ok = np.isfinite(e)
+            true = float(lv["true_mi"].iloc[0])
+            e = e[ok]
+            mean = float(e.mean()) if e.size else math.nan
+            out.append({"dataset": first["dataset"], "critic": first["critic"], "estimator": first["estimator"],
+                        "lam": first.get("lam"), "seeds": int(len(frames)), "level": int(level), "true_mi": true,
+                        "mean": mean, "median": float(np.median(e)) if e.size else math.nan, "bias": mean - true,
+                        "variance": float(e.var()) if e.size else math.nan,
+                        "mse": float(((e - true) ** 2).mean()) if e.size else math.nan,
+                        "nonfinite": int((~ok).sum()), "group": group})
+    return pd.DataFrame(out)
+
+
+def onehot_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config: drift slope (mean ± CI over seeds) and explosion steps of the one-hot study."""
+    oh = runs[(runs["benchmark"] == "onehot") & runs["status"].isin(FINISHED)]
+    slope_col = next((c for c in ("m_drift_slope_per_1k", "m_drift_slope") if c in oh), None)
+    out = []
+    for group, g in oh.groupby("group", sort=False):
+        first = g.iloc[0]
+        row = {"estimator": first["estimator"], "batch_size": first.get("batch_size"), "c_star": first.get("c_star"),
+               "lam": first.get("lam"), "seeds": len(g)}
+        if slope_col:
+            m, h, _ = mean_ci(pd.to_numeric(g[slope_col], errors="coerce"))
+            row.update(drift_slope=m, drift_slope_ci95=h)
+        for col, name in (("m_marginal_end", "marginal_end"), ("m_joint_end", "joint_end"), ("m_estimate_end", "estimate_end")):
+            if col in g:
+                row[name] = mean_ci(pd.to_numeric(g[col], errors="coerce"))[0]
+        if "m_explosion_step" in g:
+            steps = [s for s in g["m_explosion_step"] if s not in (None, "none") and not _isnan(s)]
+            row["explosion_step"] = ", ".join(str(int(float(s))) for s in sorted(steps, key=float)) if steps else "none"
+            row["exploded"] = f"{len(steps)}/{len(g)}"
+        row["group"] = group
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _isnan(x: Any) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def _cell(values: Iterable[float]) -> tuple[float, float, int]:
+    return mean_ci(pd.to_numeric(pd.Series(list(values)), errors="coerce"))
+
+
+def reference_table2() -> pd.DataFrame:
+    """Choi & Lee Table 2 as published (packaged with mibench)."""
+    with resources.files("mibench.reference").joinpath("remine_table2.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def table2(runs: pd.DataFrame) -> pd.DataFrame:
+    """Choi & Lee Table 2: per task x dataset x pair, original vs regularized (its best lambda)."""
+    sl = runs[runs["benchmark"].isin(["slb", "clb"]) & runs["status"].isin(FINISHED)]
+    if sl.empty or "m_mi_train" not in sl:
+        return pd.DataFrame()
+    ref = reference_table2()
+    out = []
+    for (bench, ds), g in sl.groupby(["benchmark", "dataset"], sort=True):
+        for orig, reg in PAIRS:
+            o = g[g["estimator"] == orig]
+            r_all = g[g["estimator"] == reg]
+            if o.empty and r_all.empty:
+                continue
+            best_lam, r = None, r_all
+            if not r_all.empty:  # the paper picks lambda by the MI estimate
+                by_lam = {lam: _cell(x["m_mi_train"])[0] for lam, x in r_all.groupby(r_all["lam"].astype(float))}
+                best_lam = max(by_lam, key=lambda k: -math.inf if math.isnan(by_lam[k]) else by_lam[k])
+                r = r_all[r_all["lam"].astype(float) == best_lam]
+            row: dict[str, Any] = {"task": bench, "dataset": ds, "loss": orig, "lambda": best_lam}
+            for side, x in (("orig", o), ("reg", r)):
+                for metric, col in (("mi", "m_mi_train"), ("acc", "m_test_acc")):
+                    m, h, n = _cell(x[col]) if col in x and not x.empty else (math.nan, math.nan, 0)
+                    row.update({f"{metric}_{side}": m, f"{metric}_{side}_ci95": h, f"n_{side}": n})
+            for metric in ("mi", "acc"):
+                row[f"{metric}_better"], row[f"{metric}_separated"] = compare(
+                    row[f"{metric}_orig"], row[f"{metric}_orig_ci95"], row[f"{metric}_reg"], row[f"{metric}_reg_ci95"])
+            for variant, side in (("original", "orig"), ("regularized", "reg")):
+                p = ref[(ref["benchmark"] == bench) & (ref["dataset"] == ds) & (ref["estimator"] == orig)
+                        & (ref["variant"] == variant)]
+                if len(p):
+                    row[f"paper_mi_{side}"] = f"{p['mi_mean'].iloc[0]:.3f} ± {p['mi_ci95'].iloc[0]:.3f}"
+                    row[f"paper_acc_{side}"] = f"{p['test_acc_mean'].iloc[0]:.3f} ± {p['test_acc_ci95'].iloc[0]:.3f}"
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def compare(m1: float, h1: float, m2: float, h2: float) -> tuple[str, bool]:
+    """Which mean is higher ('orig', 'reg' or '' on a tie / missing) and whether the intervals are disjoint."""
+    if math.isnan(m1) or math.isnan(m2) or m1 == m2:
+        return "", False
+    better = "reg" if m2 > m1 else "orig"
+    if math.isnan(h1) or math.isnan(h2):
+        return better, False
+    return better, (m1 + h1 < m2 - h2) or (m2 + h2 < m1 - h1)
+
+
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config: seeds that crashed, diverged, were killed / are running, have no record, or are missing
+    (a seed some other config of the same benchmark has)."""
+    if runs.empty:
+        return pd.DataFrame()
+    out = []
+    expected = {b: set(g["seed"].dropna().astype(int)) for b, g in runs.groupby("benchmark")}
+    for group, g in runs.groupby("group", sort=False):
+        first = g.iloc[0]
+        seeds = lambda st: sorted(int(s) for s in g.loc[g["status"] == st, "seed"].dropna())  # noqa: E731
+        present = set(g["seed"].dropna().astype(int))
+        row = {"benchmark": first["benchmark"], "dataset": first["dataset"], "estimator": first["estimator"],
+               "critic": first["critic"], "lam": first.get("lam"),
+               "completed": len(seeds("completed")), "diverged": seeds("diverged"), "crashed": seeds("crashed"),
+               "killed": seeds("killed"), "running": seeds("running"), "no_record": seeds("no record"),
+               "missing": sorted(expected.get(first["benchmark"], set()) - present)}
+        if any(row[k] for k in ("diverged", "crashed", "killed", "running", "no_record", "missing")):
+            errs = g.loc[g["status"] == "crashed", "error"].dropna().unique().tolist() if "error" in g else []
+            row["errors"] = "; ".join(errs)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------------------- rendering
+def _fmt(m: float, h: float) -> str:
+    if math.isnan(m):
+        return "–"
+    return f"{m:.3f} ± {h:.3f}" if not math.isnan(h) else f"{m:.3f}"
+
+
+def _mark(text: str, bold: bool, sep: bool, latex: bool) -> str:
+    if latex:
+        text = text.replace("±", r"$\pm$")
+        if bold:
+            text = rf"\textbf{{{text}}}"
+        return text + (r"$^\dagger$" if sep else "")
+    return (f"**{text}**" if bold else text) + ("†" if sep else "")
+
+
+def render_table2(t2: pd.DataFrame, latex: bool = False) -> str:
+    head = ["Task", "Dataset", "Loss", "λ", "MI orig", "MI reg", "Acc orig", "Acc reg",
+            "paper MI orig", "paper MI reg", "paper Acc orig", "paper Acc reg", "seeds"]
+    lines = []
+    for _, r in t2.iterrows():
+        cells = [r["task"].upper(), r["dataset"].upper().replace("CIFAR", "CIFAR-"), LABEL.get(r["loss"], r["loss"]),
+                 "–" if r["lambda"] is None or _isnan(r["lambda"]) else f"{r['lambda']:g}"]
+        for metric in ("mi", "acc"):
+            for side in ("orig", "reg"):
+                cells.append(_mark(_fmt(r[f"{metric}_{side}"], r[f"{metric}_{side}_ci95"]),
+                                   r[f"{metric}_better"] == side, r[f"{metric}_separated"] and r[f"{metric}_better"] == side,
+                                   latex))
+        for key in ("paper_mi_orig", "paper_mi_reg", "paper_acc_orig", "paper_acc_reg"):
+            v = r.get(key)
+            cells.append((v.replace("±", r"$\pm$") if latex else v) if isinstance(v, str) else "–")
+        cells.append(f"{r['n_orig']}/{r['n_reg']}")
+        lines.append(cells)
+    return _render(head, lines, latex)
+
+
+def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
+    if latex:
+        body = "\n".join(" & ".join(c.replace("_", r"\_").replace("λ", r"$\lambda$") for c in row) + r" \\"
+                         for row in lines)
+        return ("\\begin{tabular}{" + "l" * len(head) + "}\n\\toprule\n"
+                + " & ".join(h.replace("λ", r"$\lambda$") for h in head) + " \\\\\n\\midrule\n" + body
+                + "\n\\bottomrule\n\\end{tabular}\n")
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(row) + " |" for row in lines]) + "\n"
+
+
+def _df_lines(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
+    def f(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.3f}"
+        if isinstance(v, list):
+            return ",".join(map(str, v)) if v else ""
+        return "–" if v is None else str(v)
+
+    return [[f(r[c]) for c in cols] for _, r in df.iterrows()]
+
+
+STAIR_COLS = ["dataset", "critic", "estimator", "lam", "seeds", "true_mi", "mean", "median", "bias", "variance", "mse",
+              "nonfinite"]
+ONEHOT_COLS = ["estimator", "batch_size", "lam", "c_star", "seeds", "drift_slope", "drift_slope_ci95", "estimate_end", "marginal_end",
+               "explosion_step", "exploded"]
+FAIL_COLS = ["benchmark", "dataset", "estimator", "critic", "lam", "completed", "diverged", "crashed", "killed",
+             "running", "no_record", "missing", "errors"]
+
+
+# ----------------------------------------------------------------------------------------- figures
+def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
+    """All staircase estimators on one grid: rows = (dataset, critic), columns = estimators (first seed)."""
+    st = runs[(runs["benchmark"] == "staircase") & runs["status"].isin(FINISHED)].sort_values("seed")
+    if st.empty:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    st = st.drop_duplicates("group")
+    rows = sorted(st[["dataset", "critic"]].drop_duplicates().itertuples(index=False, name=None))
+    ests = list(dict.fromkeys(sorted(st["estimator"], key=_estimator_order)))
+    panels = [(ds, crit, est) for ds, crit in rows for est in ests]
+    ncols = min(len(ests), 6)  # wrap: original / regularized pairs side by side, 6 panels a row
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols + 0.4, 2.3 * nrows + 0.7), dpi=100, squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (ds, crit, est) in zip(axes.flat, panels):
+        hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est)]
+        steps = _steps(hit["run_dir"].iloc[0]) if len(hit) else None
+        if steps is None:
+            ax.set_axis_off()
+            continue
+        first = hit.iloc[0]
+        bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
+        draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
+        ax.set_title(est if len(rows) == 1 else f"{est} | {ds}, {crit}", fontsize=9)
+    if len(rows) == 1:
+        ds, crit = rows[0]
+        fig.supylabel(f"MI (nats): {ds}, {crit} critic", fontsize=9)
+    fig.suptitle("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def _estimator_order(name: str) -> tuple[int, bool, str]:
+    """Choi & Lee's order, each original followed by its regularized version."""
+    regularized = name.startswith("re") and name[2:] in LABEL
+    base = name[2:] if regularized else name
+    order = [p[0] for p in PAIRS]
+    return (order.index(base) if base in order else len(order), regularized, name)
+
+
+def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
+    """Choi & Lee Fig. 6: MI estimate and test accuracy vs lambda per regularized estimator (± 95% CI)."""
+    sl = runs[runs["benchmark"].isin(["slb", "clb"]) & runs["status"].isin(FINISHED) & runs["lam"].notna()]
+    if sl.empty or "m_mi_train" not in sl:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted(sl[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False, name=None))
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6.5), dpi=100, squeeze=False)
+    for j, (bench, ds) in enumerate(panels):
+        g = sl[(sl["benchmark"] == bench) & (sl["dataset"] == ds)]
+        for est, e in g.groupby("estimator", sort=True):
+            stats = sorted((float(lam), _cell(x["m_mi_train"]), _cell(x["m_test_acc"])) for lam, x in e.groupby("lam"))
+            lams = [s[0] for s in stats]
+            for i, k in enumerate((1, 2)):
+                m = np.array([s[k][0] for s in stats])
+                h = np.nan_to_num(np.array([s[k][1] for s in stats]))
+                axes[i][j].errorbar(lams, m, yerr=h, marker="o", capsize=3, label=est)
+        for i, what in enumerate(("MI estimate (nats)", "test accuracy")):
+            ax = axes[i][j]
+            ax.set_xscale("log")
+            ax.set_xlabel("λ")
+            ax.set_ylabel(what)
+            ax.grid(alpha=0.3)
+        axes[0][j].set_title(f"{bench.upper()} {ds}")
+        axes[0][j].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+# ----------------------------------------------------------------------------------------- command
+def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Write leaderboard.md / .tex, one CSV per table and the figures under ``out``; return what was made."""
+    root = Path(root)
+    out = Path(out) if out is not None else root / "leaderboard"
+    runs = load_runs(root)
+    if runs.empty:
+        raise SystemExit(f"mibench leaderboard: no runs found under {root} (looked for */config.yaml and */result.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs[~runs["run_dir"].str.startswith(str(out))]
+    md, tex = [f"# mibench leaderboard\n\n{len(runs)} runs under `{root}`: "
+               + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()) + "\n"], []
+    made: dict[str, Any] = {"runs": runs}
+
+    t2 = table2(runs)
+    if not t2.empty:
+        atomic_write_csv(out / "table2.csv", t2)
+        md += ["\n## SLB / CLB (Choi & Lee Table 2)\n\nMean ± 95% CI over seeds (Student t); **bold**: the better of "
+               "the pair; †: the intervals do not overlap; λ: the regularized loss's λ with the best MI estimate. "
+               "MI = last-epoch training estimate, negatives clipped to 0.\n\n", render_table2(t2)]
+        tex += ["% Choi & Lee Table 2\n", render_table2(t2, latex=True)]
+        made["table2"] = t2
+    st = staircase_table(runs)
+    if not st.empty:
+        atomic_write_csv(out / "staircase.csv", st)
+        md += ["\n## Staircase\n\nAll steps of all seeds of a level pooled. The median resists the rare huge "
+               "negative spikes of single-sample bounds (NWJ, JS).\n\n", _render(STAIR_COLS, _df_lines(st, STAIR_COLS), False)]
+        tex += ["% staircase\n", _render(STAIR_COLS, _df_lines(st, STAIR_COLS), True)]
+        made["staircase"] = st
+    oh = onehot_table(runs)
+    if not oh.empty:
+        atomic_write_csv(out / "onehot.csv", oh)
+        cols = [c for c in ONEHOT_COLS if c in oh]
+        md += ["\n## One-hot drift and explosion (Choi & Lee §3-4)\n\n", _render(cols, _df_lines(oh, cols), False)]
+        tex += ["% one-hot\n", _render(cols, _df_lines(oh, cols), True)]
+        made["onehot"] = oh
+    fl = failures(runs)
+    md.append("\n## Crashed, diverged, killed and missing runs\n\n")
+    if fl.empty:
+        md.append("None: every run completed.\n")
+    else:
+        fl = fl.reindex(columns=FAIL_COLS)
+        atomic_write_csv(out / "failures.csv", fl.astype({c: str for c in FAIL_COLS if c not in ("lam", "completed")}))
+        md.append(_render(FAIL_COLS, _df_lines(fl, FAIL_COLS), False))
+    made["failures"] = fl
+    figs = []
+    if staircase_grid(runs, out / "staircase_grid.png"):
+        figs.append("staircase_grid.png")
+    if lambda_ablation(runs, out / "lambda_ablation.png"):
+        figs.append("lambda_ablation.png")
+    if figs:
+        md.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figs) + "\n")
+    made["figures"] = [out / f for f in figs]
+    atomic_write_text(out / "leaderboard.md", "".join(md))
+    atomic_write_text(out / "leaderboard.tex", "".join(tex) or "% no SLB/CLB, staircase or one-hot runs\n")
+    atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels",) if c in runs]))
+    made["out"] = out
+    return made
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="mibench leaderboard", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="?", default=os.environ.get("MIBENCH_RUNS", "runs"), help="folder of runs (default: runs/)")
+    p.add_argument("--out", default=None, help="where to write (default: <runs>/leaderboard)")
+    a = p.parse_args(argv)
+    made = build(a.runs, a.out)
+    print((made["out"] / "leaderboard.md").read_text())
+    print(f"written: {made['out']}/leaderboard.md, leaderboard.tex, *.csv" +
+          "".join(f", {f.name}" for f in made["figures"]))
+
+
+if __name__ == "__main__":
+    main()

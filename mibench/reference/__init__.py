@@ -1,0 +1,1 @@
+"""Published numbers packaged with mibench (Choi & Lee Table 2)."""

@@ -1,0 +1,142 @@
+"""benchmark=eta_gaussian (η-MINE paper §5, Fig. 3a) and η-MINE-convex (its Table 1, eq. 17)."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from mibench.app import run
+from mibench.benchmarks.eta_gaussian import (block_masks, block_scores, fit_convex, grid_features,
+                                             initial_witness, pair_features)
+from mibench.compose import compose_config
+from mibench.config import ConfigError, validate
+from mibench.critics import ConcatCritic, SeparableCritic
+from mibench.data.gaussian import mi_from_rho
+from mibench.data.random_gaussian import RandomGaussian, random_gaussian
+from mibench.estimators import bounds
+from mibench.figures import eta_fig3a
+
+QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
+
+
+def test_random_gaussian_mi_closed_forms():
+    # a case where the correlated-Gaussian formula applies: Sigma = [[I, rho I], [rho I, I]]
+    d, rho = 3, 0.7
+    eye = torch.eye(d, dtype=torch.float64)
+    g = RandomGaussian(torch.zeros(2 * d, dtype=torch.float64), torch.cat([torch.cat([eye, rho * eye], 1),
+                                                                           torch.cat([rho * eye, eye], 1)]), d)
+    assert g.mi == pytest.approx(mi_from_rho(rho, d), abs=1e-12)
+    # a random one: Monte Carlo E[log p(x, y) - log p(x) - log p(y)] with torch's own densities
+    r = random_gaussian(10, seed=0)
+    x, y = r.sample(200_000, torch.Generator().manual_seed(0))
+    mvn = torch.distributions.MultivariateNormal
+    dx = r.dim_x
+    joint = mvn(r.mean, r.cov).log_prob(torch.cat([x, y], 1).double())
+    px = mvn(r.mean[:dx], r.cov[:dx, :dx]).log_prob(x.double())
+    py = mvn(r.mean[dx:], r.cov[dx:, dx:]).log_prob(y.double())
+    mc = (joint - px - py)
+    assert mc.mean().item() == pytest.approx(r.mi, abs=4 * mc.std().item() / math.sqrt(len(mc)) + 1e-3)
+    z = torch.cat([x, y], 1).double()
+    assert torch.allclose(z.mean(0), r.mean, atol=0.02)
+    assert torch.allclose(torch.cov(z.t()), r.cov, atol=0.02)
+    assert [round(random_gaussian(dd, 0).mi, 2) for dd in (2, 10, 20)] == [1.39, 2.03, 3.78]
+
+
+def test_block_scores_and_masks():
+    crit = SeparableCritic(2, 3, hidden=8, embed=4)
+    x, y = torch.randn(10, 2), torch.randn(10, 3)
+    s = block_scores(crit, x, y, 5)
+    full = crit(x, y)
+    assert torch.allclose(s[:5], full[:5, :5]) and torch.allclose(s[5:], full[5:, 5:])
+    joint, marginal = block_masks(10, 5)
+    assert torch.allclose(s[joint], torch.diagonal(full))
+    assert marginal.sum() == 10 * 4
+
+
+@pytest.mark.parametrize("kind", [ConcatCritic, SeparableCritic])
+def test_feature_map_reproduces_critic(kind):
+    crit = kind(2, 2, hidden=16)
+    x, y = torch.randn(7, 2), torch.randn(7, 2)
+    w = initial_witness(crit)
+    bias = crit.rest[-1].bias if kind is ConcatCritic else 0.0
+    with torch.no_grad():
+        assert torch.allclose(grid_features(crit, x, y) @ w + bias, crit(x, y), atol=1e-5)
+        assert torch.allclose(pair_features(crit, x, y) @ w + bias, torch.diagonal(crit(x, y)), atol=1e-5)
+
+
+def test_convex_eta_dv_recovers_mi_with_exact_features():
+    """1-D correlated Gaussian: log p(x,y)/p(x)p(y) is linear in φ = (xy, x², y²) plus a constant (absorbed
+    by η), so the convex η-DV fit (Table 1, η-MINE-convex) must reach the true MI as n grows."""
+    rho, n, k = 0.8, 20_000, 4
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=g, dtype=torch.float64)
+    y = rho * x + math.sqrt(1 - rho**2) * torch.randn(n, generator=g, dtype=torch.float64)
+    phi = lambda a, b: torch.stack([a * b, a * a, b * b], -1)  # noqa: E731
+    fm = torch.stack([phi(x, y[torch.randperm(n, generator=g)]) for _ in range(k)], 1)
+    w, eta, value = fit_convex(phi(x, y), fm, torch.zeros(3), iters=200)
+    assert value == pytest.approx(mi_from_rho(rho, 1), abs=0.03)
+    s2 = 1 - rho**2  # the analytic optimum's xy weight: rho / (1 - rho^2)
+    assert w[0].item() == pytest.approx(rho / s2, rel=0.1)
+
+
+def test_eta_mine_2d_close_to_truth_and_convex(tmp_path):
+    """η-MINE on the 2-D random Gaussian (true MI 1.391) after 600 steps: test estimate within 0.25 nats;
+    η-MINE-convex on its frozen features: train objective >= the network's, test estimate within 0.1 of it."""
+    cfg = compose_config(["benchmark=eta_gaussian", "estimator=eta_mine", "benchmark.steps=600",
+                          "benchmark.eval_every=200", "benchmark.plot=true"] + QUIET, out_dir=tmp_path)
+    r = run(cfg, echo=False)
+    m = r["metrics"]
+    assert m["true_mi"] == pytest.approx(1.3914, abs=1e-4)
+    assert abs(m["test_estimate"] - m["true_mi"]) < 0.25, m
+    cx = m["convex_test_estimate"]
+    assert math.isfinite(cx) and abs(cx - m["test_estimate"]) < 0.1, m
+    assert cx < m["true_mi"] + 0.25  # a (test-set) lower-bound estimate: not far above the truth
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert list(curve["step"]) == [200, 400, 600]
+    assert curve["test_estimate"].iloc[-1] == pytest.approx(m["test_estimate"])
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["estimator"]) == ["eta_mine", "eta_mine_convex"]
+    assert (tmp_path / "eta_gaussian.png").stat().st_size > 10_000
+
+
+def test_convex_fit_improves_on_network_objective():
+    torch.manual_seed(0)
+    crit = ConcatCritic(1, 1, hidden=16)
+    x = torch.randn(500, 1)
+    y = x + 0.5 * torch.randn(500, 1)
+    with torch.no_grad():
+        fj = pair_features(crit, x, y)
+        fm = torch.stack([pair_features(crit, x, y[torch.randperm(500)]) for _ in range(3)], 1)
+    w0 = initial_witness(crit)
+    scores = torch.cat([(fj @ w0).unsqueeze(1), fm @ w0], 1).double()
+    joint = torch.zeros_like(scores, dtype=torch.bool)
+    joint[:, 0] = True
+    before = bounds.dv(scores, joint, ~joint).mi.item()  # = η-DV at the best η for w0 (Lemma 1)
+    _, eta, after = fit_convex(fj, fm, w0, iters=100)
+    assert after >= before - 1e-9
+    assert after > before + 0.05  # an untrained network's last layer is far from the optimum
+
+
+def test_bad_eta_gaussian_value():
+    cfg = compose_config(["benchmark=eta_gaussian", "benchmark.eval_block=5000"])
+    with pytest.raises(ConfigError, match="benchmark.eval_block=5000"):
+        validate(cfg, check_hardware=False)
+    cfg = compose_config(["benchmark=eta_gaussian", "critic=bilinear", "estimator=eta_mine"])
+    with pytest.raises(ConfigError, match="critic=bilinear"):
+        validate(cfg, check_hardware=False)
+
+
+def test_fig3a_table_from_runs(tmp_path):
+    for est, seed in (("nwj", 0), ("nwj", 1)):
+        cfg = compose_config(["benchmark=eta_gaussian", f"estimator={est}", f"seed={seed}", "benchmark.steps=40",
+                              "benchmark.eval_every=20", "benchmark.plot=false"] + QUIET,
+                             out_dir=tmp_path / f"{est}_{seed}")
+        run(cfg, echo=False)
+    table = eta_fig3a(tmp_path)
+    finals = pd.concat([pd.read_csv(p) for p in sorted(tmp_path.rglob("summary.csv"))])
+    nwj = finals[finals["estimator"] == "nwj"]["test_estimate"]
+    row = table[table["estimator"] == "nwj"].iloc[0]
+    assert row["mean"] == pytest.approx(nwj.mean()) and row["std"] == pytest.approx(nwj.std())
+    assert row["seeds"] == 2
+    assert list(table["estimator"]) == ["nwj"] and row["mean_error"] == pytest.approx((nwj - row["true_mi"]).mean())
+    assert (tmp_path / "eta_fig3a.png").stat().st_size > 10_000
