@@ -243,6 +243,11 @@ def test_cifar100_slb_runs(fake_root, tmp_path):
                           "dataset.batch_size=50"] + QUIET, out_dir=tmp_path)
     m = run(cfg, echo=False)["metrics"]
     assert m["true_mi"] == pytest.approx(math.log(100)) and m["steps"] == 4 and m["dataset"] == "cifar100"
+    # 100 test images < one batch of 128: the test estimate uses them all at once (finite, not "diverged")
+    cfg = compose_config(["estimator=infonce", "dataset=cifar100", f"dataset.root={fake_root}", "benchmark.epochs=1",
+                          "dataset.batch_size=128"] + QUIET, out_dir=tmp_path / "big")
+    m = run(cfg, echo=False)["metrics"]
+    assert m["steps"] == 1 and not m["diverged"] and math.isfinite(m["mi_test_raw"])
 
 
 def test_diverged_run_records_row(fake_root, tmp_path, monkeypatch):

@@ -195,6 +195,8 @@ def evaluate(module: ImageMIModule, dm, device: torch.device | str, autocast: bo
     test_out = encode(module.encoder, dm.test_x, dm.normalise, device=device, autocast=autocast)
     test_y = dm.test_y.to(test_out.device)
     tb = CifarBatches(dm.test_x, dm.test_y, dm.batch_size, dm.seed + 7919, dm.sampler, dm.per_class).epoch_batches(0)
+    if tb.shape[0] == 0:  # test set smaller than one training batch: estimate on all of it at once
+        tb = torch.randperm(dm.test_x.shape[0], generator=torch.Generator().manual_seed(dm.seed)).unsqueeze(0)
     if module.task == "clb":
         tb = tb[has_positive(dm.test_y[tb])]
         train_out = encode(module.encoder, dm.train_x, dm.normalise, device=device, autocast=autocast)
