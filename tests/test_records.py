@@ -94,3 +94,42 @@ def test_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
     a, b = pd.read_csv(d / "steps.csv"), pd.read_csv(dc / "steps.csv")
     assert len(a) == 120
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_slb_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
+    """SLB with augmentation: SIGKILL after epoch 1's checkpoint, resume=true, compare with an uninterrupted run."""
+    import subprocess
+    import sys
+
+    from mibench.data.fake_cifar import write_fake_cifar
+
+    from test_cli import ROOT
+
+    data = tmp_path / "data"
+    write_fake_cifar(data, classes=10, train_per_class=12, test_per_class=4, seed=3)
+    args = ["dataset=cifar10", f"dataset.root={data}", "estimator=remine", "benchmark.epochs=3", "model=convnet",
+            "model.width=8",
+            "dataset.batch_size=16", "benchmark.check_every=2", "trainer.enable_progress_bar=false", "logger=none"]
+    killed = subprocess.run([sys.executable, "-m", "mibench", *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "MIBENCH_KILL_AFTER_EPOCH": "0", "MIBENCH_RUNS": str(runs_dir)},
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    ((d, r),) = records(runs_dir)
+    assert r["status"] == "running" and (d / "checkpoint.pt").exists()
+    assert len(pd.read_csv(d / "epochs.csv")) == 1
+
+    resumed = mibench(*args, "resume=true", runs=runs_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ((d2, r2),) = records(runs_dir)
+    assert d2 == d and r2["status"] == "completed" and not (d / "checkpoint.pt").exists()
+
+    clean_root = tmp_path / "clean"
+    clean = mibench(*args, runs=clean_root)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    ((dc, _),) = records(clean_root)
+    a, b = pd.read_csv(d / "epochs.csv"), pd.read_csv(dc / "epochs.csv")
+    assert list(a["epoch"]) == [0, 1, 2]
+    pd.testing.assert_frame_equal(a.drop(columns="wall_s"), b.drop(columns="wall_s"))
+    ra, rb = pd.read_csv(d / "result.csv").iloc[0], pd.read_csv(dc / "result.csv").iloc[0]
+    for k in ("mi_train", "mi_test", "test_acc", "steps"):
+        assert ra[k] == rb[k], k

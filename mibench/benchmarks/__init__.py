@@ -32,8 +32,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "onehot": Benchmark(run_onehot, validate_onehot),
     "optimal": Benchmark(run_optimal, validate_optimal),
     "eta_gaussian": Benchmark(run_eta_gaussian, validate_eta_gaussian),
-    "slb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 7, CIFAR-10/100
-    "clb": Benchmark(run_image, validate_image),  # Choi & Lee Theorem 8, CIFAR-10/100
+    "slb": Benchmark(run_image, validate_image, resumable=True),  # Choi & Lee Theorem 7, CIFAR-10/100
+    "clb": Benchmark(run_image, validate_image, resumable=True),  # Choi & Lee Theorem 8, CIFAR-10/100
     "dim": Benchmark(run_dim, validate_dim),  # Deep InfoMax pretraining + probes (Hjelm et al.), CIFAR-10/100
 }
 

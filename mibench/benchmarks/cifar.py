@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ TASKS = ("slb", "clb")
 CLB_MARGINALS = ("distinct", "negatives")
 SAMPLERS = ("random", "balanced")
 OPTIMIZERS = ("adam", "sgd")
+CHECKPOINT = "checkpoint.pt"
 
 
 def slb_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,7 +67,7 @@ class ImageMIModule(L.LightningModule):
     def __init__(self, encoder: nn.Module, estimator: Estimator, task: str, num_classes: int, lr: float = 1e-3,
                  optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
                  marginal: str = "distinct", check_every: int = 100, stop_on_divergence: bool = True,
-                 out_dir: str | Path | None = None):
+                 out_dir: str | Path | None = None, checkpoint: bool = False, resume_state: dict[str, Any] | None = None):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} (valid: {', '.join(TASKS)})")
@@ -82,6 +85,39 @@ class ImageMIModule(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self.diverged_step: int | None = None
         self.skipped_total = 0
+        self.checkpoint = checkpoint and self.out_dir is not None
+        self._epoch0 = 0  # epochs done before this process (resume)
+        self._resume_state = resume_state
+        if resume_state is not None:
+            self.encoder.load_state_dict(resume_state["encoder"])
+            self.estimator.load_state_dict(resume_state["estimator"])
+            self._t, self.history = int(resume_state["t"]), list(resume_state["history"])
+            self.diverged_step, self.skipped_total = resume_state["diverged_step"], int(resume_state["skipped_total"])
+            self._epoch0 = len(self.history)
+            self.t_dev.fill_(self._t)
+
+    def on_train_start(self) -> None:
+        if self._resume_state is not None:  # after Lightning built the optimizer and seeded: restore both
+            self.trainer.optimizers[0].load_state_dict(self._resume_state["optimizer"])
+            torch.set_rng_state(self._resume_state["rng_cpu"])
+            if torch.cuda.is_available() and self._resume_state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state_all(self._resume_state["rng_cuda"])
+            self._resume_state = None
+
+    def _save_checkpoint(self) -> None:
+        """All a resumed run needs to end with the same numbers, written atomically at an epoch's end."""
+        state = {"encoder": self.encoder.state_dict(), "estimator": self.estimator.state_dict(),
+                 "optimizer": self.trainer.optimizers[0].state_dict(), "t": self._t, "history": self.history,
+                 "diverged_step": self.diverged_step, "skipped_total": self.skipped_total,
+                 "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        path = self.out_dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        kill_after = os.environ.get("MIBENCH_KILL_AFTER_EPOCH")  # fault injection for the resume test
+        if kill_after is not None and len(self.history) == int(kill_after) + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = [{"params": list(self.encoder.parameters()), "lr": self.lr}] + self.estimator.param_groups(self.lr)
@@ -131,7 +167,7 @@ class ImageMIModule(L.LightningModule):
         dl = self.trainer.datamodule.train_batches if self.trainer.datamodule is not None else None
         skipped = int(dl.skipped) - self.skipped_total if dl is not None else 0
         self.skipped_total += skipped
-        row = {"epoch": int(self.current_epoch), "steps": self._t, "epoch_steps": self._epoch_steps,
+        row = {"epoch": self._epoch0 + int(self.current_epoch), "steps": self._t, "epoch_steps": self._epoch_steps,
                "mi_mean": float(sums[0] / n) if n else math.nan, "loss_mean": float(sums[1] / n) if n else math.nan,
                "skipped_batches": skipped, "wall_s": time.perf_counter() - self._epoch_t0}
         self.history.append(row)
@@ -139,6 +175,8 @@ class ImageMIModule(L.LightningModule):
             self.logger.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=self._t)
         if self.out_dir is not None and self.trainer.is_global_zero:
             atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
+            if self.checkpoint and self.trainer.current_epoch + 1 < self.trainer.max_epochs:
+                self._save_checkpoint()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +260,12 @@ def _clip0(v: float, diverged: bool) -> float:
     return 0.0 if diverged or not math.isfinite(v) else max(0.0, v)
 
 
-def run_image(cfg, out_dir: Path) -> dict[str, Any]:
-    """Train ``model`` on ``dataset`` with the ``estimator`` on SLB/CLB scores; evaluate; write result.csv."""
+def run_image(cfg, out_dir: Path, resume: Path | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``dataset`` with the ``estimator`` on SLB/CLB scores; evaluate; write result.csv.
+
+    ``resume``: the checkpoint of this config's interrupted run (saved at each epoch's end when
+    ``benchmark.checkpoint``); training goes on from the next epoch with the same numbers.
+    """
     from omegaconf import OmegaConf
 
     from ..config import ConfigError
@@ -244,10 +286,14 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
     out_dim = dm.num_classes if task == "slb" else int(cfg.critic.embed)
     encoder = build_model(OmegaConf.to_container(cfg.model, resolve=True), out_dim)
     estimator = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dm.num_classes)
+    state = torch.load(resume, weights_only=True) if resume is not None else None
+    done = len(state["history"]) if state is not None else 0
+    dm.train_batches.epoch = dm.epoch_offset = done  # epoch k's order and augmentation depend only on (seed, k)
     module = ImageMIModule(encoder, estimator, task, dm.num_classes, lr=b.lr, optimizer=b.optimizer,
                            weight_decay=b.weight_decay, marginal=b.get("marginal", "distinct"),
-                           check_every=b.check_every, stop_on_divergence=b.stop_on_divergence, out_dir=out_dir)
-    trainer = build_trainer(cfg, out_dir, max_steps=-1, max_epochs=int(b.epochs), log_every_n_steps=1)
+                           check_every=b.check_every, stop_on_divergence=b.stop_on_divergence, out_dir=out_dir,
+                           checkpoint=bool(b.get("checkpoint", False)), resume_state=state)
+    trainer = build_trainer(cfg, out_dir, max_steps=-1, max_epochs=max(1, int(b.epochs) - done), log_every_n_steps=1)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     train_wall = time.perf_counter() - t0
@@ -275,6 +321,7 @@ def run_image(cfg, out_dir: Path) -> dict[str, Any]:
            "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)}
     if trainer.is_global_zero:
         atomic_write_csv(out_dir / "result.csv", pd.DataFrame([row], columns=RESULT_COLUMNS))
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
     title = f"{task.upper()} {d.name} / {cfg.estimator.name} / {cfg.model.name} batch={d.batch_size}"
     text = (f"{title}\n  true MI log C = {metrics['true_mi']:.3f} nats | MI last epoch {metrics['mi_train']:.3f}"
             f" (raw {last:.3f}) | MI test {metrics['mi_test']:.3f} | test acc {metrics['test_acc']:.4f}"

@@ -290,6 +290,9 @@ class CifarDataModule(L.LightningDataModule):
         self.std = torch.tensor(self.spec.std)
         self.train_x = self.train_y = self.test_x = self.test_y = None
         self.train_batches: CifarBatches | None = None
+        self.epoch_offset = 0  # epochs done before this process (resume=true)
+        self._aug_gen: torch.Generator | None = None
+        self._aug_key: tuple | None = None
 
     def prepare_data(self) -> None:
         if missing_files(self.root, self.name):
@@ -312,8 +315,20 @@ class CifarDataModule(L.LightningDataModule):
         """uint8 batch on its device -> the network's input (augmented when ``train`` and enabled)."""
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         if train and self.do_augment:
-            return augment(x, mean, std, self.crop_pad, self.flip)
+            return augment(x, mean, std, self.crop_pad, self.flip, self._augment_generator(x.device))
         return augment(x, mean, std)
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """Crops and flips draw from a generator seeded by (seed, epoch, rank), not the global RNG, so
+        an epoch's augmentation is the same whether or not the run was resumed before it."""
+        trainer = getattr(self, "trainer", None)
+        epoch = self.epoch_offset + (trainer.current_epoch if trainer is not None else 0)
+        rank = trainer.global_rank if trainer is not None else 0
+        key = (epoch, rank, str(device))
+        if self._aug_key != key:
+            self._aug_gen = torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + epoch) * 1009 + rank)
+            self._aug_key = key
+        return self._aug_gen
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         x, y = batch
