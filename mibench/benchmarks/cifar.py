@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..estimators import Estimator
 from ..results import atomic_write_csv
+from .tracking import EpochTracker
 
 TASKS = ("slb", "clb")
 CLB_MARGINALS = ("distinct", "negatives")
@@ -56,7 +57,7 @@ def clb_scores(feats: Tensor, y: Tensor, marginal: str = "distinct") -> tuple[Te
     return scores, same & off, (off if marginal == "distinct" else ~same)
 
 
-class ImageMIModule(L.LightningModule):
+class ImageMIModule(EpochTracker, L.LightningModule):
     """One encoder trained by one registry estimator on SLB or CLB score matrices.
 
     Per step: forward, bound, backward, optimizer step; the step's MI and loss are added to a
@@ -73,17 +74,11 @@ class ImageMIModule(L.LightningModule):
             raise ValueError(f"unknown task {task!r} (valid: {', '.join(TASKS)})")
         self.encoder, self.estimator, self.task, self.num_classes = encoder, estimator, task, int(num_classes)
         self.lr, self.opt_name, self.weight_decay, self.momentum = float(lr), optimizer, float(weight_decay), momentum
-        self.marginal, self.check_every, self.stop_on_divergence = marginal, int(check_every), stop_on_divergence
+        self.marginal = marginal
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.automatic_optimization = False
-        self.register_buffer("sums", torch.zeros(2), persistent=False)  # epoch sums of mi, loss
-        self.register_buffer("first_bad", torch.tensor(-1, dtype=torch.long), persistent=False)
-        self.register_buffer("t_dev", torch.tensor(0, dtype=torch.long), persistent=False)
-        self._t = 0
-        self._epoch_steps = 0
-        self._epoch_t0 = time.perf_counter()
+        self.init_tracker(2, check_every, stop_on_divergence)  # epoch sums of mi, loss
         self.history: list[dict[str, Any]] = []
-        self.diverged_step: int | None = None
         self.skipped_total = 0
         self.checkpoint = checkpoint and self.out_dir is not None
         self._epoch0 = 0  # epochs done before this process (resume)
@@ -137,39 +132,16 @@ class ImageMIModule(L.LightningModule):
         opt.zero_grad(set_to_none=True)
         self.manual_backward(est.loss)
         opt.step()
-        pair = torch.stack((est.mi, est.loss)).detach()
-        self.sums += pair
-        bad = ~torch.isfinite(pair).all() & (self.first_bad < 0)
-        self.first_bad.copy_(torch.where(bad, self.t_dev, self.first_bad))
-        self.t_dev += 1
-        self._t += 1
-        self._epoch_steps += 1
-        if self._t % self.check_every == 0:
-            self._check_divergence()
-
-    def _check_divergence(self) -> None:
-        if self.diverged_step is None:
-            fb = int(self.trainer.strategy.reduce(self.first_bad.clone(), reduce_op="max"))
-            if fb >= 0:
-                self.diverged_step = fb
-        if self.diverged_step is not None and self.stop_on_divergence:
-            self.trainer.should_stop = True
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_t0 = time.perf_counter()
-        self._epoch_steps = 0
-        self.sums.zero_()
+        self.track(torch.stack((est.mi, est.loss)).detach())
 
     def on_train_epoch_end(self) -> None:
-        self._check_divergence()
-        sums = self.trainer.strategy.reduce(self.sums.clone(), reduce_op="sum").cpu().double().numpy()
-        n = self._epoch_steps * self.trainer.world_size
+        sums, n = self.epoch_sums()
         dl = self.trainer.datamodule.train_batches if self.trainer.datamodule is not None else None
         skipped = int(dl.skipped) - self.skipped_total if dl is not None else 0
         self.skipped_total += skipped
         row = {"epoch": self._epoch0 + int(self.current_epoch), "steps": self._t, "epoch_steps": self._epoch_steps,
                "mi_mean": float(sums[0] / n) if n else math.nan, "loss_mean": float(sums[1] / n) if n else math.nan,
-               "skipped_batches": skipped, "wall_s": time.perf_counter() - self._epoch_t0}
+               "skipped_batches": skipped, "wall_s": self.epoch_wall()}
         self.history.append(row)
         if self.logger is not None:
             self.logger.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=self._t)

@@ -38,6 +38,7 @@ from ..estimators import Estimator, build_estimator
 from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMINet, MapMINet, PriorDiscriminator,
                           global_scores, local_score_tensor, local_scores, make_probe, prior_scores)
 from ..results import atomic_write_csv, atomic_write_text
+from .tracking import EpochTracker
 
 PROBES = ("mlp", "linear")
 COLUMNS = ("loss", "mi_local", "mi_global", "loss_prior_d")  # per-step values summed per epoch
@@ -58,7 +59,7 @@ def _needs_y(est: Estimator) -> bool:
     return getattr(est, "net", None) is not None
 
 
-class DIMModule(L.LightningModule):
+class DIMModule(EpochTracker, L.LightningModule):
     """Hjelm et al.'s encoder trained with alpha * global + beta * local DIM + gamma * prior matching.
 
     Per step: one forward of the encoder, the MI networks and the estimators, one encoder/MI-network
@@ -85,17 +86,10 @@ class DIMModule(L.LightningModule):
         if self.gamma > 0:
             self.disc = PriorDiscriminator(global_dim)
             self.prior_est = build_estimator({"name": "js"})  # f-GAN JS (GAN) divergence of the DIM slides
-        self.check_every, self.stop_on_divergence = int(check_every), bool(stop_on_divergence)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.automatic_optimization = False
-        self.register_buffer("sums", torch.zeros(len(COLUMNS)), persistent=False)
-        self.register_buffer("first_bad", torch.tensor(-1, dtype=torch.long), persistent=False)
-        self.register_buffer("t_dev", torch.tensor(0, dtype=torch.long), persistent=False)
-        self._t = 0
-        self._epoch_steps = 0
-        self._epoch_t0 = time.perf_counter()
+        self.init_tracker(len(COLUMNS), check_every, stop_on_divergence)
         self.history: list[dict[str, Any]] = []
-        self.diverged_step: int | None = None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         params = list(self.encoder.parameters())
@@ -148,36 +142,13 @@ class DIMModule(L.LightningModule):
             opts[1].zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
             opts[1].step()
-        vals = torch.stack((loss, mi_local, mi_global, d_loss)).detach().float()
-        self.sums += vals
-        bad = ~torch.isfinite(vals).all() & (self.first_bad < 0)
-        self.first_bad.copy_(torch.where(bad, self.t_dev, self.first_bad))
-        self.t_dev += 1
-        self._t += 1
-        self._epoch_steps += 1
-        if self._t % self.check_every == 0:
-            self._check_divergence()
-
-    def _check_divergence(self) -> None:
-        if self.diverged_step is None:
-            fb = int(self.first_bad)
-            if fb >= 0:
-                self.diverged_step = fb
-        if self.diverged_step is not None and self.stop_on_divergence:
-            self.trainer.should_stop = True
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_t0 = time.perf_counter()
-        self._epoch_steps = 0
-        self.sums.zero_()
+        self.track(torch.stack((loss, mi_local, mi_global, d_loss)).detach().float())
 
     def on_train_epoch_end(self) -> None:
-        self._check_divergence()
-        sums = self.sums.cpu().double().numpy()
-        n = self._epoch_steps
+        sums, n = self.epoch_sums()
         row: dict[str, Any] = {"epoch": int(self.current_epoch), "steps": self._t, "epoch_steps": n}
         row.update({f"{c}_mean": float(sums[k] / n) if n else math.nan for k, c in enumerate(COLUMNS)})
-        row["wall_s"] = time.perf_counter() - self._epoch_t0
+        row["wall_s"] = self.epoch_wall()
         self.history.append(row)
         if self.logger is not None:
             self.logger.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=self._t)
