@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from .records import config_hash, iter_records
-from .results import atomic_write_csv, atomic_write_text, draw_staircase, save_figure
+from .results import atomic_write_csv, atomic_write_text, draw_staircase, level_summary, save_figure
 from .stats import mean_ci
 
 PAIRS = [("mine", "remine"), ("smile", "resmile"), ("infonce", "reinfonce"), ("nwj", "renwj"), ("tuba", "retuba"),
@@ -117,18 +117,14 @@ def staircase_table(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         steps = pd.concat(frames, ignore_index=True)
         first = g.iloc[0]
-        for level, lv in steps.groupby("level", sort=True):
-            e = lv["estimate"].to_numpy(dtype=float)
-            ok = np.isfinite(e)
-            true = float(lv["true_mi"].iloc[0])
-            e = e[ok]
-            mean = float(e.mean()) if e.size else math.nan
+        est = steps["estimate"].where(np.isfinite(steps["estimate"]))
+        medians = est.groupby(steps["level"]).median()
+        for lv in level_summary(steps).to_dict("records"):
             out.append({"dataset": first["dataset"], "critic": first["critic"], "estimator": first["estimator"],
-                        "lam": first.get("lam"), "seeds": int(len(frames)), "level": int(level), "true_mi": true,
-                        "mean": mean, "median": float(np.median(e)) if e.size else math.nan, "bias": mean - true,
-                        "variance": float(e.var()) if e.size else math.nan,
-                        "mse": float(((e - true) ** 2).mean()) if e.size else math.nan,
-                        "nonfinite": int((~ok).sum()), "group": group})
+                        "lam": first.get("lam"), "seeds": int(len(frames)), "level": lv["level"],
+                        "true_mi": lv["true_mi"], "mean": lv["mean"], "median": float(medians[lv["level"]]),
+                        "bias": lv["bias"], "variance": lv["variance"], "mse": lv["mse"],
+                        "nonfinite": lv["nonfinite"], "group": group})
     return pd.DataFrame(out)
 
 
