@@ -18,6 +18,8 @@ def quiet_lightning() -> None:
     # Lightning-internal notices that say nothing about the user's run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     warnings.filterwarnings("ignore", message=r".*IterableDataset` has `__len__` defined.*")
+    # mibench logs its own per-level / per-epoch metrics, not Lightning's every-n-steps ones
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 
 
 def build_logger(cfg: DictConfig, out_dir: Path) -> Any:
