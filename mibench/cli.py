@@ -98,9 +98,11 @@ def preflight(args: list[str]) -> str | None:
 
         given = {ov.key_or_group for ov in overrides}
         params = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-        for key, vals in params.items():
-            if key not in given:
-                per_override.append([f"{key}={v.strip()}" for v in str(vals).split(",")])
+        parsed = OverridesParser.create().parse_overrides(
+            [f"{key}={vals}" for key, vals in params.items() if key not in given])
+        for ov in parsed:  # range(0,10), choice(...), a,b,c: Hydra's own sweep syntax
+            values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+            per_override.append([f"{ov.key_or_group}={v}" for v in values])
     combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
 
     from .config import ConfigError, validate

@@ -97,3 +97,13 @@ def test_help_lists_groups(runs_dir):
                          ("hardware", "cpu ddp gpu")):
         assert set(names.split()) <= listed.get(group, set()), (group, listed.get(group))
     assert "lambda" in p.stdout
+
+
+def test_sweep_presets_need_m_and_are_validated_before_launch():
+    """A preset's own sweep (Hydra syntax, e.g. range(0,10)) is expanded and validated like a command-line one."""
+    from mibench.cli import preflight
+
+    for preset in ("eta_fig3a", "remine_fig7", "poole_fig2", "onehot_fig4"):
+        assert preflight(["-m", f"experiment={preset}"]) is None, preset
+        assert "add -m" in preflight([f"experiment={preset}"])
+    assert preflight(["-m", "experiment=remine_fig7", "estimator=mien"]).startswith("unknown estimator 'mien'")
