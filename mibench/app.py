@@ -7,16 +7,18 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, validate
+from .checks import ConfigError
 from .records import find_same, start_record, write_record
 from .results import atomic_write_text
 
-CHECKPOINT = "checkpoint.pt"
+if TYPE_CHECKING:
+    from .engine import RunResult
+
+CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file in a run directory (mibench.engine.CHECKPOINT)
 
 
 def git_commit() -> str | None:
@@ -54,20 +56,21 @@ def _previous_run(cfg: DictConfig, out: Path) -> tuple[Path | None, Path | None,
     return None, None, None
 
 
-def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, reuse: bool = False) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, reuse: bool = False) -> "RunResult":
     """Run the benchmark ``cfg`` describes and write its records under ``out_dir`` (default: cfg.out_dir).
 
     ``reuse`` (the CLI sets it) looks for earlier runs of the same config under ``cfg.runs_root``:
     a completed one is skipped unless ``overwrite=true``; ``resume=true`` continues an interrupted one.
     """
-    notes = validate(cfg)
-    from .benchmarks import BENCHMARKS
+    from .config import validate
+    from .engine import TASKS, RunResult, run_task, seed_everything
 
-    bench = BENCHMARKS[cfg.benchmark.name]
+    notes = validate(cfg)
+    task = TASKS[cfg.benchmark.name]
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     resume_from = None
-    if cfg.get("resume") and not bench.resumable:
-        resumable = ", ".join(n for n, b in BENCHMARKS.items() if b.resumable)
+    if cfg.get("resume") and not task.resumable:
+        resumable = ", ".join(n for n, t in TASKS.items() if t.resumable)
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
     if reuse:
         skip_to, resume_dir, note = _previous_run(cfg, out)
@@ -78,7 +81,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
             msg = f"skipped: this config already ran -> {skip_to} (overwrite=true runs it again)"
             if echo:
                 print(f"mibench: {msg}")
-            return {"skipped": True, "out_dir": skip_to, "text": msg}
+            return RunResult(status="skipped", out_dir=skip_to, text=msg)
         if resume_dir is not None:
             _discard_fresh(out)
             out, resume_from = resume_dir, resume_dir / CHECKPOINT
@@ -88,30 +91,29 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     for note in notes:
         print(f"mibench: note: {note}", file=sys.stderr)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    seed_everything(int(cfg.seed))
 
     record = start_record(cfg, out, git_commit())
     t0 = time.time()
     try:
-        kwargs = {"resume": resume_from} if bench.resumable else {}
-        result = bench.run(cfg, out, **kwargs)
+        result = run_task(cfg, out, resume=resume_from)
     except BaseException as e:
         kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
         write_record(out, {**record, "status": kind, "wall_time_s": round(time.time() - t0, 3),
                            "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
         raise
     record.update({
-        "status": "diverged" if result.get("diverged_step") is not None else "completed",
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_time_s": round(time.time() - t0, 3),
-        "resumed": resume_from is not None,
-        "diverged_step": result.get("diverged_step"), "steps_done": result.get("steps_done"),
-        "metrics": result.get("metrics"),
-        "levels": result["summary"].to_dict(orient="records") if result.get("summary") is not None else None,
+        "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "wall_time_s": round(time.time() - t0, 3), "resumed": resume_from is not None,
+        "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
+        "levels": result.summary.to_dict(orient="records") if result.summary is not None and "level" in result.summary
+        else None,
+        "figures": [str(p.name) for p in result.figures],
     })
     _log_to_wandb(cfg, out, record)
     write_record(out, record)
     if echo:
-        print(result["text"])
+        print(result.text)
         print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {out}")
     return result
 
@@ -181,9 +183,6 @@ def hydra_entry() -> Any:
             if multirun:
                 return None
             raise SystemExit(1) from None
-        if result.get("objective") is not None:
-            return float(result["objective"])
-        s = result.get("summary")
-        return float(s["mse"].mean()) if s is not None and "mse" in s and len(s) else None
+        return result.objective
 
     return _main()

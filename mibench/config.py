@@ -1,23 +1,27 @@
-"""Validation of a composed config: one clear line per problem, raised before any training."""
+"""Validation of a composed config: one clear line per problem, raised before any training.
+
+Generic checks live here; each benchmark checks its own values (``Task.validate``), and whether an
+estimator fits a benchmark is decided from what the registry says the estimator needs
+(``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.ranges``) against what the task
+gives (``Task.layout_for``, ``Task.gives_y``): no benchmark keeps a list of estimators.
+"""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .critics import REGISTRY as CRITICS
+from .benchmarks import TASKS
+from .checks import ConfigError, check_int, check_seed, num
+from .estimators import LAYOUTS
 from .estimators import REGISTRY as ESTIMATORS
+from .estimators import build_estimator, usable
 
 LOGGERS = ("csv", "wandb", "none")
+LAYOUT_TEXT = {"rows": "a row-wise partition (row i pairs x_i with its positives and negatives)",
+               "paired": "a square matrix of paired samples (joint pairs on the diagonal)"}
 
-
-class ConfigError(ValueError):
-    """A bad value in the config; the message is one line naming it and what would be valid."""
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+__all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
 
 
 def apply_overrides(cfg: DictConfig) -> list[str]:
@@ -28,7 +32,7 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
         value = cfg.get(top)
         if value is None:
             continue
-        if not _num(value):
+        if not num(value):
             raise ConfigError(f"{top}={value!r} is not a number (valid: a finite number{', >= 0' if top == 'lambda' else ''})")
         if top == "lambda" and value < 0:
             raise ConfigError(f"lambda={value} is negative (valid: lambda >= 0, e.g. 0.1, 0.01, 0.001)")
@@ -41,38 +45,46 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
     return notes
 
 
+def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
+    """The estimator's needs (registry) against what ``task`` gives: trainability, score layout, y per column."""
+    est = cfg.estimator
+    spec = ESTIMATORS[est.name]
+    if not task.uses_estimator:
+        return
+    layout, gives_y = task.layout_for(cfg), task.gives_y_for(cfg)
+    trains = task.trains_critic
+    valid = ", ".join(usable(layout, gives_y, trains))
+    if trains and not spec.trainable:
+        raise ConfigError(f"estimator={est.name} needs the true critic and cannot be trained "
+                          f"(valid: use it in benchmark=optimal, or one of {valid})")
+    if LAYOUTS.index(spec.layout) > LAYOUTS.index(layout):
+        raise ConfigError(f"estimator={est.name} needs {LAYOUT_TEXT[spec.layout]}, which benchmark={task.name} "
+                          f"does not give here (valid: {valid})")
+    if spec.needs_y(OmegaConf.to_container(est, resolve=True)) and not gives_y:
+        raise ConfigError(f"estimator={est.name} with a learned baseline needs the y of every score column, which "
+                          f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
+
+
 def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     """Raise :class:`ConfigError` on the first bad value; return informational notes."""
     notes = apply_overrides(cfg)
     est = cfg.estimator
     if est.name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {est.name!r} (valid: {', '.join(sorted(ESTIMATORS))})")
-    if "lam" in est and not (_num(est.lam) and est.lam >= 0):
-        raise ConfigError(f"estimator.lam={est.lam} is invalid (valid: lambda >= 0, e.g. 0.1, 0.01, 0.001)")
-    if est.get("clip") is not None and not (_num(est.clip) and est.clip > 0):
-        raise ConfigError(f"estimator.clip={est.clip} is invalid (valid: a positive tau, or null for no clipping)")
-    if "alpha" in est and not (_num(est.alpha) and 0 < est.alpha <= 1):
-        raise ConfigError(f"estimator.alpha={est.alpha} is invalid (valid: 0 < alpha <= 1)")
-    if "ema_rate" in est and not (_num(est.ema_rate) and 0 < est.ema_rate <= 1):
-        raise ConfigError(f"estimator.ema_rate={est.ema_rate} is invalid (valid: 0 < ema_rate <= 1)")
-    if est.get("eta_lr") is not None and not (_num(est.eta_lr) and est.eta_lr > 0):
-        raise ConfigError(f"estimator.eta_lr={est.eta_lr} is invalid (valid: a positive learning rate)")
-
-    from .benchmarks import BENCHMARKS
-
+    for key, rng in ESTIMATORS[est.name].ranges.items():
+        if key in est and not rng.ok(est[key]):
+            raise ConfigError(f"estimator.{key}={est[key]} is invalid (valid: {rng.text})")
     bench = cfg.benchmark
-    if bench.name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(BENCHMARKS))})")
+    if bench.name not in TASKS:
+        raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(TASKS))})")
+    task = TASKS[bench.name]
     allowed = list(bench.get("datasets") or [])
     if allowed and cfg.dataset.name not in allowed:
         raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
-    if not ESTIMATORS[est.name].trainable and not bench.get("fixed_critic", False):
-        raise ConfigError(f"estimator={est.name} needs the true critic and cannot be trained "
-                          f"(valid: use it in benchmark=optimal, or pick a trainable estimator)")
-    if "lr" in bench and not (_num(bench.lr) and bench.lr > 0):
+    check_estimator_fits(cfg, task)
+    if "lr" in bench and not (num(bench.lr) and bench.lr > 0):
         raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r} is invalid (valid: an integer)")
+    check_seed(cfg.seed)
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
     if cfg.hardware.get("threads") is not None:
@@ -83,41 +95,9 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
                               f"(valid on this machine: hardware=cpu)")
-
-    from .estimators import build_estimator
-
     try:  # unknown estimator parameters fail here, not mid-run
         build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=int(cfg.dataset.get("dim", 2)))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    BENCHMARKS[bench.name].validate(cfg)
+    task.validate(cfg)
     return notes
-
-
-def validate_critic(cfg: DictConfig, dim_x: int, dim_y: int) -> None:
-    """Check the critic group's values and build it once for inputs of the given sizes."""
-    from .critics import build_critic
-
-    crit = cfg.critic
-    if crit.name not in CRITICS:
-        raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(CRITICS))})")
-    for key, lo in (("hidden", 1), ("layers", 0), ("embed", 1)):
-        if key in crit and not (isinstance(crit[key], int) and crit[key] >= lo):
-            raise ConfigError(f"critic.{key}={crit[key]} is invalid (valid: an integer >= {lo})")
-    try:
-        build_critic(OmegaConf.to_container(crit, resolve=True), dim_x, dim_y)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-
-
-def check_int(node: DictConfig, key: str, lo: int, path: str, why: str = "") -> None:
-    """Raise unless ``node[key]`` is an integer >= lo (``path`` names it in the message)."""
-    v = node.get(key)
-    if not (isinstance(v, int) and not isinstance(v, bool) and v >= lo):
-        raise ConfigError(f"{path}.{key}={v} is invalid{why} (valid: an integer >= {lo})")
-
-
-def check_positive(node: DictConfig, key: str, path: str, what: str = "a positive number") -> None:
-    v = node.get(key)
-    if not (_num(v) and v > 0):
-        raise ConfigError(f"{path}.{key}={v} is invalid (valid: {what})")

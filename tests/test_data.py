@@ -4,16 +4,16 @@ import math
 import pytest
 import torch
 
-from mibench.data.gaussian import GaussianDataModule, StaircaseStream, rho_from_mi
+from mibench.data.gaussian import StaircaseStream, rho_from_mi
 
 
 def test_schedule_and_correlation():
-    dm = GaussianDataModule(dim=4, batch_size=256, mi_levels=[0.5, 3.0], steps_per_level=50, seed=1, chunk=7)
-    assert len(dm.train_dataloader()) == 2 * 8  # ceil(50 / 7) chunks a level
-    batches = list(dm.stream.batches())
-    chunked = torch.cat([c[0] for c in dm.train_dataloader()])
+    stream = StaircaseStream(4, 256, [0.5, 3.0], 50, seed=1, chunk=7)
+    assert len(stream) == 2 * 8  # ceil(50 / 7) chunks a level
+    batches = list(stream.batches())
+    chunked = torch.cat([c[0] for c in stream])
     assert torch.equal(chunked, torch.stack([b[0] for b in batches]))  # chunking does not change the data
-    assert len(batches) == dm.total_steps == 100
+    assert len(batches) == 100
     assert [b[2] for b in batches[:50]] == [0] * 50 and [b[2] for b in batches[50:]] == [1] * 50
     for level, mi in enumerate([0.5, 3.0]):
         x = torch.cat([b[0] for b in batches if b[2] == level])
@@ -33,4 +33,4 @@ def test_cubic_transforms():
     assert torch.allclose(y1, y0**3)
     assert torch.allclose(y2, (y0 @ wcub.W.t()) ** 3)
     with pytest.raises(ValueError, match="transform"):
-        GaussianDataModule(transform="square")
+        StaircaseStream(2, 4, [1.0], 2, seed=0, transform="square")

@@ -1,4 +1,4 @@
-"""LightningDataModules for the benchmarks."""
-from .gaussian import GaussianDataModule, mi_from_rho, optimal_scores, rho_from_mi, sample_correlated
+"""Data of the benchmarks: samplers, streams and loaders."""
+from .gaussian import mi_from_rho, optimal_scores, rho_from_mi, sample_correlated
 
-__all__ = ["GaussianDataModule", "mi_from_rho", "optimal_scores", "rho_from_mi", "sample_correlated"]
+__all__ = ["mi_from_rho", "optimal_scores", "rho_from_mi", "sample_correlated"]

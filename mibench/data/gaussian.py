@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 TRANSFORMS = ("none", "cubic", "wcubic")
 
@@ -63,6 +62,8 @@ class StaircaseStream(IterableDataset):
     def __init__(self, dim: int, batch_size: int, mi_levels: Sequence[float], steps_per_level: int, seed: int,
                  transform: str = "none", chunk: int = 1):
         super().__init__()
+        if transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {transform!r} (valid: {', '.join(TRANSFORMS)})")
         self.dim, self.batch_size, self.steps, self.chunk = dim, batch_size, steps_per_level, max(1, int(chunk))
         self.mi_levels = [float(m) for m in mi_levels]
         self.seed, self.transform = seed, transform
@@ -99,30 +100,6 @@ class StaircaseStream(IterableDataset):
         for xs, ys, level in self:
             for x, y in zip(xs, ys):
                 yield x, y, level
-
-
-class GaussianDataModule(L.LightningDataModule):
-    """LightningDataModule for the staircase (``dataset=gaussian``) and its cubic variant (``dataset=cubic``)."""
-
-    def __init__(self, dim: int = 20, batch_size: int = 64, mi_levels: Sequence[float] = (2, 4, 6, 8, 10),
-                 steps_per_level: int = 4000, transform: str = "none", seed: int = 0, name: str = "gaussian",
-                 chunk: int = 100):
-        super().__init__()
-        if transform not in TRANSFORMS:
-            raise ValueError(f"unknown transform {transform!r} (valid: {', '.join(TRANSFORMS)})")
-        self.name = name
-        self.dim, self.batch_size = dim, batch_size
-        self.mi_levels, self.steps_per_level = list(mi_levels), steps_per_level
-        self.transform, self.seed = transform, seed
-        self.dim_x = self.dim_y = dim
-        self.stream = StaircaseStream(dim, batch_size, self.mi_levels, steps_per_level, seed, transform, chunk)
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_level * len(self.mi_levels)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.stream, batch_size=None, num_workers=0)
 
 
 def optimal_scores_bmm(x: Tensor, y: Tensor, rho: float) -> Tensor:

@@ -2,6 +2,8 @@
 ``conf/estimator/`` and one line in ``REGISTRY`` below (see README, "Adding an estimator")."""
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -11,40 +13,99 @@ from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, mlp
 from .regularized import DISTANCES, regularize, regularizer
 
 
+REG_KEYS = ("lam", "c_star", "distance")
+LAYOUTS = ("any", "rows", "paired")  # what a bound needs of the score matrix, weakest first
+
+
+@dataclass(frozen=True)
+class Range:
+    """Valid values of an estimator parameter: lo < v (or <=) and v <= hi; ``none`` allows null."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = True
+    none: bool = False
+    text: str = "a finite number"
+
+    def ok(self, v: Any) -> bool:
+        if v is None:
+            return self.none
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+
+
+RANGES: dict[str, Range] = {
+    "lam": Range(0.0, lo_open=False, text="lambda >= 0, e.g. 0.1, 0.01, 0.001"),
+    "c_star": Range(text="a finite number (log scale)"),
+    "clip": Range(0.0, none=True, text="a positive tau, or null for no clipping"),
+    "alpha": Range(0.0, 1.0, text="0 < alpha <= 1"),
+    "ema_rate": Range(0.0, 1.0, text="0 < ema_rate <= 1"),
+    "eta_lr": Range(0.0, none=True, text="a positive learning rate"),
+}
+
+
 @dataclass(frozen=True)
 class Spec:
+    """One estimator: its bound, its state and what it needs of a benchmark.
+
+    layout: what the score matrix must be: ``any`` (masked reductions over joint / marginal entries,
+            independently drawn pairs will do), ``rows`` (a row-wise partition: row i pairs x_i with its
+            positives and negatives, e.g. InfoNCE) or ``paired`` (a square matrix of paired samples with
+            the joint pairs on the diagonal, e.g. I_alpha, the leave-one-out bound)
+    learns: what the estimator learns besides the critic (``ema``, ``baseline`` (a(y) / q(y), from y when
+            ``baseline: learned``), ``eta``), or None
+    """
+
     fn: Callable[..., Estimate]
     module: type[Estimator] = Estimator
     regularized: bool = False
     shift: float = 0.0  # log Z = log E_Q[e^T] - shift for this bound's partition term (log-Euclidean distance)
     defaults: tuple[tuple[str, Any], ...] = ()  # Table 1 settings, used when the config leaves them out
     trainable: bool = True  # False: a bound that needs the true critic (evaluation only, e.g. loo_upper)
+    layout: str = "any"
+    learns: str | None = None
+
+    def params(self) -> tuple[str, ...]:
+        """The parameters its YAML may set."""
+        sig = [p for p in inspect.signature(self.fn).parameters if p not in ("scores", "joint", "marginal",
+                                                                             "log_baseline", "eta")]
+        return tuple(sig) + self.module.own_params + (REG_KEYS if self.regularized else ())
+
+    @property
+    def ranges(self) -> dict[str, Range]:
+        return {k: RANGES[k] for k in self.params() if k in RANGES}
+
+    def needs_y(self, cfg: Mapping[str, Any]) -> bool:
+        """True when it learns a per-y baseline, i.e. needs the y of every score column."""
+        return self.learns == "baseline" and {**dict(self.defaults), **cfg}.get("baseline") == "learned"
 
 
 REGISTRY: dict[str, Spec] = {
     "dv": Spec(bounds.dv),
-    "mine": Spec(bounds.dv, EmaDV),
+    "mine": Spec(bounds.dv, EmaDV, learns="ema"),
     "nwj": Spec(bounds.nwj, shift=1.0),
-    "tuba": Spec(bounds.tuba, LearnedBaseline),
-    "infonce": Spec(bounds.infonce),
+    "tuba": Spec(bounds.tuba, LearnedBaseline, learns="baseline"),
+    "infonce": Spec(bounds.infonce, layout="rows"),
     "js": Spec(bounds.js, shift=1.0),
     "smile": Spec(bounds.smile),
     "smile_js": Spec(bounds.smile_js),
-    "alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned"))),
-    "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),)),
-    "loo_upper": Spec(bounds.loo, trainable=False),  # Poole eq. 13, needs log p(y|x) + c(y) as scores
+    "alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned")),
+                  layout="paired", learns="baseline"),
+    "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),), learns="eta"),
+    "loo_upper": Spec(bounds.loo, trainable=False, layout="paired"),  # Poole eq. 13, needs log p(y|x) + c(y) as scores
     # Choi & Lee Table 1: distance, C* and tau per regularized estimator
     "remine": Spec(bounds.dv, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
     "renwj": Spec(bounds.nwj, regularized=True, shift=1.0,
                   defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0))),
-    "reinfonce": Spec(bounds.infonce, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
+    "reinfonce": Spec(bounds.infonce, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0)),
+                      layout="rows"),
     "resmile": Spec(bounds.smile, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0), ("clip", 10.0))),
     "retuba": Spec(bounds.tuba, LearnedBaseline, regularized=True,
-                   defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0))),
+                   defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0)), learns="baseline"),
     "rejs": Spec(bounds.js, regularized=True, shift=1.0, defaults=(("distance", "euclidean"), ("c_star", 1.0))),
 }
 
-REG_KEYS = ("lam", "c_star", "distance")
 
 
 def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimator:
@@ -67,5 +128,12 @@ def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimat
     return spec.module(spec.fn, params, reg, dim_y=dim_y)
 
 
-__all__ = ["Estimate", "Estimator", "REGISTRY", "Spec", "build_estimator", "bounds", "regularize", "regularizer",
+def usable(layout: str, gives_y: bool, trainable: bool = True) -> list[str]:
+    """Registry names whose needs a benchmark with this score ``layout`` (and y per column or not) meets."""
+    rank = LAYOUTS.index(layout) if layout in LAYOUTS else 0
+    return sorted(n for n, s in REGISTRY.items() if LAYOUTS.index(s.layout) <= rank
+                  and (gives_y or not s.needs_y({})) and (s.trainable or not trainable))
+
+
+__all__ = ["Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REGISTRY", "Spec", "usable", "build_estimator", "bounds", "regularize", "regularizer",
            "masked_mean", "masked_logmeanexp", "resolve_masks", "mlp", "DISTANCES"]

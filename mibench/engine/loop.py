@@ -1,0 +1,245 @@
+"""The engine: one training loop, record buffer, divergence check and checkpoint for every task.
+
+Per step: the task's forward (under the backend's autocast) gives a loss and the step's values;
+``zero_grad`` / ``backward`` / ``step`` run directly on the optimizer (Lightning would only add
+hooks here); the values go into a preallocated device buffer. Every ``task.block`` steps the
+buffer is copied to the host once: the rows are streamed to steps.csv, checked for non-finite
+values (divergence: recorded, the run stops cleanly when ``stop_on_divergence``) and handed to the
+task. At each segment's end (a level, an epoch) the task summarises it and, for a resumable task,
+everything a resumed run needs to end with the same numbers is checkpointed atomically.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..results import atomic_write_csv
+from .backend import Backend
+from .logging import Logger, Progress
+from .task import Optim, Task
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 2
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's global generators (as Lightning's seed_everything does)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(groups: list[dict[str, Any]], opt: Optim) -> torch.optim.Optimizer:
+    if opt.name == "sgd":
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    return torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+@dataclass
+class Fit:
+    """Where training stands: steps done, segments done, host rows, divergence."""
+
+    t: int = 0
+    segment: int = 0
+    rows: list[np.ndarray] = field(default_factory=list)
+    diverged_step: int | None = None
+    stopped: bool = False
+
+    def table(self, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(columns)))
+        return pd.DataFrame(rows, columns=columns).astype({c: int for c in ("step", *int_columns)})
+
+
+class Engine:
+    """Trains one task. ``out_dir`` None: nothing is written (e.g. DIM's probes, trained in memory)."""
+
+    def __init__(self, task: Task, backend: Backend, logger: Logger | None = None, progress: bool = False,
+                 stop_on_divergence: bool = True, checkpoint: bool = False, out_dir: Path | None = None,
+                 total_steps: int | None = None, int_columns: tuple[str, ...] = ()):
+        self.task, self.backend, self.logger = task, backend, logger or Logger()
+        self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
+        self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
+        self.progress = Progress(progress and backend.is_global_zero, total_steps, task.name)
+        self.columns = task.record_columns()
+        self.int_columns = int_columns
+        self.fit = Fit()
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.scheduler: Any = None
+        self._partial = self.out_dir / f"{task.steps_file}.partial" if self.out_dir and task.steps_file else None
+
+    # ------------------------------------------------------------------ set-up
+    def modules(self) -> nn.ModuleDict:
+        t = self.task
+        mods = nn.ModuleDict({"nets": t.nets, "estimators": t.estimators})
+        if t.adversary is not None:
+            mods["adversary"] = t.adversary
+        return mods
+
+    def build_optimizers(self) -> None:
+        """Main optimizer: the task's networks in one group plus each estimator's own groups (eta, a(y),
+        q(y), on their own learning rates); a second one for the adversary when the task has one."""
+        t, opt = self.task, self.task.optim()
+        self.modules().to(self.backend.device)
+        groups = [{"params": [p for p in t.nets.parameters() if p.requires_grad], "lr": opt.lr}]
+        for est in t.estimators:
+            groups += est.param_groups(opt.lr)
+        self.optimizers = [make_optimizer(groups, opt)]
+        self.params = [p for g in groups for p in g["params"]]
+        if t.adversary is not None:
+            self.adv_params = list(t.adversary.parameters())
+            adv = Optim("adam", opt.adversary_lr or opt.lr)
+            self.optimizers.append(make_optimizer([{"params": self.adv_params, "lr": adv.lr}], adv))
+        if opt.milestones:
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizers[0], list(opt.milestones), 0.1)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, resume: Path | None = None) -> Fit:
+        task, fit, be = self.task, self.fit, self.backend
+        self.build_optimizers()
+        if resume is not None:
+            self.load_checkpoint(resume)
+        width = len(task.columns)
+        buf = torch.zeros(max(1, task.block), width, device=be.device)
+        self.modules().train()
+        lo = fit.t
+        for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
+            t0 = time.perf_counter()
+            seg_lo = fit.t
+            for batch in segment:
+                with be.autocast():
+                    s = task.step(batch)
+                opt = self.optimizers[0]
+                opt.zero_grad(set_to_none=True)
+                be.backward(s.loss, self.params)
+                be.step(opt)
+                values = s.values
+                if s.adversary is not None:
+                    with be.autocast():
+                        adv_loss = s.adversary()
+                    adv = self.optimizers[1]
+                    adv.zero_grad(set_to_none=True)
+                    be.backward(adv_loss, self.adv_params)
+                    be.step(adv)
+                    values = [*values, adv_loss]
+                buf[fit.t - lo] = torch.stack([v.detach().float() for v in values])
+                fit.t += 1
+                if fit.t - lo == buf.shape[0]:
+                    self._flush(buf, lo, fit.t)
+                    lo = fit.t
+                    if fit.stopped:
+                        break
+            if fit.t > lo:
+                self._flush(buf, lo, fit.t)
+                lo = fit.t
+            fit.segment = seg_index + 1
+            seg_rows = np.concatenate(fit.rows)[-(fit.t - seg_lo):] if fit.t > seg_lo else np.zeros((0, len(self.columns)))
+            metrics = task.end_segment(seg_index, seg_rows, time.perf_counter() - t0)
+            if metrics:
+                self.logger.log(metrics, step=fit.t)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if fit.stopped:
+                break
+            if self.checkpoint:
+                self.save_checkpoint()
+        self.progress.close()
+        self.modules().eval()
+        return fit
+
+    def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
+        """Copy steps [lo, hi) to the host (the one sync of the block), check them, stream them out."""
+        task, fit = self.task, self.fit
+        rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
+        steps = np.arange(lo, hi, dtype=np.float64)
+        ctx = task.context(lo, hi)
+        block = np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)
+                                          for c in task.context_columns], rec])
+        cols = [task.columns.index(c) for c in (task.finite_columns or task.columns)]
+        bad = ~np.isfinite(rec[:, cols]).all(axis=1)
+        diverged = bool(self.backend.reduce(torch.tensor(float(bad.any())), "max"))  # any rank
+        if bad.any() and fit.diverged_step is None:
+            fit.diverged_step = lo + int(bad.argmax())
+        fit.rows.append(block)
+        if task.on_block(lo, hi, block) and fit.diverged_step is None:
+            fit.diverged_step, diverged = hi, True
+        elif diverged and fit.diverged_step is None:
+            fit.diverged_step = lo  # another rank went non-finite in this block
+        if diverged and self.stop_on_divergence:
+            fit.stopped = True
+        if self._partial is not None and self.backend.is_global_zero:
+            df = pd.DataFrame(block, columns=self.columns).astype({c: int for c in ("step", *self.int_columns)})
+            df.to_csv(self._partial, mode="a" if self._partial.exists() else "w", header=not self._partial.exists(),
+                      index=False, float_format="%.9g")
+        if self.logger.per_step:
+            self.logger.log_steps(block, self.columns)
+        self.progress.update(hi - lo, **({"mi": float(rec[-1, 0])} if rec.size else {}))
+
+    def write_steps(self) -> pd.DataFrame:
+        """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""
+        df = self.fit.table(self.columns, self.int_columns)
+        if self._partial is not None and self.backend.is_global_zero:
+            target = self._partial.with_name(self.task.steps_file)
+            if self._partial.exists():
+                os.replace(self._partial, target)
+            else:
+                atomic_write_csv(target, df)
+        return df
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def save_checkpoint(self) -> None:
+        """Everything a resumed run needs to end with the same numbers, written atomically."""
+        if not self.backend.is_global_zero:
+            return
+        fit = self.fit
+        rows = np.concatenate(fit.rows) if fit.rows else np.zeros((0, len(self.columns)))
+        state = {"version": CHECKPOINT_VERSION, "t": fit.t, "segment": fit.segment, "diverged_step": fit.diverged_step,
+                 "rows": torch.from_numpy(rows), "modules": self.modules().state_dict(),
+                 "optimizers": [o.state_dict() for o in self.optimizers],
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "task": self.task.state_dict(), "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        path = self.out_dir / CHECKPOINT
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        kill_after = os.environ.get("MIBENCH_KILL_AFTER_SEGMENT")  # fault injection for the resume tests
+        if kill_after is not None and fit.segment == int(kill_after) + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, weights_only=False, map_location=self.backend.device)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{path} was written by an older mibench (checkpoint format "
+                             f"{state.get('version', 1)}, this one reads {CHECKPOINT_VERSION}): start afresh")
+        self.modules().load_state_dict(state["modules"])
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(s)
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.task.load_state_dict(state["task"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        fit = self.fit
+        fit.t, fit.segment, fit.diverged_step = int(state["t"]), int(state["segment"]), state["diverged_step"]
+        rows = state["rows"].numpy()
+        fit.rows = [rows] if len(rows) else []
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
+            if len(rows):
+                fit.table(self.columns, self.int_columns).to_csv(self._partial, index=False, float_format="%.9g")
+        self.progress.update(fit.t)
+
+    def remove_checkpoint(self) -> None:
+        if self.out_dir is not None and self.backend.is_global_zero:
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -1,0 +1,177 @@
+"""What a benchmark says about itself: a :class:`Task`, registered with :func:`register`.
+
+A task owns its data, its networks, how a batch becomes scores and masks (and any extra loss),
+what it evaluates at the end, its extra record columns and its outputs. It does not own an
+optimizer, a loop, a record buffer, divergence checks or checkpoints: :mod:`mibench.engine.loop` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ..checks import ConfigError
+from .result import RunResult
+
+TASKS: dict[str, type["Task"]] = {}
+
+
+def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
+    """Class decorator: ``@register("staircase")`` makes the task ``benchmark=staircase``."""
+    def deco(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+    return deco
+
+
+@dataclass
+class Step:
+    """One training step's outcome, as the task computes it from a batch.
+
+    loss:      what the main optimizer minimises
+    values:    the step's record, in the order of ``Task.columns`` (0-d tensors; detached by the engine)
+    adversary: a second loss, computed after the main step and minimised by the adversary's optimizer
+               (DIM's prior discriminator); its value is appended to the record
+    """
+
+    loss: Tensor
+    values: list[Tensor]
+    adversary: Callable[[], Tensor] | None = None
+
+
+@dataclass
+class Optim:
+    """The optimizer of a task's trainable networks (``Task.optim``)."""
+
+    name: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    milestones: tuple[int, ...] = ()  # MultiStepLR(0.1) at these segment (epoch) ends
+    adversary_lr: float | None = None
+
+
+class Task:
+    """Base class of a benchmark. Subclasses set the class attributes and override the hooks they need.
+
+    The engine calls, in order: ``setup()``; for each segment from ``segments(start)``: ``step(batch)``
+    per batch, ``on_block(lo, hi, rows)`` every ``block`` steps, ``end_segment(index, rows)`` at its end;
+    then ``evaluate()`` and ``finish(result)``.
+    """
+
+    name: ClassVar[str] = ""
+    columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
+    context_columns: ClassVar[tuple[str, ...]] = ()  # host-side columns between ``step`` and ``columns``
+    finite_columns: ClassVar[tuple[str, ...] | None] = None  # a non-finite value here = divergence (None: all)
+    resumable: ClassVar[bool] = False  # checkpoint at each segment's end; resume=true continues from it
+    trains: ClassVar[bool] = True  # False: evaluation only (no optimizer, no steps)
+    steps_file: ClassVar[str | None] = "steps.csv"
+    # what the task gives an estimator (checked against the registry's Spec before training)
+    layout: ClassVar[str] = "paired"  # any | rows | paired (see mibench.estimators.Spec)
+    gives_y: ClassVar[bool] = True  # passes the y of every score column (learned baselines need it)
+    uses_estimator: ClassVar[bool] = True  # False: the estimator group is not used (benchmark=optimal)
+    trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
+    int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
+    cpu_threads: ClassVar[int | None] = None  # intra-op threads on a CPU while training (None: torch's setting)
+
+    def __init__(self, cfg: DictConfig, out_dir: Path | None, device: torch.device):
+        self.cfg, self.out_dir, self.device = cfg, Path(out_dir) if out_dir is not None else None, device
+        self.nets = nn.ModuleDict()  # trained by the main optimizer
+        self.estimators = nn.ModuleList()  # their own parameters (eta, a(y), q(y)) join the main optimizer
+        self.adversary: nn.Module | None = None  # trained by a second optimizer on Step.adversary
+
+    # ------------------------------------------------------------------ what a task declares
+    @classmethod
+    def validate(cls, cfg: DictConfig) -> None:
+        """Raise :class:`ConfigError` (one line) on a bad value of this benchmark's config."""
+
+    @classmethod
+    def layout_for(cls, cfg: DictConfig) -> str:
+        return cls.layout
+
+    @classmethod
+    def gives_y_for(cls, cfg: DictConfig) -> bool:
+        return cls.gives_y
+
+    def setup(self) -> None:
+        """Load data (missing data: raise ConfigError) and build ``nets`` / ``estimators`` / ``adversary``."""
+
+    @property
+    def block(self) -> int:
+        """Steps between host syncs (records copied, divergence checked, ``on_block`` called)."""
+        return 100
+
+    def segments(self, start: int) -> Iterator[Iterable[Any]]:
+        """Batches, grouped in segments (a level, an epoch; checkpoints fall between them), from ``start``."""
+        return iter(())
+
+    def step(self, batch: Any) -> Step:
+        raise NotImplementedError
+
+    def optim(self) -> Optim:
+        b = self.cfg.benchmark
+        return Optim(b.get("optimizer", "adam"), float(b.lr), float(b.get("weight_decay", 0.0)),
+                     float(b.get("momentum", 0.0)))
+
+    def total_steps(self) -> int | None:
+        """Planned steps (for the progress bar), if known."""
+        return None
+
+    def no_work_hint(self) -> str:
+        return "check the data size against the batch size"
+
+    def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Host-side columns of steps [lo, hi) (e.g. the staircase's level and true MI)."""
+        return {}
+
+    def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:
+        """After each block: return True when the run diverged here (e.g. a non-finite test estimate)."""
+        return False
+
+    def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
+        """After each segment (rows: its steps' records); return metrics to log (e.g. ``level/mse``)."""
+        return {}
+
+    def evaluate(self) -> dict[str, Any]:
+        return {}
+
+    def finish(self, result: RunResult) -> None:
+        """Write the task's own outputs (summary, figures) and fill ``result.summary/metrics/text``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Non-tensor state a resumed run needs (e.g. epoch history); networks are saved by the engine."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def build_estimator(self, dim_y: int | None, **overrides: Any) -> nn.Module:
+        from ..estimators import build_estimator
+
+        est = build_estimator({**OmegaConf.to_container(self.cfg.estimator, resolve=True), **overrides}, dim_y=dim_y)
+        self.estimators.append(est)
+        return est
+
+    def build_critic(self, dim_x: int, dim_y: int) -> nn.Module:
+        from ..critics import build_critic
+
+        return build_critic(OmegaConf.to_container(self.cfg.critic, resolve=True), dim_x, dim_y)
+
+    def record_columns(self) -> list[str]:
+        return ["step", *self.context_columns, *self.columns]
+
+
+def data_error(e: Exception) -> ConfigError:
+    """A data loader's one-line error as a ConfigError (exit 2 before training)."""
+    return ConfigError(str(e).splitlines()[0])
+
+
+__all__ = ["TASKS", "Task", "Step", "Optim", "register", "data_error", "field"]
+
