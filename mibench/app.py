@@ -106,8 +106,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
         "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wall_time_s": round(time.time() - t0, 3), "resumed": resume_from is not None,
         "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
-        "levels": result.summary.to_dict(orient="records") if result.summary is not None and "level" in result.summary
-        else None,
+        "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures],
     })
     _log_to_wandb(cfg, out, record)

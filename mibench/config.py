@@ -61,7 +61,7 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
         raise ConfigError(f"estimator={est.name} needs {LAYOUT_TEXT[spec.layout]}, which benchmark={task.name} "
                           f"does not give here (valid: {valid})")
     if spec.needs_y(OmegaConf.to_container(est, resolve=True)) and not gives_y:
-        raise ConfigError(f"estimator={est.name} with a learned baseline needs the y of every score column, which "
+        raise ConfigError(f"estimator={est.name} with estimator.baseline=learned needs the y of every score column, which "
                           f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
 
 
@@ -81,7 +81,6 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     allowed = list(bench.get("datasets") or [])
     if allowed and cfg.dataset.name not in allowed:
         raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
-    check_estimator_fits(cfg, task)
     if "lr" in bench and not (num(bench.lr) and bench.lr > 0):
         raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
     check_seed(cfg.seed)
@@ -100,4 +99,5 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     task.validate(cfg)
+    check_estimator_fits(cfg, task)
     return notes

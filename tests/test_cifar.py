@@ -104,7 +104,7 @@ def test_download_checks_md5_then_extracts(tmp_path, fake_root, monkeypatch):
 
     spec = cifar.SPECS["cifar10"]
     monkeypatch.setitem(cifar.SPECS, "cifar10", cifar.CifarSpec(**{**spec.__dict__, "md5": hashlib.md5(blob).hexdigest()}))
-    dm = cifar.CifarDataModule("cifar10", tmp_path / "b", batch_size=8, download=True)
+    dm = cifar.CifarData("cifar10", tmp_path / "b", batch_size=8, download=True)
     dm.setup()
     assert dm.train_x.shape == (160, 3, 32, 32)
 

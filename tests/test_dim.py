@@ -123,7 +123,7 @@ def test_infonce_pair_partition_against_loop_and_row_partition():
 # objectives, probes, runs
 
 from mibench.app import run as app_run  # noqa: E402
-from mibench.benchmarks.dim import DIMModule, extract_features, train_probes  # noqa: E402
+from mibench.benchmarks.dim import DIMNets, extract_features, train_probes  # noqa: E402
 from mibench.compose import compose_config  # noqa: E402
 from mibench.config import ConfigError, validate  # noqa: E402
 from mibench.data.fake_cifar import write_fake_cifar  # noqa: E402
@@ -144,7 +144,7 @@ def _grad_norm(module):
 def test_prior_matching_gradients_reach_the_encoder():
     torch.manual_seed(0)
     x = torch.randn(8, 3, 32, 32)
-    prior_only = DIMModule({"name": "js"}, alpha=0.0, beta=0.0, gamma=1.0, mi_units=16)
+    prior_only = DIMNets({"name": "js"}, alpha=0.0, beta=0.0, gamma=1.0, mi_units=16)
     loss, _, _, z = prior_only.objective(x)
     loss.backward()
     assert z is not None and torch.all((z > 0) & (z < 1))  # sigmoid(Y), compared with U[0, 1]^64 samples
@@ -161,7 +161,7 @@ def test_prior_matching_gradients_reach_the_encoder():
     grads = []
     for gamma in (0.0, 1.0):
         torch.manual_seed(0)
-        m = DIMModule({"name": "infonce"}, alpha=0.0, beta=1.0, gamma=gamma, mi_units=16)
+        m = DIMNets({"name": "infonce"}, alpha=0.0, beta=1.0, gamma=gamma, mi_units=16)
         m.objective(x)[0].backward()
         grads.append(m.encoder.out.weight.grad.clone())
     assert not torch.allclose(grads[0], grads[1])
@@ -263,7 +263,7 @@ def test_presets_compose_and_staircase_is_unaffected():
 
 
 @pytest.mark.parametrize("override, needle", [
-    (["estimator=alpha"], "estimator=alpha needs square batches"),
+    (["estimator=alpha"], "estimator=alpha needs a square matrix of paired samples"),
     (["dim.beta=0"], "no MI term"),
     (["benchmark.probe.kinds=[svm]"], "benchmark.probe.kinds"),
     (["benchmark.batch_size=1"], "benchmark.batch_size=1"),

@@ -184,7 +184,7 @@ def test_nwj_explosion_recorded_cli_exit_0(runs_dir):
     (["dataset.batch_size=1"], "dataset.batch_size=1"),
     (["estimator=infonce"], "estimator=infonce"),
     (["estimator=tuba", "estimator.baseline=learned"], "estimator.baseline=learned"),
-    (["benchmark.optimizer=rmsprop"], "benchmark.optimizer='rmsprop'"),
+    (["benchmark.optimizer=rmsprop"], "benchmark.optimizer=rmsprop"),
     (["benchmark.steps=1"], "benchmark.steps=1"),
 ])
 def test_bad_values_one_line(args, needle):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mibench import app
-from mibench.benchmarks import BENCHMARKS, Benchmark
+from mibench.benchmarks.staircase import Staircase
 from mibench.compose import compose_config
 from mibench.records import config_hash, iter_records
 
@@ -55,10 +55,10 @@ def test_record_identity_and_outcome(runs_dir):
 
 
 def test_crash_leaves_a_crashed_record(tmp_path, monkeypatch):
-    def boom(cfg, out, resume=None):
+    def boom(self, batch):
         raise RuntimeError("simulated failure\nsecond line")
 
-    monkeypatch.setitem(BENCHMARKS, "staircase", Benchmark(boom, BENCHMARKS["staircase"].validate, True))
+    monkeypatch.setattr(Staircase, "step", boom)
     with pytest.raises(RuntimeError):
         app.run(compose_config(FAST, out_dir=tmp_path), echo=False)
     rec = json.loads((tmp_path / "result.json").read_text())
@@ -69,7 +69,7 @@ def test_crash_leaves_a_crashed_record(tmp_path, monkeypatch):
 def test_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
     """Kill a run with SIGKILL right after its level-2 checkpoint; resume=true ends with the same per-step CSV."""
     args = [*FAST, "estimator=mine"]  # MINE: its EMA state must survive the restart too
-    env_kill = {**os.environ, "MIBENCH_KILL_AFTER_LEVEL": "1"}
+    env_kill = {**os.environ, "MIBENCH_KILL_AFTER_SEGMENT": "1"}
     import subprocess
     import sys
 
@@ -111,7 +111,7 @@ def test_slb_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_pat
             "model.width=8",
             "dataset.batch_size=16", "benchmark.check_every=2", "trainer.enable_progress_bar=false", "logger=none"]
     killed = subprocess.run([sys.executable, "-m", "mibench", *args], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "MIBENCH_KILL_AFTER_EPOCH": "0", "MIBENCH_RUNS": str(runs_dir)},
+                            env={**os.environ, "MIBENCH_KILL_AFTER_SEGMENT": "0", "MIBENCH_RUNS": str(runs_dir)},
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL
     ((d, r),) = records(runs_dir)

@@ -6,6 +6,6 @@ Adding a benchmark: a module here with a ``@register("name")`` Task subclass, im
 from __future__ import annotations
 
 from ..engine.task import TASKS, Task, register
-from . import staircase  # noqa: F401  (each module registers its tasks)
+from . import cifar, dim, eta_gaussian, onehot, optimal, staircase  # noqa: F401  (each module registers its tasks)
 
 __all__ = ["TASKS", "Task", "register"]

@@ -9,7 +9,8 @@ eta-MINE, ReMINE, ...) on score matrices built by :mod:`mibench.models.dim` (loc
 default masks). Prior matching: a discriminator tells samples of the prior V = U[0, 1]^64 from
 sigmoid(Y); its loss is the registry's f-GAN JS bound with the prior as "joint" (i.e. binary
 cross-entropy) and the encoder minimises the same with the labels swapped (the non-saturating
-generator loss of the authors' code). Two Adam optimizers, manual optimization.
+generator loss of the authors' code). The engine steps the encoder + MI networks, then the
+discriminator (the task's adversary) on its own Adam.
 
 Evaluation (DIM Table 1 protocol): the encoder is frozen (eval mode, no grad), its conv (256x4x4),
 fc (1024) and Y (64) features are computed once for the train and test sets, and a DIM MLP probe
@@ -24,21 +25,23 @@ import inspect
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any
 
-import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from ..checks import ConfigError, check_bool, check_int, check_positive, num
+from ..data.cifar import SPECS, CifarData, CifarDataError, check_available
+from ..engine import Engine, Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import Estimator, build_estimator
 from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMINet, MapMINet, PriorDiscriminator,
                           global_scores, local_score_tensor, local_scores, make_probe, prior_scores)
 from ..results import atomic_write_csv, atomic_write_text
-from .tracking import EpochTracker
 
 PROBES = ("mlp", "linear")
 COLUMNS = ("loss", "mi_local", "mi_global", "loss_prior_d")  # per-step values summed per epoch
@@ -59,21 +62,13 @@ def _needs_y(est: Estimator) -> bool:
     return getattr(est, "net", None) is not None
 
 
-class DIMModule(EpochTracker, L.LightningModule):
-    """Hjelm et al.'s encoder trained with alpha * global + beta * local DIM + gamma * prior matching.
-
-    Per step: one forward of the encoder, the MI networks and the estimators, one encoder/MI-network
-    step, one discriminator step. Step values are added to a device accumulator and the first
-    non-finite step is noted on the device; the host reads them every ``check_every`` steps and at
-    the end of each epoch (epochs.csv), never per step.
-    """
+class DIMNets(nn.Module):
+    """Hjelm et al.'s encoder, MI networks and estimators for alpha * global + beta * local DIM + gamma * prior."""
 
     def __init__(self, est_cfg: dict[str, Any], alpha: float, beta: float, gamma: float, mi_units: int = 2048,
-                 lr: float = 1e-4, disc_lr: float = 1e-4, global_dim: int = 64, check_every: int = 100,
-                 stop_on_divergence: bool = True, out_dir: str | Path | None = None):
+                 global_dim: int = 64):
         super().__init__()
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
-        self.lr, self.disc_lr = float(lr), float(disc_lr)
         self.encoder = DIMEncoder(global_dim=global_dim)
         if self.beta > 0:  # local DIM: 1x1-conv net on the 128x8x8 map, fc net on Y, dot product
             self.local_net = LocalMINet(LOCAL_SHAPE[0], mi_units)
@@ -86,23 +81,14 @@ class DIMModule(EpochTracker, L.LightningModule):
         if self.gamma > 0:
             self.disc = PriorDiscriminator(global_dim)
             self.prior_est = build_estimator({"name": "js"})  # f-GAN JS (GAN) divergence of the DIM slides
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.automatic_optimization = False
-        self.init_tracker(len(COLUMNS), check_every, stop_on_divergence)
-        self.history: list[dict[str, Any]] = []
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        params = list(self.encoder.parameters())
-        groups: list[dict[str, Any]] = []
-        for net, est in (("local", "local_est"), ("global", "global_est")):
-            if hasattr(self, est):
-                nets = (self.local_net, self.local_y_net) if net == "local" else (self.map_net, self.global_y_net)
-                params += [p for n in nets for p in n.parameters()]
-                groups += getattr(self, est).param_groups(self.lr)
-        opts = [torch.optim.Adam([{"params": params, "lr": self.lr}] + groups, lr=self.lr)]
-        if self.gamma > 0:
-            opts.append(torch.optim.Adam(self.disc.parameters(), lr=self.disc_lr))
-        return opts
+    def trained(self) -> nn.ModuleDict:
+        """The networks of the encoder's optimizer, in the order of the authors' single Adam group."""
+        names = ["encoder", "local_net", "local_y_net", "map_net", "global_y_net"]
+        return nn.ModuleDict({n: getattr(self, n) for n in names if hasattr(self, n)})
+
+    def estimators(self) -> list[Estimator]:
+        return [getattr(self, n) for n in ("local_est", "global_est") if hasattr(self, n)]
 
     def objective(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """(encoder loss, local MI estimate, global MI estimate, sigmoid(Y) for the discriminator)."""
@@ -126,34 +112,11 @@ class DIMModule(EpochTracker, L.LightningModule):
             loss = loss + self.gamma * self.prior_est(scores, joint=fake, marginal=real).loss  # labels swapped
         return loss, mi_local, mi_global, z
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, _ = batch
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        loss, mi_local, mi_global, z = self.objective(x)
-        opts[0].zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opts[0].step()
-        d_loss = torch.zeros((), device=x.device)
-        if z is not None:
-            z = z.detach()
-            scores, real, fake = prior_scores(self.disc(torch.rand_like(z)), self.disc(z))
-            d_loss = self.prior_est(scores, joint=real, marginal=fake).loss  # = BCE, prior labelled real
-            opts[1].zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            opts[1].step()
-        self.track(torch.stack((loss, mi_local, mi_global, d_loss)).detach().float())
-
-    def on_train_epoch_end(self) -> None:
-        sums, n = self.epoch_sums()
-        row: dict[str, Any] = {"epoch": int(self.current_epoch), "steps": self._t, "epoch_steps": n}
-        row.update({f"{c}_mean": float(sums[k] / n) if n else math.nan for k, c in enumerate(COLUMNS)})
-        row["wall_s"] = self.epoch_wall()
-        self.history.append(row)
-        if self.logger is not None:
-            self.logger.log_metrics({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}, step=self._t)
-        if self.out_dir is not None:
-            atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
+    def discriminator_loss(self, z: Tensor) -> Tensor:
+        """The prior discriminator's loss (BCE, prior labelled real) on detached sigmoid(Y)."""
+        z = z.detach()
+        scores, real, fake = prior_scores(self.disc(torch.rand_like(z)), self.disc(z))
+        return self.prior_est(scores, joint=real, marginal=fake).loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,43 +139,77 @@ def extract_features(encoder: nn.Module, x_uint8: Tensor, normalise, device: tor
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def train_probes(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
-                 num_classes: int, kinds: tuple[str, ...] = PROBES, epochs: int = 20, lr: float = 1e-3,
-                 batch_size: int = 256, milestones: tuple[int, ...] = (), hidden: int = 200, dropout: float = 0.1,
-                 seed: int = 0) -> dict[tuple[str, str], float]:
-    """Train one probe per (kind, layer) on precomputed features; return test top-1 (%) per (kind, layer).
+class Probes(Task):
+    """One probe per (kind, layer) on precomputed frozen features, trained with cross-entropy by the engine.
 
     All probes see the same shuffled minibatches; each has its own parameters, so one Adam over all
-    of them equals one Adam per probe (Adam is per-parameter). Cross-entropy, MultiStepLR(0.1).
+    of them equals one Adam per probe (Adam is per-parameter). MultiStepLR(0.1) at ``milestones``.
     """
-    dev = train_y.device
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    probes = nn.ModuleDict({f"{k}_{layer}": make_probe(k, train_f[layer].shape[1], num_classes, hidden, dropout)
-                            for k in kinds for layer in LAYERS}).to(dev)
-    opt = torch.optim.Adam(probes.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
-    n = train_y.shape[0]
-    nb = max(1, n // batch_size)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)[: nb * batch_size].view(nb, -1).to(dev) if n >= batch_size \
-            else torch.randperm(n, generator=gen).view(1, -1).to(dev)
-        probes.train()
-        for idx in perm:
-            yb = train_y[idx]
-            loss = sum(F.cross_entropy(p(train_f[name.split("_", 1)[1]][idx]), yb) for name, p in probes.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-    probes.eval()
-    out: dict[tuple[str, str], float] = {}
-    with torch.no_grad():
-        for name, p in probes.items():
+
+    name = "dim_probes"
+    columns = ("loss",)
+    steps_file = None
+
+    def __init__(self, device: torch.device, train_f: dict[str, Tensor], train_y: Tensor, num_classes: int,
+                 kinds: tuple[str, ...] = PROBES, epochs: int = 20, lr: float = 1e-3, batch_size: int = 256,
+                 milestones: tuple[int, ...] = (), hidden: int = 200, dropout: float = 0.1, seed: int = 0):
+        super().__init__(None, None, device)
+        self.train_f, self.train_y, self.num_classes = train_f, train_y, num_classes
+        self.kinds, self.epochs, self.lr, self.batch_size = kinds, epochs, lr, batch_size
+        self.milestones, self.hidden, self.dropout, self.seed = milestones, hidden, dropout, seed
+
+    def setup(self) -> None:
+        self.gen = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        for k in self.kinds:
+            for layer in LAYERS:
+                self.nets[f"{k}_{layer}"] = make_probe(k, self.train_f[layer].shape[1], self.num_classes,
+                                                       self.hidden, self.dropout)
+
+    def optim(self) -> Optim:
+        return Optim("adam", self.lr, milestones=tuple(self.milestones))
+
+    @property
+    def block(self) -> int:
+        return max(1, self.train_y.shape[0] // self.batch_size)  # one host copy per epoch
+
+    def segments(self, start: int):
+        n, dev = self.train_y.shape[0], self.train_y.device
+        nb = max(1, n // self.batch_size)
+        for _ in range(start, self.epochs):
+            perm = torch.randperm(n, generator=self.gen)
+            yield perm[: nb * self.batch_size].view(nb, -1).to(dev) if n >= self.batch_size else perm.view(1, -1).to(dev)
+
+    def step(self, idx: Tensor) -> Step:
+        yb = self.train_y[idx]
+        loss = sum(F.cross_entropy(p(self.train_f[name.split("_", 1)[1]][idx]), yb) for name, p in self.nets.items())
+        return Step(loss, [loss])
+
+    @torch.no_grad()
+    def accuracy(self, test_f: dict[str, Tensor], test_y: Tensor) -> dict[tuple[str, str], float]:
+        """Test top-1 (%) per (kind, layer), probes in eval mode."""
+        self.nets.eval()
+        out: dict[tuple[str, str], float] = {}
+        for name, p in self.nets.items():
             kind, layer = name.split("_", 1)
             pred = torch.cat([p(test_f[layer][i: i + 4096]).argmax(1) for i in range(0, test_y.shape[0], 4096)])
             out[(kind, layer)] = 100.0 * float((pred == test_y).float().mean())
-    return out
+        return out
+
+
+def train_probes(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
+                 num_classes: int, kinds: tuple[str, ...] = PROBES, epochs: int = 20, lr: float = 1e-3,
+                 batch_size: int = 256, milestones: tuple[int, ...] = (), hidden: int = 200, dropout: float = 0.1,
+                 seed: int = 0, backend: Any = None) -> dict[tuple[str, str], float]:
+    """Train the probes through the engine (nothing written) and return test top-1 (%) per (kind, layer)."""
+    from ..engine import Backend
+
+    be = backend or Backend("cuda" if train_y.device.type == "cuda" else "cpu")
+    task = Probes(train_y.device, train_f, train_y, num_classes, kinds, epochs, lr, batch_size, milestones, hidden,
+                  dropout, seed)
+    task.setup()
+    Engine(task, be, stop_on_divergence=False).train()
+    return task.accuracy(test_f, test_y)
 
 
 def table1_markdown(df: pd.DataFrame) -> str:
@@ -241,7 +238,7 @@ def _transfer_markdown(t: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# runner and validator
+# the task
 
 
 def _probe_cfg(b) -> dict[str, Any]:
@@ -250,112 +247,164 @@ def _probe_cfg(b) -> dict[str, Any]:
             "milestones": tuple(int(m) for m in p.milestones), "hidden": int(p.hidden), "dropout": float(p.dropout)}
 
 
-def run_dim(cfg, out_dir: Path) -> dict[str, Any]:
-    """Pretrain with DIM (``benchmark.epochs`` > 0) or keep the random init, then run the probes."""
-    from omegaconf import OmegaConf
+@register("dim")
+class DIM(Task):
+    """DIM pretraining (segment = epoch) through the engine, then frozen-encoder probes through it again."""
 
-    from ..config import ConfigError
-    from ..data.cifar import CifarDataError, CifarDataModule
-    from ..train import build_trainer
+    columns = COLUMNS
 
-    b, d, w = cfg.benchmark, cfg.dataset, cfg.dim
-    num_workers = int(cfg.hardware.get("num_workers", 0))
-    dm = CifarDataModule(d.name, d.root, int(b.batch_size), seed=int(cfg.seed), download=bool(d.download),
-                         augment=bool(d.augment), crop_pad=int(d.crop_pad), flip=bool(d.flip), num_workers=num_workers)
-    probe_sets = list(b.probe.datasets or [d.name])
-    try:
-        dm.setup("fit")  # load + validate the arrays before any training
-        probe_dms = {}
-        for name in probe_sets:
-            pdm = dm if name == d.name else CifarDataModule(name, d.root, int(b.batch_size), seed=int(cfg.seed),
-                                                             download=bool(d.download), augment=False)
-            pdm.setup("fit")
-            probe_dms[name] = pdm
-    except CifarDataError as e:
-        raise ConfigError(str(e)) from None
-    est_cfg = OmegaConf.to_container(cfg.estimator, resolve=True)
-    module = DIMModule(est_cfg, w.alpha, w.beta, w.gamma, mi_units=int(b.mi_units), lr=float(b.lr),
-                       disc_lr=float(b.disc_lr), check_every=int(b.check_every),
-                       stop_on_divergence=bool(b.stop_on_divergence), out_dir=out_dir)
-    epochs = int(b.epochs)
-    t0 = time.perf_counter()
-    if epochs > 0:
-        trainer = build_trainer(cfg, out_dir, max_steps=int(b.max_steps), max_epochs=epochs, log_every_n_steps=1)
-        trainer.fit(module, datamodule=dm)
-        device = module.device
-    else:
-        device = torch.device("cuda" if cfg.hardware.accelerator in ("gpu", "cuda") else "cpu")
-        module.to(device)
-    pretrain_wall = time.perf_counter() - t0
-    diverged = module.diverged_step is not None or any(not math.isfinite(h["loss_mean"]) for h in module.history)
-    finite = all(torch.isfinite(p).all() for p in module.encoder.parameters())
+    @classmethod
+    def layout_for(cls, cfg) -> str:
+        w = cfg.get("dim")
+        return "rows" if w is None or w.beta > 0 else "paired"  # local DIM: B x B*HW with several positives a row
 
-    model = "random_init" if epochs == 0 else f"dim_{w.name}_{cfg.estimator.name}"
-    rows = []
-    t1 = time.perf_counter()
-    for name, pdm in probe_dms.items():
-        if finite:
-            tr = extract_features(module.encoder, pdm.train_x, pdm.normalise, device)
-            te = extract_features(module.encoder, pdm.test_x, pdm.normalise, device)
-            acc = train_probes(tr, pdm.train_y.to(device), te, pdm.test_y.to(device), pdm.num_classes,
-                               seed=int(cfg.seed), **_probe_cfg(b))
-            del tr, te
-        else:  # a diverged encoder with non-finite weights: no probe result
-            acc = {(k, layer): math.nan for k in b.probe.kinds for layer in LAYERS}
-        for (kind, layer), top1 in acc.items():
-            rows.append({"pretrain_dataset": d.name, "probe_dataset": name, "model": model, "estimator":
-                         cfg.estimator.name, "dim": w.name, "probe": kind, "layer": layer, "top1": top1})
-    probe_wall = time.perf_counter() - t1
-    df = pd.DataFrame(rows)
-    atomic_write_csv(out_dir / "probes.csv", df)
-    md = f"# {model}: pretrained on {d.name}, {len(module.history)} epochs, {module._t} steps\n\n" + table1_markdown(df)
-    lin = df[df.probe == "linear"]
-    transfer = pd.DataFrame({"train_dataset": lin.pretrain_dataset, "test_dataset": lin.probe_dataset,
-                             "method": model, "layer": lin.layer, "top1_acc": lin.top1})
-    if len(probe_dms) > 1:
-        atomic_write_csv(out_dir / "transfer.csv", transfer)
-        md += "\n## Transfer (eta-MINE Table 2 layout: linear probe; rows = pretraining data)\n\n"
-        md += _transfer_markdown(transfer)
-    atomic_write_text(out_dir / "table1.md", md)
+    @classmethod
+    def validate(cls, cfg) -> None:
+        validate_dim(cfg)
 
-    metrics: dict[str, Any] = {"model": model, "dim": w.name, "alpha": w.alpha, "beta": w.beta, "gamma": w.gamma,
-                               "epochs": epochs, "epochs_done": len(module.history), "steps": module._t,
-                               "batch_size": int(b.batch_size), "diverged": diverged,
-                               "pretrain_wall_s": round(pretrain_wall, 3), "probe_wall_s": round(probe_wall, 3)}
-    if module.history:
-        last = module.history[-1]
-        metrics.update({f"last_epoch_{c}": last[f"{c}_mean"] for c in COLUMNS})
-    for r in rows:
-        metrics[f"top1/{r['probe_dataset']}/{r['probe']}/{r['layer']}"] = r["top1"]
-    metrics["config"] = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
-    text = (f"DIM {w.name} (alpha={w.alpha}, beta={w.beta}, gamma={w.gamma}) / {cfg.estimator.name} on {d.name}: "
-            f"{len(module.history)} epochs, {module._t} steps"
-            f"{' | DIVERGED at step ' + str(module.diverged_step) if diverged else ''}"
-            f" | pretrain {pretrain_wall:.1f}s, probes {probe_wall:.1f}s\n" + table1_markdown(df))
-    div_step = (module.diverged_step if module.diverged_step is not None else module._t) if diverged else None
-    first = df[(df.probe == df.probe.iloc[0]) & (df.layer == "conv")]["top1"]
-    return {"metrics": metrics, "text": text, "diverged_step": div_step, "steps_done": module._t,
-            "objective": -float(first.iloc[0]) if len(first) and math.isfinite(first.iloc[0]) else None,
-            "probes": df}
+    def setup(self) -> None:
+        cfg, b, d, w = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.cfg.dim
+        seed = int(cfg.seed)
+        self.data = CifarData(d.name, d.root, int(b.batch_size), seed=seed, download=bool(d.download),
+                              augment=bool(d.augment), crop_pad=int(d.crop_pad), flip=bool(d.flip),
+                              num_workers=int(cfg.hardware.get("num_workers", 0)))
+        self.probe_data: dict[str, CifarData] = {}
+        try:
+            self.data.setup()  # load + validate the arrays before any training
+            for name in list(b.probe.datasets or [d.name]):
+                pdm = self.data if name == d.name else CifarData(name, d.root, int(b.batch_size), seed=seed,
+                                                                 download=bool(d.download), augment=False)
+                pdm.setup()
+                self.probe_data[name] = pdm
+        except CifarDataError as e:
+            raise data_error(e) from None
+        self.data.rank = self.backend.rank
+        est_cfg = OmegaConf.to_container(cfg.estimator, resolve=True)
+        self.dim = DIMNets(est_cfg, w.alpha, w.beta, w.gamma, mi_units=int(b.mi_units))
+        self.nets.update(self.dim.trained())
+        self.estimators.extend(self.dim.estimators())
+        if self.dim.gamma > 0:
+            self.adversary = self.dim.disc
+        self.trains = int(b.epochs) > 0
+        self.history: list[dict[str, Any]] = []
+        self.zero = torch.zeros((), device=self.device)
+
+    def optim(self) -> Optim:
+        b = self.cfg.benchmark
+        return Optim("adam", float(b.lr), adversary_lr=float(b.disc_lr))
+
+    @property
+    def block(self) -> int:
+        return int(self.cfg.benchmark.check_every)
+
+    def segments(self, start: int):
+        b = self.cfg.benchmark
+        limit = int(b.max_steps)
+        for epoch in range(start, int(b.epochs)):
+            if 0 <= limit <= self.engine.fit.t:
+                return
+            yield self._until(self.data.epoch_loader(epoch), limit)
+
+    def _until(self, loader, limit: int):
+        for batch in loader:
+            if 0 <= limit <= self.engine.fit.t:
+                return
+            yield batch
+
+    def step(self, batch) -> Step:
+        x = self.data.normalise(batch[0].to(self.device, non_blocking=True), True)
+        loss, mi_local, mi_global, z = self.dim.objective(x)
+        if z is None:
+            return Step(loss, [loss, mi_local, mi_global, self.zero])
+        return Step(loss, [loss, mi_local, mi_global], adversary=lambda: self.dim.discriminator_loss(z))
+
+    def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
+        n = len(rows)
+        row: dict[str, Any] = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n * self.backend.world_size}
+        row.update({f"{c}_mean": float(rows[:, 1 + k].mean()) if n else math.nan for k, c in enumerate(COLUMNS)})
+        row["wall_s"] = wall
+        self.history.append(row)
+        if self.out_dir is not None and self.backend.is_global_zero:
+            atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
+        return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Probes on the frozen encoder for every probe dataset (NaN for a diverged, non-finite encoder)."""
+        b, d = self.cfg.benchmark, self.cfg.dataset
+        self.dim.to(self.device)
+        enc = self.dim.encoder
+        finite = all(torch.isfinite(p).all() for p in enc.parameters())
+        w = self.cfg.dim
+        self.model = "random_init" if int(b.epochs) == 0 else f"dim_{w.name}_{self.cfg.estimator.name}"
+        rows = []
+        t1 = time.perf_counter()
+        for name, pdm in self.probe_data.items():
+            if finite:
+                tr = extract_features(enc, pdm.train_x, pdm.normalise, self.device)
+                te = extract_features(enc, pdm.test_x, pdm.normalise, self.device)
+                acc = train_probes(tr, pdm.train_y.to(self.device), te, pdm.test_y.to(self.device), pdm.num_classes,
+                                   seed=int(self.cfg.seed), backend=self.backend, **_probe_cfg(b))
+                del tr, te
+            else:  # a diverged encoder with non-finite weights: no probe result
+                acc = {(k, layer): math.nan for k in b.probe.kinds for layer in LAYERS}
+            for (kind, layer), top1 in acc.items():
+                rows.append({"pretrain_dataset": d.name, "probe_dataset": name, "model": self.model,
+                             "estimator": self.cfg.estimator.name, "dim": w.name, "probe": kind, "layer": layer,
+                             "top1": top1})
+        self.probes = pd.DataFrame(rows)
+        return {"probe_wall_s": round(time.perf_counter() - t1, 3)}
+
+    def finish(self, result: RunResult) -> None:
+        cfg, b, d, w = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.cfg.dim
+        df, steps = self.probes, result.steps_done
+        diverged = result.diverged_step is not None or any(not math.isfinite(h["loss_mean"]) for h in self.history)
+        md = f"# {self.model}: pretrained on {d.name}, {len(self.history)} epochs, {steps} steps\n\n" + table1_markdown(df)
+        lin = df[df.probe == "linear"]
+        transfer = pd.DataFrame({"train_dataset": lin.pretrain_dataset, "test_dataset": lin.probe_dataset,
+                                 "method": self.model, "layer": lin.layer, "top1_acc": lin.top1})
+        if len(self.probe_data) > 1:
+            md += "\n## Transfer (eta-MINE Table 2 layout: linear probe; rows = pretraining data)\n\n"
+            md += _transfer_markdown(transfer)
+        if self.out_dir is not None:
+            atomic_write_csv(self.out_dir / "probes.csv", df)
+            if len(self.probe_data) > 1:
+                atomic_write_csv(self.out_dir / "transfer.csv", transfer)
+            atomic_write_text(self.out_dir / "table1.md", md)
+        pretrain_wall = result.extra.get("train_wall_s", math.nan)
+        metrics: dict[str, Any] = {"model": self.model, "dim": w.name, "alpha": w.alpha, "beta": w.beta,
+                                   "gamma": w.gamma, "epochs": int(b.epochs), "epochs_done": len(self.history),
+                                   "steps": steps, "batch_size": int(b.batch_size), "diverged": diverged,
+                                   "pretrain_wall_s": round(pretrain_wall, 3),
+                                   "probe_wall_s": result.metrics.get("probe_wall_s")}
+        if self.history:
+            last = self.history[-1]
+            metrics.update({f"last_epoch_{c}": last[f"{c}_mean"] for c in COLUMNS})
+        for r in df.itertuples():
+            metrics[f"top1/{r.probe_dataset}/{r.probe}/{r.layer}"] = r.top1
+        metrics["config"] = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+        result.metrics = metrics
+        if diverged and result.diverged_step is None:
+            result.diverged_step = steps
+        result.text = (f"DIM {w.name} (alpha={w.alpha}, beta={w.beta}, gamma={w.gamma}) / {cfg.estimator.name} on "
+                       f"{d.name}: {len(self.history)} epochs, {steps} steps"
+                       f"{' | DIVERGED at step ' + str(result.diverged_step) if diverged else ''}"
+                       f" | pretrain {pretrain_wall:.1f}s, probes {metrics['probe_wall_s']:.1f}s\n" + table1_markdown(df))
+        first = df[(df.probe == df.probe.iloc[0]) & (df.layer == "conv")]["top1"] if len(df) else df
+        result.objective = -float(first.iloc[0]) if len(first) and math.isfinite(first.iloc[0]) else None
+        result.extra["probes"] = df
 
 
 def validate_dim(cfg) -> None:
     """benchmark=dim: the dim preset, the estimator's fit to DIM's layouts, sizes, probes, data present."""
-    from ..config import ConfigError, _num, check_int, check_positive
-    from ..data.cifar import SPECS, CifarDataError, check_available
-
     b, d = cfg.benchmark, cfg.dataset
     w = cfg.get("dim")
     if w is None:
         raise ConfigError("benchmark=dim needs a dim preset (valid: dim=local, dim=global)")
     for key in ("alpha", "beta", "gamma"):
-        if not (_num(w.get(key)) and w.get(key) >= 0):
+        if not (num(w.get(key)) and w.get(key) >= 0):
             raise ConfigError(f"dim.{key}={w.get(key)} is invalid (valid: a number >= 0)")
     if w.alpha == 0 and w.beta == 0:
         raise ConfigError("dim.alpha=0 and dim.beta=0: no MI term to maximise (valid: alpha > 0 or beta > 0)")
-    if cfg.estimator.name == "alpha" and w.beta > 0:
-        raise ConfigError("estimator=alpha needs square batches of paired samples, which local DIM does not have "
-                          "(valid: dim=global, or another estimator)")
     check_int(b, "batch_size", 2, "benchmark", ": DIM's negatives are the batch's other images")
     check_int(b, "epochs", 0, "benchmark", " (0 = random-init encoder baseline)")
     check_int(b, "mi_units", 1, "benchmark")
@@ -371,13 +420,12 @@ def validate_dim(cfg) -> None:
     check_int(p, "batch_size", 1, "benchmark.probe")
     check_int(p, "hidden", 1, "benchmark.probe")
     check_positive(p, "lr", "benchmark.probe", "a positive learning rate")
-    if not (_num(p.dropout) and 0 <= p.dropout < 1):
+    if not (num(p.dropout) and 0 <= p.dropout < 1):
         raise ConfigError(f"benchmark.probe.dropout={p.dropout} is invalid (valid: 0 <= dropout < 1)")
     if not all(isinstance(m, int) and m >= 1 for m in p.milestones):
         raise ConfigError(f"benchmark.probe.milestones={list(p.milestones)} is invalid (valid: epochs >= 1)")
     for key in ("augment", "flip", "download"):
-        if not isinstance(d.get(key), bool):
-            raise ConfigError(f"dataset.{key}={d.get(key)} is invalid (valid: true or false)")
+        check_bool(d, key, "dataset")
     names = [d.name] + [n for n in (p.datasets or []) if n != d.name]
     for name in names:
         if name not in SPECS:

@@ -24,15 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
+from ..checks import ConfigError, check_bool, check_critic, check_int
 from ..critics import ConcatCritic, SeparableCritic
-from ..estimators import Estimator, bounds
+from ..data.random_gaussian import random_gaussian
+from ..engine import RunResult, Step, Task, register
+from ..estimators import bounds
 from ..results import atomic_write_csv
 
 CURVE_COLUMNS = ["step", "test_estimate", "train_estimate", "true_mi"]
@@ -130,101 +132,113 @@ class IndexStream(IterableDataset):
             yield torch.rand(k, self.n, generator=g).argsort(dim=1)[:, : self.b]
 
 
-class EtaGaussianModule(L.LightningModule):
-    """Manual optimisation over index chunks; one test evaluation (and one host copy) per chunk."""
+@register("eta_gaussian")
+class EtaGaussian(Task):
+    """Trains on index batches of the train set; the test estimate every ``eval_every`` steps (one host copy)."""
 
-    def __init__(self, critic: nn.Module, estimator: Estimator, train: tuple[Tensor, Tensor],
-                 test: tuple[Tensor, Tensor], steps: int, eval_every: int, eval_block: int, lr: float):
-        super().__init__()
-        self.critic, self.estimator = critic, estimator
-        self.automatic_optimization = False
-        self.register_buffer("x_tr", train[0], persistent=False)
-        self.register_buffer("y_tr", train[1], persistent=False)
-        self.register_buffer("x_te", test[0], persistent=False)
-        self.register_buffer("y_te", test[1], persistent=False)
-        self.steps, self.eval_every, self.block, self.lr = steps, eval_every, eval_block, lr
-        n_evals = math.ceil(steps / eval_every)
-        self.register_buffer("train_rec", torch.zeros(steps), persistent=False)
-        self.rows: list[tuple[int, float, float]] = []
-        self.diverged_step: int | None = None
-        self._t = 0
-        self.n_evals = n_evals
+    @classmethod
+    def validate(cls, cfg) -> None:
+        d, b = cfg.dataset, cfg.benchmark
+        check_int(d, "dim", 2, "dataset", ": x and y each need a coordinate")
+        check_int(d, "n_train", 2, "dataset")
+        check_int(d, "n_test", 2, "dataset")
+        check_int(d, "data_seed", 0, "dataset")
+        check_int(b, "batch_size", 2, "benchmark", ": a batch needs >= 2 samples to form product-of-marginals pairs")
+        if b.batch_size > d.n_train:
+            raise ConfigError(f"benchmark.batch_size={b.batch_size} is invalid (valid: <= dataset.n_train={d.n_train})")
+        check_int(b, "steps", 1, "benchmark")
+        check_int(b, "eval_every", 1, "benchmark")
+        check_int(b, "eval_block", 2, "benchmark")
+        if b.eval_block > d.n_test:
+            raise ConfigError(f"benchmark.eval_block={b.eval_block} is invalid "
+                              f"(valid: 2 <= eval_block <= dataset.n_test={d.n_test})")
+        check_bool(b, "convex", "benchmark")
+        check_int(b, "convex_perms", 1, "benchmark")
+        check_int(b, "convex_iters", 1, "benchmark")
+        if not (isinstance(b.get("convex_l2"), (int, float)) and b.convex_l2 >= 0):
+            raise ConfigError(f"benchmark.convex_l2={b.get('convex_l2')} is invalid (valid: a number >= 0)")
+        if b.convex and cfg.estimator.name == "eta_mine" and cfg.critic.name not in ("concat", "separable"):
+            raise ConfigError(f"critic={cfg.critic.name} has no fixed feature map for eta_mine_convex "
+                              f"(valid: critic=concat or separable, or benchmark.convex=false)")
+        dim = int(d.dim)
+        check_critic(cfg, dim // 2, dim - dim // 2)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = [{"params": list(self.critic.parameters()), "lr": self.lr}] + self.estimator.param_groups(self.lr)
-        return torch.optim.Adam(groups, lr=self.lr)
+    def setup(self) -> None:
+        d, b = self.cfg.dataset, self.cfg.benchmark
+        self.dist = dist = random_gaussian(int(d.dim), int(d.data_seed))
+        g = torch.Generator().manual_seed(int(d.data_seed) + 7919)
+        self.train, self.test = dist.sample(int(d.n_train), g), dist.sample(int(d.n_test), g)
+        self.true_mi = dist.mi
+        self.nets["critic"] = self.build_critic(dist.dim_x, dist.dim_y)
+        self.estimator = self.build_estimator(dim_y=dist.dim_y)
+        self.x_tr, self.y_tr = (v.to(self.device) for v in self.train)
+        self.x_te, self.y_te = (v.to(self.device) for v in self.test)
+        self.curve: list[tuple[int, float, float, float]] = []
+
+    @property
+    def block(self) -> int:
+        return int(self.cfg.benchmark.eval_every)
+
+    def total_steps(self) -> int:
+        return int(self.cfg.benchmark.steps)
+
+    def segments(self, start: int):
+        b = self.cfg.benchmark
+        stream = IndexStream(int(self.cfg.dataset.n_train), int(b.batch_size), int(b.steps), self.block,
+                             int(self.cfg.seed))
+        yield (idx.to(self.device) for chunk in stream for idx in chunk)
+
+    def step(self, idx) -> Step:
+        x, y = self.x_tr[idx], self.y_tr[idx]
+        est = self.estimator(self.nets["critic"](x, y).float(), y=y)
+        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
 
     @torch.no_grad()
     def test_estimate(self) -> Tensor:
-        s = block_scores(self.critic, self.x_te, self.y_te, self.block).float()
-        joint, marginal = block_masks(s.shape[0], self.block, s.device)
+        block = int(self.cfg.benchmark.eval_block)
+        s = block_scores(self.nets["critic"], self.x_te, self.y_te, block).float()
+        joint, marginal = block_masks(s.shape[0], block, s.device)
         return self.estimator(s, joint, marginal).mi
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> None:
-        opt = self.optimizers()
-        for idx in batch:
-            x, y = self.x_tr[idx], self.y_tr[idx]
-            est = self.estimator(self.critic(x, y).float(), y=y)
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(est.loss)
-            opt.step()
-            self.train_rec[self._t] = est.mi.detach()
-            self._t += 1
-        lo = self._t - len(batch)
-        test = float(self.test_estimate())  # the one host copy of this block of steps
-        train = float(self.train_rec[lo:self._t].mean())
-        self.rows.append((self._t, test, train))
-        if not math.isfinite(test) or not math.isfinite(train):
-            self.diverged_step = self._t
-            self.trainer.should_stop = True
+    def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:
+        test = float(self.test_estimate())
+        train = float(rows[:, 1].astype(np.float32).mean(dtype=np.float32))
+        self.curve.append((hi, test, train, self.true_mi))
+        return not (math.isfinite(test) and math.isfinite(train))
 
+    def evaluate(self) -> dict[str, Any]:
+        b = self.cfg.benchmark
+        if not (self.cfg.estimator.name == "eta_mine" and b.convex and self.engine.fit.diverged_step is None):
+            return {}
+        cx = convex_stage(self.nets["critic"], self.train, self.test, self.true_mi, int(b.convex_perms),
+                          float(b.convex_l2), int(b.convex_iters), int(b.eval_block), int(self.cfg.seed))
+        return {f"convex_{k}": v for k, v in cx.items()}
 
-def run_eta_gaussian(cfg, out_dir: Path) -> dict[str, Any]:
-    """Train, evaluate on the test set every eval_every steps, optionally fit η-MINE-convex; write CSVs + PNG."""
-    from omegaconf import OmegaConf
-
-    from ..critics import build_critic
-    from ..data.random_gaussian import random_gaussian
-    from ..estimators import build_estimator
-    from ..train import build_trainer
-
-    d, b = cfg.dataset, cfg.benchmark
-    dist = random_gaussian(int(d.dim), int(d.data_seed))
-    g = torch.Generator().manual_seed(int(d.data_seed) + 7919)
-    train, test = dist.sample(int(d.n_train), g), dist.sample(int(d.n_test), g)
-    true_mi = dist.mi
-    critic = build_critic(OmegaConf.to_container(cfg.critic, resolve=True), dist.dim_x, dist.dim_y)
-    estimator = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dist.dim_y)
-    steps, every = int(b.steps), int(b.eval_every)
-    module = EtaGaussianModule(critic, estimator, train, test, steps, every, int(b.eval_block), float(b.lr))
-    stream = IndexStream(int(d.n_train), int(b.batch_size), steps, every, int(cfg.seed))
-    trainer = build_trainer(cfg, out_dir, max_steps=steps)  # manual optimisation: one global step per opt.step()
-    t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=DataLoader(stream, batch_size=None, num_workers=0))
-    wall = time.perf_counter() - t0
-    curve = pd.DataFrame([(s, te, tr, true_mi) for s, te, tr in module.rows], columns=CURVE_COLUMNS)
-    atomic_write_csv(out_dir / "curve.csv", curve)
-    name = cfg.estimator.name
-    final = float(curve["test_estimate"].iloc[-1]) if len(curve) else math.nan
-    metrics: dict[str, Any] = {"true_mi": true_mi, "test_estimate": final, "error": final - true_mi,
-                               "train_wall_s": wall}
-    rows = [{"estimator": name, "dim": int(d.dim), "seed": int(cfg.seed), "true_mi": true_mi,
-             "test_estimate": final, "error": final - true_mi, "steps": module._t}]
-    if name == "eta_mine" and b.convex and module.diverged_step is None:
-        cx = convex_stage(critic, train, test, true_mi, int(b.convex_perms), float(b.convex_l2),
-                          int(b.convex_iters), int(b.eval_block), int(cfg.seed))
-        metrics.update({f"convex_{k}": v for k, v in cx.items()})
-        rows.append({"estimator": "eta_mine_convex", "dim": int(d.dim), "seed": int(cfg.seed), "true_mi": true_mi,
-                     "test_estimate": cx["test_estimate"], "error": cx["test_estimate"] - true_mi, "steps": module._t})
-    summary = pd.DataFrame(rows)
-    atomic_write_csv(out_dir / "summary.csv", summary)
-    title = f"{name} / {cfg.critic.name} critic / random Gaussian d={d.dim}"
-    if b.plot and len(curve):
-        plot_curves({name: curve}, out_dir / "eta_gaussian.png", title, true_mi,
-                    convex=metrics.get("convex_test_estimate"))
-    text = f"{title}: true MI {true_mi:.4f}\n" + summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return {"summary": summary, "metrics": metrics, "text": text, "diverged_step": module.diverged_step,
-            "steps_done": module._t, "objective": abs(final - true_mi) if math.isfinite(final) else None}
+    def finish(self, result: RunResult) -> None:
+        d, b, name = self.cfg.dataset, self.cfg.benchmark, self.cfg.estimator.name
+        curve = pd.DataFrame(self.curve, columns=CURVE_COLUMNS)
+        final = float(curve["test_estimate"].iloc[-1]) if len(curve) else math.nan
+        true_mi, seed, steps = self.true_mi, int(self.cfg.seed), result.steps_done
+        result.metrics.update({"true_mi": true_mi, "test_estimate": final, "error": final - true_mi,
+                               "train_wall_s": result.extra.get("train_wall_s")})
+        rows = [{"estimator": name, "dim": int(d.dim), "seed": seed, "true_mi": true_mi, "test_estimate": final,
+                 "error": final - true_mi, "steps": steps}]
+        if "convex_test_estimate" in result.metrics:
+            cx = result.metrics["convex_test_estimate"]
+            rows.append({"estimator": "eta_mine_convex", "dim": int(d.dim), "seed": seed, "true_mi": true_mi,
+                         "test_estimate": cx, "error": cx - true_mi, "steps": steps})
+        result.summary = summary = pd.DataFrame(rows)
+        title = f"{name} / {self.cfg.critic.name} critic / random Gaussian d={d.dim}"
+        if self.out_dir is not None:
+            atomic_write_csv(self.out_dir / "curve.csv", curve)
+            atomic_write_csv(self.out_dir / "summary.csv", summary)
+            if b.plot and len(curve):
+                path = self.out_dir / "eta_gaussian.png"
+                plot_curves({name: curve}, path, title, true_mi, convex=result.metrics.get("convex_test_estimate"))
+                result.figures.append(path)
+        result.text = f"{title}: true MI {true_mi:.4f}\n" + summary.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        result.objective = abs(final - true_mi) if math.isfinite(final) else None
+        result.extra["curve"] = curve
 
 
 def convex_stage(critic: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], true_mi: float,
@@ -274,33 +288,3 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str, t
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
-
-
-def validate_eta_gaussian(cfg) -> None:
-    """benchmark=eta_gaussian: dataset sizes, steps, eval settings, critic (raises ConfigError)."""
-    from ..config import ConfigError, check_int, validate_critic
-
-    d, b = cfg.dataset, cfg.benchmark
-    check_int(d, "dim", 2, "dataset", ": x and y each need a coordinate")
-    check_int(d, "n_train", 2, "dataset")
-    check_int(d, "n_test", 2, "dataset")
-    check_int(d, "data_seed", 0, "dataset")
-    check_int(b, "batch_size", 2, "benchmark", ": a batch needs >= 2 samples to form product-of-marginals pairs")
-    if b.batch_size > d.n_train:
-        raise ConfigError(f"benchmark.batch_size={b.batch_size} is invalid (valid: <= dataset.n_train={d.n_train})")
-    check_int(b, "steps", 1, "benchmark")
-    check_int(b, "eval_every", 1, "benchmark")
-    check_int(b, "eval_block", 2, "benchmark")
-    if b.eval_block > d.n_test:
-        raise ConfigError(f"benchmark.eval_block={b.eval_block} is invalid (valid: 2 <= eval_block <= dataset.n_test={d.n_test})")
-    if not isinstance(b.get("convex"), bool):
-        raise ConfigError(f"benchmark.convex={b.get('convex')} is invalid (valid: true, false)")
-    check_int(b, "convex_perms", 1, "benchmark")
-    check_int(b, "convex_iters", 1, "benchmark")
-    if not (isinstance(b.get("convex_l2"), (int, float)) and b.convex_l2 >= 0):
-        raise ConfigError(f"benchmark.convex_l2={b.get('convex_l2')} is invalid (valid: a number >= 0)")
-    if b.convex and cfg.estimator.name == "eta_mine" and cfg.critic.name not in ("concat", "separable"):
-        raise ConfigError(f"critic={cfg.critic.name} has no fixed feature map for eta_mine_convex "
-                          f"(valid: critic=concat or separable, or benchmark.convex=false)")
-    dim = int(d.dim)
-    validate_critic(cfg, dim // 2, dim - dim // 2)

@@ -10,7 +10,8 @@ The estimator sees one score tensor ``scores[i] = (T(x_i, x_i), T(x'_i, x''_i))`
 with explicit masks: column 0 is joint (E_P[T] = mean over it), column 1 is product-of-marginals
 (the partition term runs over it). Joint and marginal pairs are drawn independently (authors'
 code), so bounds that need a row-wise partition over paired samples (InfoNCE, ReInfoNCE, I_alpha)
-or a per-y learned baseline do not apply and are refused by :func:`validate_onehot`.
+or a per-y learned baseline do not apply: the task declares ``layout = "any"`` and no y per column,
+and the registry's needs decide (mibench.config.check_estimator_fits).
 
 The two symptoms are summarised as numbers (Choi & Lee §3):
   drift      least-squares slope of the joint term E_P[T] over the second half of training
@@ -25,22 +26,21 @@ import math
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from omegaconf import OmegaConf
+from torch import Tensor
 
-from ..estimators import Estimator
+from ..checks import ConfigError, check_choice, check_critic, check_int, check_positive, num
+from ..data.onehot import sample_pairs, true_mi
+from ..engine import RunResult, Step, Task, register
+from ..estimators import REGISTRY, bounds
+from ..results import atomic_write_csv
 
 STEP_COLUMNS = ["step", "true_mi", "estimate", "loss", "joint", "marginal", "reg",
                 "t_support", "t_off_support", "t_off_min", "t_abs_max"]
 N_REC = len(STEP_COLUMNS) - 2  # everything but step and true_mi lives in the device buffer
-
-# Bounds whose terms are plain masked reductions over the whole score tensor, so they apply to
-# independently drawn joint / marginal pairs. tuba / retuba only with the constant baseline a(y) = 1.
-SUPPORTED = ("dv", "mine", "nwj", "js", "smile", "smile_js", "tuba", "eta_mine",
-             "remine", "renwj", "resmile", "retuba", "rejs")
 
 
 def half_slope(values: np.ndarray, steps: np.ndarray | None = None) -> float:
@@ -83,8 +83,6 @@ def marginal_target(estimator_cfg: dict[str, Any]) -> float:
     eq. 15). The marginal term is L itself for DV-type bounds (ReMINE, ReSMILE), E_Q[e^(T-1)] = e^(L-1)
     for NWJ-type ones (ReNWJ, ReJS) and E_Q[e^T] = e^L for ReTUBA (a = 1).
     """
-    from ..estimators import REGISTRY, bounds
-
     spec = REGISTRY[estimator_cfg["name"]]
     if not spec.regularized:
         return math.nan
@@ -95,90 +93,6 @@ def marginal_target(estimator_cfg: dict[str, Any]) -> float:
     if spec.fn in (bounds.nwj, bounds.js):
         return math.exp(log_z - 1.0)
     return math.exp(log_z)  # tuba with a(y) = 1
-
-
-class OneHotModule(L.LightningModule):
-    """Trains ``critic`` with ``estimator`` on the one-hot problem; records per-step terms and critic outputs."""
-
-    def __init__(self, critic: nn.Module, estimator: Estimator, n_classes: int, batch_size: int, steps: int,
-                 lr: float = 0.1, optimizer: str = "sgd", explode_threshold: float = 88.0,
-                 stop_on_divergence: bool = True):
-        super().__init__()
-        self.critic, self.estimator = critic, estimator
-        self.n_classes, self.batch_size, self.total_steps = int(n_classes), int(batch_size), int(steps)
-        self.lr, self.optimizer_name = float(lr), optimizer
-        self.explode_threshold, self.stop_on_divergence = float(explode_threshold), stop_on_divergence
-        self.true_mi = math.log(self.n_classes)
-        self.automatic_optimization = False
-        self.register_buffer("eye", torch.eye(self.n_classes), persistent=False)
-        self.register_buffer("diag", torch.eye(self.n_classes, dtype=torch.bool), persistent=False)
-        col = torch.arange(2) == 0
-        self.register_buffer("joint_mask", col.expand(self.batch_size, 2).clone(), persistent=False)
-        self.register_buffer("marginal_mask", (~col).expand(self.batch_size, 2).clone(), persistent=False)
-        self.register_buffer("record", torch.full((self.total_steps, N_REC), math.nan), persistent=False)
-        self.blocks: list[np.ndarray] = []
-        self.explosion_step: int | None = None
-        self.nonfinite_step: int | None = None
-        self.steps_df: pd.DataFrame | None = None
-        self._t = 0
-        self._flushed = 0
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = [{"params": list(self.critic.parameters()), "lr": self.lr}]
-        groups += self.estimator.param_groups(self.lr)
-        if self.optimizer_name == "adam":
-            return torch.optim.Adam(groups, lr=self.lr)
-        return torch.optim.SGD(groups, lr=self.lr)  # Choi & Lee's code: plain SGD, lr 0.1
-
-    def table(self) -> Tensor:
-        """``table[a, b] = T(e_a, e_b)`` for all N x N one-hot combinations, in fp32."""
-        return self.critic(self.eye, self.eye).float()
-
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        """One optimizer step per batch in the chunk (index tensors [chunk, B]; see OneHotStream)."""
-        joints, mxs, mys = batch
-        opt = self.optimizers()
-        nan = torch.full((), math.nan, device=self.eye.device)
-        n = self.n_classes
-        for j, mx, my in zip(joints, mxs, mys):
-            tab = self.table()
-            scores = torch.stack((tab[j, j], tab[mx, my]), dim=1)  # [B, 2]: joint | marginal
-            est = self.estimator(scores, joint=self.joint_mask, marginal=self.marginal_mask)
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(est.loss)
-            opt.step()
-            t_ = tab.detach()
-            trace = torch.diagonal(t_).sum()  # masked reductions, not boolean indexing: no host sync
-            self.record[self._t] = torch.stack((
-                est.mi, est.loss, est.joint, est.marginal, est.extras.get("reg", nan),
-                trace / n, (t_.sum() - trace) / (n * n - n), t_.masked_fill(self.diag, math.inf).min(),
-                t_.abs().max(),
-            )).detach().float()
-            self._t += 1
-        self._flush()
-        if self.nonfinite_step is not None and self.stop_on_divergence:
-            self.trainer.should_stop = True  # parameters are non-finite: nothing left to learn
-
-    def _flush(self) -> None:
-        """Copy the steps recorded since the last flush to the host (one sync per chunk), check for explosion."""
-        lo, hi = self._flushed, self._t
-        if hi <= lo:
-            return
-        rec = self.record[lo:hi].cpu().numpy().astype(np.float64)
-        hit = first_explosion(rec, self.explode_threshold)
-        if hit is not None and self.explosion_step is None:
-            self.explosion_step = lo + hit
-        bad = ~np.isfinite(np.delete(rec, STEP_COLUMNS[2:].index("reg"), axis=1)).all(axis=1)
-        if bad.any() and self.nonfinite_step is None:
-            self.nonfinite_step = lo + int(bad.argmax())
-        steps = np.arange(lo, hi, dtype=np.float64)
-        self.blocks.append(np.column_stack([steps, np.full_like(steps, self.true_mi), rec]))
-        self._flushed = hi
-
-    def on_train_end(self) -> None:
-        self._flush()
-        rows = np.concatenate(self.blocks) if self.blocks else np.zeros((0, len(STEP_COLUMNS)))
-        self.steps_df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int})
 
 
 def summarize(steps: pd.DataFrame, explode_threshold: float, estimator_cfg: dict[str, Any], n_classes: int,
@@ -242,77 +156,93 @@ def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: floa
     save(fig, path)
 
 
-def run_onehot(cfg, out_dir: Path) -> dict[str, Any]:
-    """Build data, critic, estimator and trainer from ``cfg``; train; write steps.csv, summary.csv, onehot.png."""
-    import time
+@register("onehot")
+class OneHot(Task):
+    """Trains the critic on the one-hot problem; records per-step terms and critic outputs on the N x N table."""
 
-    from omegaconf import OmegaConf
-
-    from ..critics import build_critic
-    from ..data.onehot import OneHotDataModule
-    from ..estimators import build_estimator
-    from ..results import atomic_write_csv
-    from ..train import build_trainer
-
-    d, b = cfg.dataset, cfg.benchmark
-    dm = OneHotDataModule(n_classes=d.n_classes, batch_size=d.batch_size, steps=b.steps, seed=cfg.seed,
-                          chunk=b.steps_per_batch, name=d.name)
-    critic = build_critic(OmegaConf.to_container(cfg.critic, resolve=True), dm.dim_x, dm.dim_y)
-    est_cfg = OmegaConf.to_container(cfg.estimator, resolve=True)
-    estimator = build_estimator(est_cfg, dim_y=dm.dim_y)
-    module = OneHotModule(critic, estimator, dm.n_classes, dm.batch_size, b.steps, lr=b.lr, optimizer=b.optimizer,
-                          explode_threshold=b.explode_threshold, stop_on_divergence=b.stop_on_divergence)
-    # manual optimization: max_steps counts optimizer steps; nothing is self.log-ged, so log_every_n_steps=1 is free
-    trainer = build_trainer(cfg, out_dir, max_steps=int(b.steps), log_every_n_steps=1)
+    columns = tuple(STEP_COLUMNS[2:])
+    context_columns = ("true_mi",)
+    finite_columns = tuple(c for c in STEP_COLUMNS[2:] if c != "reg")
+    layout, gives_y = "any", False
     # The ops are tiny (an N x N table through a 64-wide layer): intra-op threads only add overhead,
     # and on a shared/loaded CPU they slow a run down ~15x (measured 23 s vs 1.5 s for 1,000 steps).
-    threads = torch.get_num_threads()
-    if cfg.hardware.accelerator == "cpu":
-        torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    try:
-        trainer.fit(module, datamodule=dm)
-    finally:
-        torch.set_num_threads(threads)
-    wall = time.perf_counter() - t0
-    steps = module.steps_df
-    atomic_write_csv(out_dir / "steps.csv", steps)
-    row = summarize(steps, float(b.explode_threshold), est_cfg, dm.n_classes, dm.batch_size, int(b.steps),
-                    float(b.tail_frac))
-    summary = pd.DataFrame([row])
-    atomic_write_csv(out_dir / "summary.csv", summary)
-    explosion = row["explosion_step"] if row["explosion_step"] != "none" else None
-    title = (f"{est_cfg['name']}" + (f" C*={row['c_star']:g}" if not math.isnan(row["c_star"]) else "")
-             + f" / one-hot N={dm.n_classes} batch={dm.batch_size} / {b.optimizer} lr={b.lr:g}")
-    if b.plot and len(steps):
-        plot_onehot(steps, out_dir / "onehot.png", title, dm.true_mi, row["marginal_target"], explosion)
-    metrics = {k: v for k, v in row.items() if k not in ("estimator",)}
-    text = title + "\n" + "\n".join(f"  {k:22s} {v:.4g}" if isinstance(v, float) else f"  {k:22s} {v}"
-                                    for k, v in row.items() if k not in ("estimator", "n_classes", "batch_size"))
-    return {"summary": summary, "steps": steps, "metrics": metrics, "wall_time_s": wall,
-            "diverged_step": module.nonfinite_step, "steps_done": module._t, "title": title, "text": text,
-            "objective": abs(row["drift_slope_per_1k"]) if math.isfinite(row["drift_slope_per_1k"]) else None}
+    cpu_threads = 1
 
+    @classmethod
+    def validate(cls, cfg) -> None:
+        data, b = cfg.dataset, cfg.benchmark
+        check_int(data, "n_classes", 2, "dataset", ": the one-hot problem needs >= 2 classes (I = log N)")
+        check_int(data, "batch_size", 2, "dataset")
+        check_int(b, "steps", 2, "benchmark", ": the drift slope needs a second half of training")
+        check_int(b, "steps_per_batch", 1, "benchmark")
+        check_choice(b, "optimizer", "benchmark", ("sgd", "adam"))
+        check_positive(b, "explode_threshold", "benchmark")
+        tf = b.get("tail_frac")
+        if not (num(tf) and 0 < tf <= 0.5):
+            raise ConfigError(f"benchmark.tail_frac={tf} is invalid (valid: 0 < tail_frac <= 0.5)")
+        check_critic(cfg, int(data.n_classes), int(data.n_classes))
 
-def validate_onehot(cfg) -> None:
-    """benchmark=onehot: dataset, benchmark and critic values, and an estimator this layout supports."""
-    from ..config import ConfigError, _num, check_int, check_positive, validate_critic
+    def setup(self) -> None:
+        d, b = self.cfg.dataset, self.cfg.benchmark
+        self.n, self.batch_size, self.steps = int(d.n_classes), int(d.batch_size), int(b.steps)
+        self.true_mi = true_mi(self.n)
+        self.nets["critic"] = self.build_critic(self.n, self.n)
+        self.estimator = self.build_estimator(dim_y=self.n)
+        self.eye = torch.eye(self.n, device=self.device)
+        self.diag = torch.eye(self.n, dtype=torch.bool, device=self.device)
+        col = torch.arange(2, device=self.device) == 0  # column 0: joint pairs, column 1: marginal pairs
+        self.joint_mask = col.expand(self.batch_size, 2).clone()
+        self.marginal_mask = (~col).expand(self.batch_size, 2).clone()
+        self.nan = torch.full((), math.nan, device=self.device)
 
-    data, b, est = cfg.dataset, cfg.benchmark, cfg.estimator
-    check_int(data, "n_classes", 2, "dataset", ": the one-hot problem needs >= 2 classes (I = log N)")
-    check_int(data, "batch_size", 2, "dataset")
-    check_int(b, "steps", 2, "benchmark", ": the drift slope needs a second half of training")
-    check_int(b, "steps_per_batch", 1, "benchmark")
-    if b.optimizer not in ("sgd", "adam"):
-        raise ConfigError(f"benchmark.optimizer={b.optimizer!r} is invalid (valid: sgd, adam)")
-    check_positive(b, "explode_threshold", "benchmark")
-    tf = b.get("tail_frac")
-    if not (_num(tf) and 0 < tf <= 0.5):
-        raise ConfigError(f"benchmark.tail_frac={tf} is invalid (valid: 0 < tail_frac <= 0.5)")
-    if est.name not in SUPPORTED:
-        raise ConfigError(f"estimator={est.name} does not apply to benchmark=onehot: joint and marginal pairs are drawn "
-                          f"independently, with no row-wise partition (valid: {', '.join(SUPPORTED)})")
-    if est.get("baseline", "constant") != "constant":
-        raise ConfigError(f"estimator.baseline={est.baseline} is invalid for benchmark=onehot "
-                          "(valid: constant; a learned a(y) needs paired columns)")
-    validate_critic(cfg, int(data.n_classes), int(data.n_classes))
+    @property
+    def block(self) -> int:
+        return int(self.cfg.benchmark.steps_per_batch)
+
+    def total_steps(self) -> int:
+        return self.steps
+
+    def segments(self, start: int):
+        g = torch.Generator().manual_seed(int(self.cfg.seed))
+        joint, mx, my = (v.to(self.device) for v in sample_pairs(self.n, self.batch_size, g, shape=(self.steps,)))
+        yield zip(joint, mx, my)
+
+    def table(self) -> Tensor:
+        """``table[a, b] = T(e_a, e_b)`` for all N x N one-hot combinations, in fp32."""
+        return self.nets["critic"](self.eye, self.eye).float()
+
+    def step(self, batch) -> Step:
+        j, mx, my = batch
+        tab = self.table()
+        scores = torch.stack((tab[j, j], tab[mx, my]), dim=1)  # [B, 2]: joint | marginal
+        est = self.estimator(scores, joint=self.joint_mask, marginal=self.marginal_mask)
+        t_ = tab.detach()
+        trace = torch.diagonal(t_).sum()  # masked reductions, not boolean indexing: no host sync
+        n = self.n
+        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal, est.extras.get("reg", self.nan),
+                               trace / n, (t_.sum() - trace) / (n * n - n),
+                               t_.masked_fill(self.diag, math.inf).min(), t_.abs().max()])
+
+    def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        return {"true_mi": np.full(hi - lo, self.true_mi)}
+
+    def finish(self, result: RunResult) -> None:
+        b = self.cfg.benchmark
+        steps = result.steps
+        est_cfg = OmegaConf.to_container(self.cfg.estimator, resolve=True)
+        row = summarize(steps, float(b.explode_threshold), est_cfg, self.n, self.batch_size, self.steps,
+                        float(b.tail_frac))
+        result.summary = pd.DataFrame([row])
+        if self.out_dir is not None:
+            atomic_write_csv(self.out_dir / "summary.csv", result.summary)
+        explosion = row["explosion_step"] if row["explosion_step"] != "none" else None
+        title = (f"{est_cfg['name']}" + (f" C*={row['c_star']:g}" if not math.isnan(row["c_star"]) else "")
+                 + f" / one-hot N={self.n} batch={self.batch_size} / {b.optimizer} lr={b.lr:g}")
+        if b.plot and len(steps) and self.out_dir is not None:
+            path = self.out_dir / "onehot.png"
+            plot_onehot(steps, path, title, self.true_mi, row["marginal_target"], explosion)
+            result.figures.append(path)
+        result.metrics.update({k: v for k, v in row.items() if k != "estimator"})
+        result.text = title + "\n" + "\n".join(f"  {k:22s} {v:.4g}" if isinstance(v, float) else f"  {k:22s} {v}"
+                                               for k, v in row.items() if k not in ("estimator", "n_classes", "batch_size"))
+        result.objective = abs(row["drift_slope_per_1k"]) if math.isfinite(row["drift_slope_per_1k"]) else None

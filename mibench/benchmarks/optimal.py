@@ -22,7 +22,10 @@ Which critic each bound gets (its optimum, so the numbers show the estimator's o
 
 Poole et al. do not list the alphas of Fig. 3 in the text; the default [0.01, 0.5, 0.99] spans
 the NWJ-like, middle and InfoNCE-like ends (0.01 and 0.5 are the values of their Fig. 2).
-The ``estimator`` config group is not used here: ``benchmark.estimators`` decides.
+The ``estimator`` config group is not used here: ``benchmark.estimators`` decides. Any registry
+estimator whose value is a function of the scores alone applies; the regularized ones are left out
+(a regularizer changes only the training loss: with f* they report their base bound's value), and
+eta-MINE too (its value needs a learned eta).
 """
 from __future__ import annotations
 
@@ -36,11 +39,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from omegaconf import OmegaConf
+
+from ..checks import ConfigError, check_int, num
 from ..data.gaussian import optimal_scores_bmm, rho_from_mi
+from ..engine import RunResult, Task, register
 from ..estimators import REGISTRY, bounds
 from ..results import atomic_write_csv
-
-SUPPORTED = ("nwj", "dv", "mine", "tuba", "infonce", "smile", "alpha", "loo_upper")
 COLUMNS = ["estimator", "alpha", "true_mi", "batch_size", "mean", "bias", "variance", "mse", "std_err",
            "n_batches", "nonfinite"]
 
@@ -154,40 +159,52 @@ def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
     return sub[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def run_optimal(cfg, out_dir: Path) -> dict[str, Any]:
-    """benchmark=optimal: the sweep, optimal.csv, optimal.png and the table at the headline cell."""
-    b = cfg.benchmark
-    dim = int(cfg.dataset.dim)
-    fns = estimator_fns(list(b.estimators), list(b.alphas))
-    device = "cuda" if cfg.hardware.accelerator in ("gpu", "cuda") else "cpu"
-    t0 = time.perf_counter()
-    df = sweep(dim, list(b.mi_values), list(b.batch_sizes), fns, n_batches=int(b.n_batches),
-               min_batches=int(b.min_batches), pair_budget=int(b.pair_budget), chunk_pairs=int(b.chunk_pairs),
-               seed=int(cfg.seed), device=device, dtype=torch.float64 if b.dtype == "float64" else torch.float32)
-    wall = time.perf_counter() - t0
-    atomic_write_csv(out_dir / "optimal.csv", df)
-    title = f"optimal critic, {dim}-D correlated Gaussian"
-    if b.plot:
-        plot_optimal(df, out_dir / "optimal.png", title)
-    mi = float(max(b.mi_values))
-    sizes = list(b.batch_sizes)
-    bsz = int(min(sizes, key=lambda s: abs(s - int(b.report_batch_size))))
-    head = df[(df["true_mi"] == mi) & (df["batch_size"] == bsz)]
-    metrics: dict[str, Any] = {"sweep_wall_s": wall, "cells": len(b.mi_values) * len(sizes)}
-    for _, r in head.iterrows():
-        for q in ("bias", "variance", "mse"):
-            metrics[f"{label(r)}/{q}@mi{mi:g}_b{bsz}"] = float(r[q])
-    text = (f"{title}: {len(b.mi_values)} MI values x {len(sizes)} batch sizes, sweep {wall:.1f}s\n"
-            f"true MI = {mi:g}, batch {bsz}:\n{format_table(df, mi, bsz)}")
-    return {"summary": df, "metrics": metrics, "text": text, "steps_done": 0, "wall_time_s": wall}
+@register("optimal")
+class Optimal(Task):
+    """No training: the bounds' bias / variance / MSE with the analytic optimal critic."""
+
+    trains = False
+    uses_estimator = False
+    trains_critic = False
+    steps_file = None
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        validate_optimal(cfg)
+
+    def evaluate(self) -> dict[str, Any]:
+        b = self.cfg.benchmark
+        fns = estimator_fns(list(b.estimators), list(b.alphas))
+        t0 = time.perf_counter()
+        self.df = sweep(int(self.cfg.dataset.dim), list(b.mi_values), list(b.batch_sizes), fns,
+                        n_batches=int(b.n_batches), min_batches=int(b.min_batches), pair_budget=int(b.pair_budget),
+                        chunk_pairs=int(b.chunk_pairs), seed=int(self.cfg.seed), device=self.device,
+                        dtype=torch.float64 if b.dtype == "float64" else torch.float32)
+        return {"sweep_wall_s": time.perf_counter() - t0, "cells": len(b.mi_values) * len(b.batch_sizes)}
+
+    def finish(self, result: RunResult) -> None:
+        b, dim, df = self.cfg.benchmark, int(self.cfg.dataset.dim), self.df
+        if not len(df):
+            raise RuntimeError("benchmark=optimal evaluated no cell")
+        title = f"optimal critic, {dim}-D correlated Gaussian"
+        if self.out_dir is not None:
+            atomic_write_csv(self.out_dir / "optimal.csv", df)
+            if b.plot:
+                plot_optimal(df, self.out_dir / "optimal.png", title)
+                result.figures.append(self.out_dir / "optimal.png")
+        mi = float(max(b.mi_values))
+        sizes = list(b.batch_sizes)
+        bsz = int(min(sizes, key=lambda s: abs(s - int(b.report_batch_size))))
+        for _, r in df[(df["true_mi"] == mi) & (df["batch_size"] == bsz)].iterrows():
+            for q in ("bias", "variance", "mse"):
+                result.metrics[f"{label(r)}/{q}@mi{mi:g}_b{bsz}"] = float(r[q])
+        result.summary = df
+        result.text = (f"{title}: {len(b.mi_values)} MI values x {len(sizes)} batch sizes, sweep "
+                       f"{result.metrics['sweep_wall_s']:.1f}s\ntrue MI = {mi:g}, batch {bsz}:\n{format_table(df, mi, bsz)}")
 
 
 def validate_optimal(cfg) -> None:
     """benchmark=optimal: grid values, estimator names, alphas (raises ConfigError with one line)."""
-    from omegaconf import OmegaConf
-
-    from ..config import ConfigError, _num, check_int
-
     b = cfg.benchmark
     check_int(cfg.dataset, "dim", 1, "dataset")
 
@@ -196,19 +213,21 @@ def validate_optimal(cfg) -> None:
         return list(v) if OmegaConf.is_list(v) and len(v) else []
 
     mis = seq("mi_values")
-    if not mis or not all(_num(m) and m >= 0 for m in mis):
+    if not mis or not all(num(m) and m >= 0 for m in mis):
         raise ConfigError(f"benchmark.mi_values={b.get('mi_values')} is invalid (valid: a non-empty list of MI values >= 0 nats)")
     sizes = seq("batch_sizes")
     if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 3 for s in sizes):
         raise ConfigError(f"benchmark.batch_sizes={b.get('batch_sizes')} is invalid "
                           f"(valid: a non-empty list of integers >= 3, e.g. [16, 64, 512])")
     names = seq("estimators")
-    bad = [n for n in names if n not in SUPPORTED]
+    # a regularizer changes only the training loss (with f* its value is its base bound's); eta needs learning
+    supported = [n for n, s in REGISTRY.items() if not s.regularized and s.learns != "eta"]
+    bad = [n for n in names if n not in supported]
     if not names or bad:
         raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
-                          f"(valid: a non-empty list of {', '.join(SUPPORTED)})")
+                          f"(valid: a non-empty list of {', '.join(supported)})")
     alphas = seq("alphas")
-    if "alpha" in names and (not alphas or not all(_num(a) and 0 < a <= 1 for a in alphas)):
+    if "alpha" in names and (not alphas or not all(num(a) and 0 < a <= 1 for a in alphas)):
         raise ConfigError(f"benchmark.alphas={b.get('alphas')} is invalid (valid: a non-empty list with 0 < alpha <= 1)")
     check_int(b, "n_batches", 2, "benchmark")
     check_int(b, "min_batches", 2, "benchmark")

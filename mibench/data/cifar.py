@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
@@ -42,6 +41,7 @@ class CifarSpec:
     md5: str  # of the official archive (same values as torchvision.datasets.CIFAR10/100)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    n_train: int = 50_000
 
 
 SPECS: dict[str, CifarSpec] = {
@@ -271,13 +271,16 @@ def augment(x: Tensor, mean: Tensor, std: Tensor, crop_pad: int = 0, flip: bool 
     return (out - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-class CifarDataModule(L.LightningDataModule):
-    """CIFAR-10/100 from ``root``: uint8 batches from memory, augmented on the device after transfer."""
+class CifarData:
+    """CIFAR-10/100 from ``root``: uint8 batches from memory, augmented on the device by :meth:`normalise`.
+
+    ``epoch`` and ``rank`` (set by the task) seed the augmentation, so an epoch's crops and flips are
+    the same whether or not the run was resumed before it.
+    """
 
     def __init__(self, name: str, root: str | Path, batch_size: int, seed: int = 0, download: bool = False,
                  augment: bool = True, crop_pad: int = 4, flip: bool = True, sampler: str = "random",
                  per_class: int = 2, require_positive: bool = False, num_workers: int = 0):
-        super().__init__()
         if name not in SPECS:
             raise CifarDataError(f"unknown CIFAR dataset {name!r} (valid: {', '.join(SPECS)})")
         self.spec = SPECS[name]
@@ -290,9 +293,10 @@ class CifarDataModule(L.LightningDataModule):
         self.std = torch.tensor(self.spec.std)
         self.train_x = self.train_y = self.test_x = self.test_y = None
         self.train_batches: CifarBatches | None = None
-        self.epoch_offset = 0  # epochs done before this process (resume=true)
+        self.epoch, self.rank = 0, 0
         self._aug_gen: torch.Generator | None = None
         self._aug_key: tuple | None = None
+        self._loader: DataLoader | None = None
 
     def prepare_data(self) -> None:
         if missing_files(self.root, self.name):
@@ -300,16 +304,21 @@ class CifarDataModule(L.LightningDataModule):
                 check_available(self.root, self.name, False)
             download(self.root, self.name)
 
-    def setup(self, stage: str | None = None) -> None:
+    def setup(self) -> None:
+        """Load and validate the arrays (or download them): raises CifarDataError with one line."""
         if self.train_x is None:
             self.prepare_data()
             self.train_x, self.train_y, self.test_x, self.test_y = load_cifar(self.root, self.name)
             self.train_batches = CifarBatches(self.train_x, self.train_y, self.batch_size, self.seed, self.sampler,
                                               self.per_class, self.require_positive)
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_batches, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def epoch_loader(self, epoch: int) -> DataLoader:
+        """The training batches of ``epoch`` (its order depends only on (seed, epoch))."""
+        self.epoch = self.train_batches.epoch = epoch
+        if self._loader is None:
+            self._loader = DataLoader(self.train_batches, batch_size=None, num_workers=self.num_workers,
+                                      persistent_workers=self.num_workers > 0)
+        return self._loader
 
     def normalise(self, x: Tensor, train: bool) -> Tensor:
         """uint8 batch on its device -> the network's input (augmented when ``train`` and enabled)."""
@@ -319,17 +328,10 @@ class CifarDataModule(L.LightningDataModule):
         return augment(x, mean, std)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
-        """Crops and flips draw from a generator seeded by (seed, epoch, rank), not the global RNG, so
-        an epoch's augmentation is the same whether or not the run was resumed before it."""
-        trainer = getattr(self, "trainer", None)
-        epoch = self.epoch_offset + (trainer.current_epoch if trainer is not None else 0)
-        rank = trainer.global_rank if trainer is not None else 0
-        key = (epoch, rank, str(device))
+        """Crops and flips draw from a generator seeded by (seed, epoch, rank), not the global RNG."""
+        key = (self.epoch, self.rank, str(device))
         if self._aug_key != key:
-            self._aug_gen = torch.Generator(device=device).manual_seed((self.seed * 1_000_003 + epoch) * 1009 + rank)
+            self._aug_gen = torch.Generator(device=device).manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 1009 + self.rank)
             self._aug_key = key
         return self._aug_gen
-
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        x, y = batch
-        return self.normalise(x, self.trainer is not None and self.trainer.training), y

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 
 def true_mi(n_classes: int) -> float:
@@ -57,18 +56,3 @@ class OneHotStream(IterableDataset):
         joint, mx, my = sample_pairs(self.n_classes, self.batch_size, g, shape=(self.steps,))
         for t in range(0, self.steps, self.chunk):
             yield joint[t:t + self.chunk], mx[t:t + self.chunk], my[t:t + self.chunk]
-
-
-class OneHotDataModule(L.LightningDataModule):
-    """``dataset=onehot``: N classes (default 16), ``batch_size`` joint and marginal pairs a step."""
-
-    def __init__(self, n_classes: int = 16, batch_size: int = 100, steps: int = 3000, seed: int = 0,
-                 chunk: int = 100, name: str = "onehot"):
-        super().__init__()
-        self.name, self.n_classes, self.batch_size, self.steps = name, int(n_classes), int(batch_size), int(steps)
-        self.dim_x = self.dim_y = self.n_classes
-        self.true_mi = true_mi(self.n_classes)
-        self.stream = OneHotStream(self.n_classes, self.batch_size, self.steps, seed, chunk)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.stream, batch_size=None, num_workers=0)
