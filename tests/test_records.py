@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 import mibench as mibench_pkg
 from mibench import app
+from mibench import leaderboard as lb
 from mibench import records as rec_mod
 from mibench.benchmarks import BENCHMARKS, Benchmark
 from mibench.compose import compose_config
@@ -201,6 +202,11 @@ def test_completed_run_is_skipped_only_when_the_full_config_matches(tmp_path):
     assert not go("clip10", "estimator.clip=10").get("skipped")
     assert not go("layers1", "estimator.clip=5", "critic.layers=1").get("skipped")
     assert sorted(d.name for d, _ in iter_records(root)) == ["clip10", "clip5", "layers1"]
+    st = lb.build(root)["staircase"]
+    assert sorted(st["variant"]) == ["critic.layers=1, estimator.clip=5", "critic.layers=2, estimator.clip=10",
+                                     "critic.layers=2, estimator.clip=5"]
+    md = (root / "leaderboard" / "leaderboard.md").read_text()
+    assert "smile (critic.layers=2, estimator.clip=10)" in md and "smile (critic.layers=1, estimator.clip=5)" in md
 
 
 def test_old_record_loads_upgraded_and_is_found_by_the_skip_check(tmp_path):
