@@ -12,22 +12,29 @@ Tables, each written only when such runs exist:
 - **onehot**: drift slope and explosion step per estimator;
 - **failures**: crashed, diverged, killed and missing runs, naming the seeds of each config.
 Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7) and the lambda ablation (Fig. 6).
+
+A configuration is everything that can change its numbers (the record's ``variant_hash``): seeds of
+one configuration are pooled, any other difference makes a row (a panel) of its own, and rows that
+would look alike are labelled with the config keys that differ between them, e.g.
+``smile (estimator.clip=5)``. A row pooling runs of different mibench or torch versions or
+conventions is marked ``‡`` and named in a note under its table.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import socket
+import textwrap
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from .records import config_hash, iter_records
+from .records import NOT_VARIANT, flat_config, iter_records, read_config, variant_hash
 from .results import atomic_write_csv, atomic_write_text, draw_staircase, level_summary, save_figure
 from .stats import mean_ci
 
@@ -36,6 +43,7 @@ PAIRS = [("mine", "remine"), ("smile", "resmile"), ("infonce", "reinfonce"), ("n
 LABEL = {"mine": "MINE", "smile": "SMILE", "infonce": "InfoNCE", "nwj": "NWJ", "tuba": "TUBA", "js": "JS"}
 FINISHED = ("completed", "diverged")
 INFONCE_LIKE = ("infonce", "reinfonce")
+MIXED = "‡"
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -53,7 +61,8 @@ def _alive(rec: dict[str, Any]) -> bool:
 
 
 def load_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run directory below ``root``: identity, status, group (config without the seed), metrics.
+    """One row per run directory below ``root``: identity, status, group (the configuration: its variant
+    hash), config (flattened, for labels), versions and conventions, metrics.
 
     Status is the record's, except ``running`` whose process is gone (``killed``) and a directory
     with a config but no readable record (``no record``). Re-runs of an identical config
@@ -61,21 +70,16 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     """
     rows = []
     for d, rec in iter_records(root):
-        cfg = None
-        if (d / "config.yaml").exists():
-            try:
-                cfg = yaml.safe_load((d / "config.yaml").read_text())
-            except yaml.YAMLError:
-                cfg = None
+        cfg = read_config(d)
         if rec is None and cfg is None:
             continue
-        row: dict[str, Any] = {"run_dir": str(d)}
+        row: dict[str, Any] = {"run_dir": str(d), "config": (rec or {}).get("config") or {}}
         if cfg is not None:
             row.update(benchmark=cfg["benchmark"]["name"], dataset=cfg["dataset"]["name"],
                        estimator=cfg["estimator"]["name"], critic=cfg["critic"]["name"],
                        lam=cfg["estimator"].get("lam"), c_star=cfg["estimator"].get("c_star"), seed=cfg.get("seed"),
                        batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
-                       group=config_hash({k: v for k, v in cfg.items() if k != "seed"}))
+                       group=variant_hash(cfg), config=row["config"] or flat_config(cfg))
         if rec is None:
             row["status"] = "no record"
         else:
@@ -84,10 +88,12 @@ def load_runs(root: str | Path) -> pd.DataFrame:
             status = rec.get("status", "no record")
             row.update(status="killed" if status == "running" and not _alive(rec) else status,
                        config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
-                       wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"))
+                       wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"),
+                       **_provenance(rec))
+            row["group"] = rec.get("variant_hash") or row.get("group")
             for k, v in (rec.get("metrics") or {}).items():
                 row[f"m_{k}"] = v
-        row.setdefault("group", row.get("config_hash"))
+        row["group"] = row.get("group") or row.get("config_hash") or f"dir:{d}"
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -96,6 +102,89 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     df = df.sort_values(["finished", "started_at"], na_position="first")
     dup = df["config_hash"].notna() & df.duplicated("config_hash", keep="last")
     return df[~dup].drop(columns="finished").reset_index(drop=True)
+
+
+def _provenance(rec: dict[str, Any]) -> dict[str, Any]:
+    """Schema, versions and conventions of a record; ``unknown`` where an older schema did not record them."""
+    v = rec.get("versions") or {}
+    conv = rec.get("conventions")
+    return {"schema_version": rec.get("schema_version", 1),
+            **{f"{k}_version": v.get(k, "unknown") for k in ("mibench", "torch", "python")},
+            "device": v.get("device", "unknown"),
+            "conventions": "unknown" if conv is None else json.dumps(conv, sort_keys=True)}
+
+
+def mixed(g: pd.DataFrame) -> str:
+    """'' when the runs ``g`` share their mibench and torch versions and conventions, else what differs."""
+    parts = []
+    for col, name in (("mibench_version", "mibench"), ("torch_version", "torch"), ("conventions", "conventions")):
+        if col not in g:
+            continue
+        values = sorted(set(g[col].fillna("unknown").astype(str)), key=lambda v: (v == "unknown", v))
+        if len(values) > 1:
+            parts.append(f"{name} {' / '.join(values)}")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------- variants
+def _value(v: Any) -> str:
+    """A config value as one would type it on the command line."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+_UNSET = object()
+
+
+def differences(configs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per configuration, the flattened keys whose values are not the same in all ``configs`` (a key some
+    lack counts too). A key under a group whose ``name`` differs (``critic.hidden`` when ``critic.name``
+    does) is left out when it does not also vary between configurations of the same choice."""
+    keys = sorted({k for c in configs.values() for k in c})
+    varying = [k for k in keys if len({_key(c.get(k, _UNSET)) for c in configs.values()}) > 1]
+
+    def explained(k: str) -> bool:
+        name = k.split(".", 1)[0] + ".name"
+        if name == k or name not in varying:
+            return False
+        pairs = {(_key(c.get(name, _UNSET)), _key(c.get(k, _UNSET))) for c in configs.values()}
+        return len(pairs) == len({p[0] for p in pairs})
+
+    shown = [k for k in varying if not explained(k)]
+    return {g: {k: c.get(k, _UNSET) for k in shown} for g, c in configs.items()}
+
+
+def _key(v: Any) -> str:
+    return "<unset>" if v is _UNSET else json.dumps(v, sort_keys=True, default=str)
+
+
+def _label(diff: dict[str, Any]) -> str:
+    return ", ".join(f"no {k}" if v is _UNSET else f"{k}={_value(v)}" for k, v in diff.items())
+
+
+def variant_labels(runs: pd.DataFrame, key: list[str], keep: Callable[[str], bool] = lambda k: True) -> pd.Series:
+    """Per run: the config keys (those ``keep`` admits) that differ between the configurations sharing its
+    ``key`` columns, as 'k=v, ...'; '' where those configurations agree on every such key."""
+    labels = pd.Series("", index=runs.index, dtype=object)
+    key = [k for k in key if k in runs]  # e.g. no batch_size without any config.yaml
+    for _, g in runs.groupby(key, dropna=False, sort=False) if key else [(None, runs)]:
+        configs = {grp: {k: v for k, v in x["config"].iloc[0].items() if keep(k) and k not in NOT_VARIANT}
+                   for grp, x in g.groupby("group", sort=False)}
+        if len({_key(c) for c in configs.values()}) < 2:
+            continue
+        known = {grp: c for grp, c in configs.items() if c}
+        for grp, diff in differences(known).items():
+            labels[g.index[g["group"] == grp]] = _label(diff)
+        for grp in set(configs) - set(known):  # no config to compare: name it by its hash
+            labels[g.index[g["group"] == grp]] = f"config {grp[:8]}"
+    return labels
 
 
 def _steps(run_dir: str) -> pd.DataFrame | None:
@@ -110,6 +199,7 @@ def _steps(run_dir: str) -> pd.DataFrame | None:
 def staircase_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per config (all seeds pooled) and MI level: mean, median, bias, variance, MSE of the estimate."""
     st = runs[(runs["benchmark"] == "staircase") & runs["status"].isin(FINISHED)]
+    st = st.assign(variant=variant_labels(st, ["dataset", "critic", "estimator", "lam"]))
     out = []
     for group, g in st.groupby("group", sort=False):
         frames = [s for s in (_steps(d) for d in g["run_dir"]) if s is not None]
@@ -121,22 +211,23 @@ def staircase_table(runs: pd.DataFrame) -> pd.DataFrame:
         medians = est.groupby(steps["level"]).median()
         for lv in level_summary(steps).to_dict("records"):
             out.append({"dataset": first["dataset"], "critic": first["critic"], "estimator": first["estimator"],
-                        "lam": first.get("lam"), "seeds": int(len(frames)), "level": lv["level"],
-                        "true_mi": lv["true_mi"], "mean": lv["mean"], "median": float(medians[lv["level"]]),
-                        "bias": lv["bias"], "variance": lv["variance"], "mse": lv["mse"],
-                        "nonfinite": lv["nonfinite"], "group": group})
+                        "variant": first["variant"], "lam": first.get("lam"), "seeds": int(len(frames)),
+                        "level": lv["level"], "true_mi": lv["true_mi"], "mean": lv["mean"],
+                        "median": float(medians[lv["level"]]), "bias": lv["bias"], "variance": lv["variance"],
+                        "mse": lv["mse"], "nonfinite": lv["nonfinite"], "mixed": mixed(g), "group": group})
     return pd.DataFrame(out)
 
 
 def onehot_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per config: drift slope (mean ± CI over seeds) and explosion steps of the one-hot study."""
     oh = runs[(runs["benchmark"] == "onehot") & runs["status"].isin(FINISHED)]
+    oh = oh.assign(variant=variant_labels(oh, ["estimator", "batch_size", "c_star", "lam"]))
     slope_col = next((c for c in ("m_drift_slope_per_1k", "m_drift_slope") if c in oh), None)
     out = []
     for group, g in oh.groupby("group", sort=False):
         first = g.iloc[0]
-        row = {"estimator": first["estimator"], "batch_size": first.get("batch_size"), "c_star": first.get("c_star"),
-               "lam": first.get("lam"), "seeds": len(g)}
+        row = {"estimator": first["estimator"], "variant": first["variant"], "batch_size": first.get("batch_size"),
+               "c_star": first.get("c_star"), "lam": first.get("lam"), "seeds": len(g), "mixed": mixed(g)}
         if slope_col:
             m, h, _ = mean_ci(pd.to_numeric(g[slope_col], errors="coerce"))
             row.update(drift_slope=m, drift_slope_ci95=h)
@@ -166,40 +257,61 @@ def reference_table2() -> pd.DataFrame:
         return pd.read_csv(f)
 
 
-def table2(runs: pd.DataFrame) -> pd.DataFrame:
-    """Choi & Lee Table 2: per task x dataset x pair, original vs regularized (its best lambda)."""
+def slb_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished SLB/CLB runs with ``setting`` (what differs outside ``estimator.*`` between the configurations
+    of one task x dataset) and ``est_variant`` (what differs inside it, lambda aside, per estimator)."""
     sl = runs[runs["benchmark"].isin(["slb", "clb"]) & runs["status"].isin(FINISHED)]
+    sl = sl.assign(setting=variant_labels(sl, ["benchmark", "dataset"], lambda k: not k.startswith("estimator.")))
+    return sl.assign(est_variant=variant_labels(sl, ["benchmark", "dataset", "setting", "estimator"],
+                                                lambda k: k.startswith("estimator.") and k != "estimator.lam"))
+
+
+def _variants(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(est_variant, its runs) for each variant in ``runs``; one empty entry when there are none."""
+    return [(v, x) for v, x in runs.groupby("est_variant", sort=True)] or [("", runs)]
+
+
+def table2(runs: pd.DataFrame) -> pd.DataFrame:
+    """Choi & Lee Table 2: per task x dataset (x setting) x pair, original vs regularized (its best lambda)."""
+    sl = slb_runs(runs)
     if sl.empty or "m_mi_train" not in sl:
         return pd.DataFrame()
     ref = reference_table2()
     out = []
-    for (bench, ds), g in sl.groupby(["benchmark", "dataset"], sort=True):
+    for (bench, ds, setting), g in sl.groupby(["benchmark", "dataset", "setting"], sort=True):
         for orig, reg in PAIRS:
-            o = g[g["estimator"] == orig]
-            r_all = g[g["estimator"] == reg]
-            if o.empty and r_all.empty:
+            if not g["estimator"].isin([orig, reg]).any():
                 continue
-            best_lam, r = None, r_all
-            if not r_all.empty:  # the paper picks lambda by the MI estimate
-                by_lam = {lam: _cell(x["m_mi_train"])[0] for lam, x in r_all.groupby(r_all["lam"].astype(float))}
-                best_lam = max(by_lam, key=lambda k: -math.inf if math.isnan(by_lam[k]) else by_lam[k])
-                r = r_all[r_all["lam"].astype(float) == best_lam]
-            row: dict[str, Any] = {"task": bench, "dataset": ds, "loss": orig, "lambda": best_lam}
-            for side, x in (("orig", o), ("reg", r)):
-                for metric, col in (("mi", "m_mi_train"), ("acc", "m_test_acc")):
-                    m, h, n = _cell(x[col]) if col in x and not x.empty else (math.nan, math.nan, 0)
-                    row.update({f"{metric}_{side}": m, f"{metric}_{side}_ci95": h, f"n_{side}": n})
-            for metric in ("mi", "acc"):
-                row[f"{metric}_better"], row[f"{metric}_separated"] = compare(
-                    row[f"{metric}_orig"], row[f"{metric}_orig_ci95"], row[f"{metric}_reg"], row[f"{metric}_reg_ci95"])
-            for variant, side in (("original", "orig"), ("regularized", "reg")):
-                p = ref[(ref["benchmark"] == bench) & (ref["dataset"] == ds) & (ref["estimator"] == orig)
-                        & (ref["variant"] == variant)]
-                if len(p):
-                    row[f"paper_mi_{side}"] = f"{p['mi_mean'].iloc[0]:.3f} ± {p['mi_ci95'].iloc[0]:.3f}"
-                    row[f"paper_acc_{side}"] = f"{p['test_acc_mean'].iloc[0]:.3f} ± {p['test_acc_ci95'].iloc[0]:.3f}"
-            out.append(row)
+            for vo, o in _variants(g[g["estimator"] == orig]):
+                for vr, r in _variants(g[g["estimator"] == reg]):
+                    row = {"task": bench, "dataset": ds, "loss": orig, "setting": setting, "variant_orig": vo,
+                           "variant_reg": vr}
+                    out.append({**row, **_pair(o, r, ref[(ref["benchmark"] == bench) & (ref["dataset"] == ds)
+                                                           & (ref["estimator"] == orig)])})
     return pd.DataFrame(out)
+
+
+def _pair(o: pd.DataFrame, r_all: pd.DataFrame, ref: pd.DataFrame) -> dict[str, Any]:
+    """One Table 2 row's numbers: original runs ``o`` vs the regularized runs ``r_all`` at their best lambda."""
+    best_lam, r = None, r_all
+    if not r_all.empty:  # the paper picks lambda by the MI estimate
+        by_lam = {lam: _cell(x["m_mi_train"])[0] for lam, x in r_all.groupby(r_all["lam"].astype(float))}
+        best_lam = max(by_lam, key=lambda k: -math.inf if math.isnan(by_lam[k]) else by_lam[k])
+        r = r_all[r_all["lam"].astype(float) == best_lam]
+    row: dict[str, Any] = {"lambda": best_lam, "mixed": mixed(pd.concat([o, r]))}
+    for side, x in (("orig", o), ("reg", r)):
+        for metric, col in (("mi", "m_mi_train"), ("acc", "m_test_acc")):
+            m, h, n = _cell(x[col]) if col in x and not x.empty else (math.nan, math.nan, 0)
+            row.update({f"{metric}_{side}": m, f"{metric}_{side}_ci95": h, f"n_{side}": n})
+    for metric in ("mi", "acc"):
+        row[f"{metric}_better"], row[f"{metric}_separated"] = compare(
+            row[f"{metric}_orig"], row[f"{metric}_orig_ci95"], row[f"{metric}_reg"], row[f"{metric}_reg_ci95"])
+    for variant, side in (("original", "orig"), ("regularized", "reg")):
+        p = ref[ref["variant"] == variant]
+        if len(p):
+            row[f"paper_mi_{side}"] = f"{p['mi_mean'].iloc[0]:.3f} ± {p['mi_ci95'].iloc[0]:.3f}"
+            row[f"paper_acc_{side}"] = f"{p['test_acc_mean'].iloc[0]:.3f} ± {p['test_acc_ci95'].iloc[0]:.3f}"
+    return row
 
 
 def compare(m1: float, h1: float, m2: float, h2: float) -> tuple[str, bool]:
@@ -219,12 +331,13 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = []
     expected = {b: set(g["seed"].dropna().astype(int)) for b, g in runs.groupby("benchmark")}
+    runs = runs.assign(variant=variant_labels(runs, ["benchmark", "dataset", "estimator", "critic", "lam"]))
     for group, g in runs.groupby("group", sort=False):
         first = g.iloc[0]
         seeds = lambda st: sorted(int(s) for s in g.loc[g["status"] == st, "seed"].dropna())  # noqa: E731
         present = set(g["seed"].dropna().astype(int))
         row = {"benchmark": first["benchmark"], "dataset": first["dataset"], "estimator": first["estimator"],
-               "critic": first["critic"], "lam": first.get("lam"),
+               "variant": first["variant"], "critic": first["critic"], "lam": first.get("lam"),
                "completed": len(seeds("completed")), "diverged": seeds("diverged"), "crashed": seeds("crashed"),
                "killed": seeds("killed"), "running": seeds("running"), "no_record": seeds("no record"),
                "missing": sorted(expected.get(first["benchmark"], set()) - present)}
@@ -256,7 +369,7 @@ def render_table2(t2: pd.DataFrame, latex: bool = False) -> str:
             "paper MI orig", "paper MI reg", "paper Acc orig", "paper Acc reg", "seeds"]
     lines = []
     for _, r in t2.iterrows():
-        cells = [r["task"].upper(), r["dataset"].upper().replace("CIFAR", "CIFAR-"), LABEL.get(r["loss"], r["loss"]),
+        cells = [r["task"].upper(), r["dataset"].upper().replace("CIFAR", "CIFAR-"), _loss_label(r),
                  "–" if r["lambda"] is None or _isnan(r["lambda"]) else f"{r['lambda']:g}"]
         for metric in ("mi", "acc"):
             for side in ("orig", "reg"):
@@ -271,9 +384,45 @@ def render_table2(t2: pd.DataFrame, latex: bool = False) -> str:
     return _render(head, lines, latex)
 
 
+def _loss_label(r: pd.Series) -> str:
+    """'MINE', or with what sets this row apart: 'MINE (benchmark.epochs=3; ReMINE: estimator.c_star=1)'."""
+    name = LABEL.get(r["loss"], r["loss"])
+    parts = [_text(r, "setting"), f"{name}: {_text(r, 'variant_orig')}" if _text(r, "variant_orig") else "",
+             f"Re{name}: {_text(r, 'variant_reg')}" if _text(r, "variant_reg") else ""]
+    text = "; ".join(p for p in parts if p)
+    return name + (f" ({text})" if text else "") + (MIXED if _text(r, "mixed") else "")
+
+
+def _text(r: pd.Series, key: str) -> str:
+    """A label column's value, '' where it is absent or missing."""
+    v = r.get(key)
+    return v if isinstance(v, str) else ""
+
+
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its estimator cells naming their variant and marked where the row mixes versions."""
+    def label(r: pd.Series) -> str:
+        variant = f" ({_text(r, 'variant')})" if _text(r, "variant") else ""
+        return str(r["estimator"]) + variant + (MIXED if _text(r, "mixed") else "")
+
+    return df.assign(estimator=df.apply(label, axis=1)) if len(df) else df
+
+
+def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
+    """The note under a table naming its rows that pool different versions or conventions ('' if none)."""
+    if "mixed" not in df:
+        return ""
+    rows = dict.fromkeys(f"{name(r)}: {r['mixed']}" for _, r in df.iterrows() if _text(r, "mixed"))
+    if not rows:
+        return ""
+    return (f"\n{MIXED} pools runs of different mibench / torch versions or conventions (compare with care):\n\n"
+            + "".join(f"- {r}\n" for r in rows))
+
+
 def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
     if latex:
-        body = "\n".join(" & ".join(c.replace("_", r"\_").replace("λ", r"$\lambda$") for c in row) + r" \\"
+        body = "\n".join(" & ".join(c.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
+                                     for c in row) + r" \\"
                          for row in lines)
         return ("\\begin{tabular}{" + "l" * len(head) + "}\n\\toprule\n"
                 + " & ".join(h.replace("λ", r"$\lambda$") for h in head) + " \\\\\n\\midrule\n" + body
@@ -312,18 +461,19 @@ def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    st = st.drop_duplicates("group")
+    st = st.assign(variant=variant_labels(st, ["dataset", "critic", "estimator"])).drop_duplicates("group")
     rows = sorted(st[["dataset", "critic"]].drop_duplicates().itertuples(index=False, name=None))
-    ests = list(dict.fromkeys(sorted(st["estimator"], key=_estimator_order)))
-    panels = [(ds, crit, est) for ds, crit in rows for est in ests]
+    ests = list(dict.fromkeys(sorted(st[["estimator", "variant"]].itertuples(index=False, name=None),
+                                     key=lambda ev: (_estimator_order(ev[0]), ev[1]))))
+    panels = [(ds, crit, est, var) for ds, crit in rows for est, var in ests]
     ncols = min(len(ests), 6)  # wrap: original / regularized pairs side by side, 6 panels a row
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols + 0.4, 2.3 * nrows + 0.7), dpi=100, squeeze=False,
                              sharex=True, sharey=True)
     for ax in axes.flat[len(panels):]:
         ax.set_axis_off()
-    for ax, (ds, crit, est) in zip(axes.flat, panels):
-        hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est)]
+    for ax, (ds, crit, est, var) in zip(axes.flat, panels):
+        hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est) & (st["variant"] == var)]
         steps = _steps(hit["run_dir"].iloc[0]) if len(hit) else None
         if steps is None:
             ax.set_axis_off()
@@ -331,7 +481,8 @@ def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
         first = hit.iloc[0]
         bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
         draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
-        ax.set_title(est if len(rows) == 1 else f"{est} | {ds}, {crit}", fontsize=9)
+        title = f"{est} ({var})" if var else est
+        ax.set_title(_wrap(title if len(rows) == 1 else f"{title} | {ds}, {crit}"), fontsize=9)
     if len(rows) == 1:
         ds, crit = rows[0]
         fig.supylabel(f"MI (nats): {ds}, {crit} critic", fontsize=9)
@@ -339,6 +490,11 @@ def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
     fig.tight_layout()
     save_figure(fig, path)
     return True
+
+
+def _wrap(text: str, width: int = 32) -> str:
+    """A panel title broken into lines that fit above its panel."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 def _estimator_order(name: str) -> tuple[int, bool, str]:
@@ -351,7 +507,8 @@ def _estimator_order(name: str) -> tuple[int, bool, str]:
 
 def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
     """Choi & Lee Fig. 6: MI estimate and test accuracy vs lambda per regularized estimator (± 95% CI)."""
-    sl = runs[runs["benchmark"].isin(["slb", "clb"]) & runs["status"].isin(FINISHED) & runs["lam"].notna()]
+    sl = slb_runs(runs)
+    sl = sl[sl["lam"].notna()]
     if sl.empty or "m_mi_train" not in sl:
         return False
     import matplotlib
@@ -359,24 +516,24 @@ def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted(sl[["benchmark", "dataset"]].drop_duplicates().itertuples(index=False, name=None))
+    panels = sorted(sl[["benchmark", "dataset", "setting"]].drop_duplicates().itertuples(index=False, name=None))
     fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6.5), dpi=100, squeeze=False)
-    for j, (bench, ds) in enumerate(panels):
-        g = sl[(sl["benchmark"] == bench) & (sl["dataset"] == ds)]
-        for est, e in g.groupby("estimator", sort=True):
+    for j, (bench, ds, setting) in enumerate(panels):
+        g = sl[(sl["benchmark"] == bench) & (sl["dataset"] == ds) & (sl["setting"] == setting)]
+        for (est, var), e in g.groupby(["estimator", "est_variant"], sort=True):
             stats = sorted((float(lam), _cell(x["m_mi_train"]), _cell(x["m_test_acc"])) for lam, x in e.groupby("lam"))
             lams = [s[0] for s in stats]
             for i, k in enumerate((1, 2)):
                 m = np.array([s[k][0] for s in stats])
                 h = np.nan_to_num(np.array([s[k][1] for s in stats]))
-                axes[i][j].errorbar(lams, m, yerr=h, marker="o", capsize=3, label=est)
+                axes[i][j].errorbar(lams, m, yerr=h, marker="o", capsize=3, label=f"{est} ({var})" if var else est)
         for i, what in enumerate(("MI estimate (nats)", "test accuracy")):
             ax = axes[i][j]
             ax.set_xscale("log")
             ax.set_xlabel("λ")
             ax.set_ylabel(what)
             ax.grid(alpha=0.3)
-        axes[0][j].set_title(f"{bench.upper()} {ds}")
+        axes[0][j].set_title(f"{bench.upper()} {ds}" + (f"\n{_wrap(setting, 50)}" if setting else ""), fontsize=10)
         axes[0][j].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
@@ -402,31 +559,37 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         atomic_write_csv(out / "table2.csv", t2)
         md += ["\n## SLB / CLB (Choi & Lee Table 2)\n\nMean ± 95% CI over seeds (Student t); **bold**: the better of "
                "the pair; †: the intervals do not overlap; λ: the regularized loss's λ with the best MI estimate. "
-               "MI = last-epoch training estimate, negatives clipped to 0.\n\n", render_table2(t2)]
+               "MI = last-epoch training estimate, negatives clipped to 0.\n\n", render_table2(t2),
+               mixed_note(t2, lambda r: f"{r['task'].upper()} {r['dataset']} {_loss_label(r).rstrip(MIXED)}")]
         tex += ["% Choi & Lee Table 2\n", render_table2(t2, latex=True)]
         made["table2"] = t2
     st = staircase_table(runs)
     if not st.empty:
         atomic_write_csv(out / "staircase.csv", st)
+        shown = _labelled(st)
         md += ["\n## Staircase\n\nAll steps of all seeds of a level pooled. The median resists the rare huge "
-               "negative spikes of single-sample bounds (NWJ, JS).\n\n", _render(STAIR_COLS, _df_lines(st, STAIR_COLS), False)]
-        tex += ["% staircase\n", _render(STAIR_COLS, _df_lines(st, STAIR_COLS), True)]
+               "negative spikes of single-sample bounds (NWJ, JS).\n\n",
+               _render(STAIR_COLS, _df_lines(shown, STAIR_COLS), False),
+               mixed_note(shown, lambda r: f"{r['estimator'].rstrip(MIXED)} ({r['dataset']}, {r['critic']})")]
+        tex += ["% staircase\n", _render(STAIR_COLS, _df_lines(shown, STAIR_COLS), True)]
         made["staircase"] = st
     oh = onehot_table(runs)
     if not oh.empty:
         atomic_write_csv(out / "onehot.csv", oh)
         cols = [c for c in ONEHOT_COLS if c in oh]
-        md += ["\n## One-hot drift and explosion (Choi & Lee §3-4)\n\n", _render(cols, _df_lines(oh, cols), False)]
-        tex += ["% one-hot\n", _render(cols, _df_lines(oh, cols), True)]
+        shown = _labelled(oh)
+        md += ["\n## One-hot drift and explosion (Choi & Lee §3-4)\n\n", _render(cols, _df_lines(shown, cols), False),
+               mixed_note(shown, lambda r: r["estimator"].rstrip(MIXED))]
+        tex += ["% one-hot\n", _render(cols, _df_lines(shown, cols), True)]
         made["onehot"] = oh
     fl = failures(runs)
     md.append("\n## Crashed, diverged, killed and missing runs\n\n")
     if fl.empty:
         md.append("None: every run completed.\n")
     else:
-        fl = fl.reindex(columns=FAIL_COLS)
+        fl = fl.reindex(columns=FAIL_COLS + ["variant"])
         atomic_write_csv(out / "failures.csv", fl.astype({c: str for c in FAIL_COLS if c not in ("lam", "completed")}))
-        md.append(_render(FAIL_COLS, _df_lines(fl, FAIL_COLS), False))
+        md.append(_render(FAIL_COLS, _df_lines(_labelled(fl), FAIL_COLS), False))
     made["failures"] = fl
     figs = []
     if staircase_grid(runs, out / "staircase_grid.png"):
@@ -438,7 +601,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     made["figures"] = [out / f for f in figs]
     atomic_write_text(out / "leaderboard.md", "".join(md))
     atomic_write_text(out / "leaderboard.tex", "".join(tex) or "% no SLB/CLB, staircase or one-hot runs\n")
-    atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels",) if c in runs]))
+    atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels", "config") if c in runs]))
     made["out"] = out
     return made
 

@@ -6,36 +6,121 @@ A run killed from outside stays ``running`` with a ``pid`` and ``host``, which i
 aggregation and ``resume=true`` recognise it. The identity includes a hash of the resolved
 config without the keys that cannot change a result (where it writes, logging, progress bars),
 so identical configs are found again: re-running one is skipped unless ``overwrite=true``.
+
+Schema 2 (``schema_version``; a record without one is version 1) adds what tables need to tell
+configurations apart and to trust a pooled mean: ``variant_hash`` (the config hash without the
+seed: seeds of one configuration share it, any other difference separates them), ``config`` (the
+hashed config flattened to dotted keys, to name what differs between variants), ``versions``
+(mibench, torch, Python, device) and ``conventions``. Version-1 records get ``variant_hash`` and
+``config`` derived from the run's ``config.yaml`` when read (:func:`upgrade`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import platform
 import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from .results import atomic_write_text
 
 RECORD = "result.json"
+CONFIG = "config.yaml"
+SCHEMA_VERSION = 2
 # keys that do not change a run's numbers: left out of the config hash
 _NOT_HASHED = ("out_dir", "runs_root", "overwrite", "resume", "logger", "hydra")
 _NOT_HASHED_TRAINER = ("enable_progress_bar", "progress_refresh_rate", "enable_model_summary")
+# also left out of the variant hash: the seed, and the command-line spellings of estimator.lam and
+# estimator.c_star (validate() folds them in, or ignores them for an unregularized estimator)
+NOT_VARIANT = ("seed", "lambda", "c_star")
 
 
-def config_hash(cfg: DictConfig | dict) -> str:
-    """sha256 (first 16 hex digits) of the resolved config, without output/logging-only keys."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The resolved config as plain data, without the keys that cannot change a result."""
+    if isinstance(cfg, DictConfig):
+        c = OmegaConf.to_container(cfg, resolve=True)
+    else:
+        c = json.loads(json.dumps(cfg, default=str))  # a deep copy
     for k in _NOT_HASHED:
         c.pop(k, None)
     for k in _NOT_HASHED_TRAINER:
         (c.get("trainer") or {}).pop(k, None)
+    return c
+
+
+def _hash(c: dict[str, Any]) -> str:
     blob = json.dumps(c, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """sha256 (first 16 hex digits) of the resolved config, without output/logging-only keys."""
+    return _hash(hashed_config(cfg))
+
+
+def variant_hash(cfg: DictConfig | dict) -> str:
+    """:func:`config_hash` without the seed (and ``lambda`` / ``c_star``, see NOT_VARIANT): one per configuration."""
+    c = hashed_config(cfg)
+    for k in NOT_VARIANT:
+        c.pop(k, None)
+    return _hash(c)
+
+
+def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The hashed config flattened to dotted keys (``estimator.clip``); lists stay values."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(hashed_config(cfg), "")
+    return out
+
+
+def conventions(cfg: DictConfig) -> dict[str, Any]:
+    """The conventions a run's numbers follow (units, clipping of reported values, ...): none recorded yet."""
+    return {}
+
+
+def versions(cfg: DictConfig) -> dict[str, str]:
+    """mibench, torch and Python versions, and the device the run computes on."""
+    import torch
+
+    from . import __version__
+
+    return {"mibench": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
+            "device": device_name(cfg)}
+
+
+def device_name(cfg: DictConfig) -> str:
+    """The CUDA device's name when the run is on CUDA, else the CPU model."""
+    import torch
+
+    accelerator = str(cfg.hardware.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        rank = int(os.environ.get("LOCAL_RANK", 0))  # a DDP rank's own GPU, when this process sees it
+        return torch.cuda.get_device_name(rank if rank < torch.cuda.device_count() else 0)
+    return cpu_name()
+
+
+def cpu_name() -> str:
+    try:  # platform.processor() is only "x86_64" on Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -60,9 +145,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def start_record(cfg: DictConfig, out_dir: Path, commit: str | None) -> dict[str, Any]:
-    rec = {"status": "running", **identity(cfg), "config_hash": config_hash(cfg), "git_commit": commit,
-           "hardware": cfg.hardware.name, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "pid": os.getpid(), "host": socket.gethostname()}
+    rec = {"schema_version": SCHEMA_VERSION, "status": "running", **identity(cfg), "config_hash": config_hash(cfg),
+           "variant_hash": variant_hash(cfg), "git_commit": commit, "hardware": cfg.hardware.name,
+           "versions": versions(cfg), "conventions": conventions(cfg),
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(), "host": socket.gethostname(),
+           "config": flat_config(cfg)}
     write_record(out_dir, rec)
     return rec
 
@@ -76,21 +163,50 @@ def read_record(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's resolved ``config.yaml`` as plain data, or None when there is none or it cannot be parsed."""
+    try:
+        cfg = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
+def upgrade(rec: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """``rec`` with ``schema_version`` (1 when absent) and, where missing, the hashes and ``config`` derived from
+    the run's config.yaml. Versions and conventions of a version-1 record stay absent: unknown."""
+    out = {"schema_version": 1, **rec}
+    if all(k in out for k in ("config_hash", "variant_hash", "config")):
+        return out
+    cfg = read_config(run_dir)
+    if cfg is not None:
+        for k, f in (("config_hash", config_hash), ("variant_hash", variant_hash), ("config", flat_config)):
+            if k not in out:
+                out[k] = f(cfg)
+    return out
+
+
 def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
     """(run_dir, record) for every run directory below ``root``: a directory with a config.yaml or a
-    result.json. A run that has a config but no readable record yields ``None``."""
+    result.json. A run that has a config but no readable record yields ``None``. Every record goes
+    through :func:`upgrade`, so older schemas read like today's."""
     root = Path(root)
     if not root.exists():
         return
     seen: set[Path] = set()
-    for p in sorted(root.rglob("config.yaml")):
+    for p in sorted(root.rglob(CONFIG)):
         if p.parent.name == ".hydra":
             continue
         seen.add(p.parent)
-        yield p.parent, read_record(p.parent)
+        yield p.parent, _read_upgraded(p.parent)
     for p in sorted(root.rglob(RECORD)):
         if p.parent not in seen:
-            yield p.parent, read_record(p.parent)
+            yield p.parent, _read_upgraded(p.parent)
+
+
+def _read_upgraded(run_dir: Path) -> dict[str, Any] | None:
+    rec = read_record(run_dir)
+    return None if rec is None else upgrade(rec, run_dir)
 
 
 def find_same(root: str | Path, chash: str, exclude: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:

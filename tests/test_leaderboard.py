@@ -1,6 +1,8 @@
 """Leaderboard on synthetic run folders whose means and intervals the test computes independently."""
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,10 @@ def test_t_quantile_matches_tables(df):
 
 
 def write_run(root, name, *, benchmark="slb", dataset="cifar10", estimator="mine", lam=None, seed=0, status="completed",
-              metrics=None, steps=None, pid=None, started="2026-01-01T00:00:00", config_hash=None):
+              metrics=None, steps=None, pid=None, started="2026-01-01T00:00:00", config_hash=None, cfg_extra=None,
+              rec_extra=None):
+    """A run directory by hand: config.yaml (``cfg_extra``: {group: {key: value}} merged in) and a version-1
+    result.json (``rec_extra`` merged in)."""
     d = root / name
     d.mkdir(parents=True)
     est = {"name": estimator}
@@ -28,9 +33,12 @@ def write_run(root, name, *, benchmark="slb", dataset="cifar10", estimator="mine
         est.update(lam=lam, c_star=0.0)
     cfg = {"benchmark": {"name": benchmark}, "dataset": {"name": dataset, "batch_size": 64},
            "estimator": est, "critic": {"name": "separable"}, "seed": seed}
+    for group, values in (cfg_extra or {}).items():
+        cfg[group] = {**cfg.get(group, {}), **values} if isinstance(values, dict) else values
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     rec = {"status": status, "benchmark": benchmark, "dataset": dataset, "estimator": estimator, "critic": "separable",
-           "lam": lam, "seed": seed, "config_hash": config_hash or name, "started_at": started, "metrics": metrics}
+           "lam": lam, "seed": seed, "config_hash": config_hash or name, "started_at": started, "metrics": metrics,
+           **(rec_extra or {})}
     if pid is not None:
         rec.update(pid=pid, host=__import__("socket").gethostname())
     if status != "no record":
@@ -134,3 +142,112 @@ def test_mean_ci_single_and_nonfinite():
     assert mean_ci([1.0, math.nan])[1] != mean_ci([1.0, math.nan])[1]  # one finite value: no interval (NaN)
     m, h, n = mean_ci([1.0, 2.0, 3.0])
     assert (m, n) == (2.0, 3) and h == pytest.approx(T975[2] * 1.0 / math.sqrt(3))
+
+
+def staircase_steps(rng, levels=(2.0, 4.0), n=20):
+    est = np.concatenate([rng.normal(mi - 0.5, 0.1, n) for mi in levels])
+    return pd.DataFrame({"step": range(len(est)), "level": np.repeat(range(len(levels)), n),
+                         "true_mi": np.repeat(levels, n), "estimate": est, "loss": -est, "joint": est, "marginal": 0.0})
+
+
+def test_configs_differing_in_clip_or_layers_are_separate_labelled_rows_and_panels(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    variants = {"c5": {"estimator": {"clip": 5.0}}, "c10": {"estimator": {"clip": 10.0}},
+                "c10_l1": {"estimator": {"clip": 10.0}, "critic": {"layers": 1}}}
+    for v, extra in variants.items():
+        for s in range(2):
+            noise = {"out_dir": f"/somewhere/{v}{s}", "logger": {"name": "csv"}}  # never a difference
+            write_run(tmp_path, f"smile_{v}_{s}", benchmark="staircase", dataset="gaussian", estimator="smile", seed=s,
+                      steps=staircase_steps(rng), cfg_extra={"critic": {"layers": 2}, **extra, **noise})
+    write_run(tmp_path, "nwj", benchmark="staircase", dataset="gaussian", estimator="nwj", steps=staircase_steps(rng))
+    figures = []
+    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    made = lb.build(tmp_path)
+    st = made["staircase"]
+    smile = st[st["estimator"] == "smile"]
+    assert smile["group"].nunique() == 3 and (smile["seeds"] == 2).all()  # seeds pooled, variants apart
+    assert set(smile["variant"]) == {"critic.layers=2, estimator.clip=5", "critic.layers=2, estimator.clip=10",
+                                     "critic.layers=1, estimator.clip=10"}
+    assert set(st.loc[st["estimator"] == "nwj", "variant"]) == {""}  # alone: no label
+    md = (made["out"] / "leaderboard.md").read_text()
+    assert "| smile (critic.layers=2, estimator.clip=5) |" in md and "| nwj |" in md
+    assert "out_dir" not in md and "logger" not in md
+    titles = {" ".join(ax.get_title().split()) for ax in figures[0].axes if ax.get_title()}  # wrapped lines
+    assert {"smile (critic.layers=2, estimator.clip=5)", "smile (critic.layers=1, estimator.clip=10)", "nwj"} <= titles
+
+
+def test_only_keys_that_change_numbers_label_rows():
+    configs = {"a": {"hardware.name": "cpu", "hardware.precision": "32-true", "hardware.threads": None},
+               "b": {"hardware.name": "cpu", "hardware.precision": "32-true", "hardware.threads": 4},
+               "c": {"hardware.name": "gpu", "hardware.precision": "bf16-mixed", "hardware.threads": None,
+                     "hardware.extra": 1}}
+    # hardware.precision / extra follow from hardware.name: only the name and the threads override are shown
+    assert {g: lb._label(d) for g, d in lb.differences(configs).items()} == {
+        "a": "hardware.name=cpu, hardware.threads=null", "b": "hardware.name=cpu, hardware.threads=4",
+        "c": "hardware.name=gpu, hardware.threads=null"}
+
+
+def test_table2_and_lambda_ablation_separate_settings(tmp_path, monkeypatch):
+    for s in range(2):
+        for epochs in (3, 30):
+            extra = {"benchmark": {"epochs": epochs}}
+            metrics = {"mi_train": 1.0 + epochs / 10 + s / 100, "test_acc": 0.5}
+            write_run(tmp_path, f"mine_e{epochs}_{s}", estimator="mine", seed=s, metrics=metrics, cfg_extra=extra)
+            write_run(tmp_path, f"remine_e{epochs}_{s}", estimator="remine", lam=0.1, seed=s, metrics=metrics,
+                      cfg_extra=extra)
+    figures = []
+    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    made = lb.build(tmp_path)
+    t2 = made["table2"]
+    assert sorted(t2["setting"]) == ["benchmark.epochs=3", "benchmark.epochs=30"] and (t2["n_orig"] == 2).all()
+    assert t2.set_index("setting").loc["benchmark.epochs=30", "mi_orig"] == pytest.approx(4.005)
+    assert "| MINE (benchmark.epochs=30) |" in (made["out"] / "leaderboard.md").read_text()
+    titles = [ax.get_title() for ax in figures[-1].axes if ax.get_title()]
+    assert titles == ["SLB cifar10\nbenchmark.epochs=3", "SLB cifar10\nbenchmark.epochs=30"]
+
+
+def test_rows_mixing_versions_are_flagged(tmp_path):
+    rng = np.random.default_rng(3)
+
+    def provenance(torch_version):
+        return {"schema_version": 2, "versions": {"mibench": "0.1.0", "torch": torch_version, "python": "3.11.9",
+                                                  "device": "cpu"}, "conventions": {}}
+
+    for s, tv in enumerate(("2.13.0", "2.14.0")):
+        write_run(tmp_path, f"mixed{s}", benchmark="staircase", dataset="gaussian", estimator="infonce", seed=s,
+                  steps=staircase_steps(rng), rec_extra=provenance(tv))
+    for s in range(2):
+        write_run(tmp_path, f"same{s}", benchmark="staircase", dataset="gaussian", estimator="nwj", seed=s,
+                  steps=staircase_steps(rng), rec_extra=provenance("2.13.0"))
+    made = lb.build(tmp_path)
+    st = made["staircase"].drop_duplicates("group").set_index("estimator")
+    assert st.loc["infonce", "mixed"] == "torch 2.13.0 / 2.14.0" and st.loc["nwj", "mixed"] == ""
+    md = (made["out"] / "leaderboard.md").read_text()
+    assert "| infonce‡ |" in md and "| nwj |" in md
+    assert "- infonce (gaussian, separable): torch 2.13.0 / 2.14.0" in md
+
+
+OLD_RUN = Path(__file__).parent / "fixtures" / "old_run"  # written by main before schema 2 (result.json v1)
+
+
+def test_old_run_directory_still_makes_the_leaderboard(tmp_path):
+    shutil.copytree(OLD_RUN, tmp_path / "old_run")
+    made = lb.build(tmp_path)
+    (run,) = made["runs"].to_dict("records")
+    assert run["schema_version"] == 1 and run["mibench_version"] == "unknown" and run["status"] == "completed"
+    st = made["staircase"]
+    summary = pd.read_csv(OLD_RUN / "summary.csv")
+    assert list(st["true_mi"]) == list(summary["true_mi"]) and list(st["variant"]) == ["", ""]
+    assert st["mean"].to_numpy() == pytest.approx(summary["mean"].to_numpy(), rel=1e-6)
+    # a newer (schema 2) seed of the same configuration pools with it, flagged: the old one's versions are unknown
+    new = tmp_path / "new_seed"
+    shutil.copytree(OLD_RUN, new)
+    cfg = yaml.safe_load((new / "config.yaml").read_text())
+    (new / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": 1}))
+    rec = json.loads((new / "result.json").read_text())
+    rec.update(seed=1, config_hash="0" * 16, schema_version=2, conventions={},
+               versions={"mibench": "0.1.0", "torch": "2.13.0", "python": "3.11.9", "device": "cpu"})
+    (new / "result.json").write_text(json.dumps(rec))
+    st = lb.build(tmp_path)["staircase"]
+    assert (st["seeds"] == 2).all() and st["group"].nunique() == 1
+    assert st["mixed"].iloc[0] == "mibench 0.1.0 / unknown; torch 2.13.0 / unknown; conventions {} / unknown"

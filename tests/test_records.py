@@ -1,20 +1,32 @@
 """Run records: identity and status, skipping identical configs, crash records, resume after a kill."""
 import json
 import os
+import platform
+import shutil
 import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from omegaconf import OmegaConf
 
+import mibench as mibench_pkg
 from mibench import app
+from mibench import leaderboard as lb
+from mibench import records as rec_mod
 from mibench.benchmarks.staircase import Staircase
 from mibench.compose import compose_config
-from mibench.records import config_hash, iter_records
+from mibench.config import validate
+from mibench.records import config_hash, find_same, iter_records, read_config, variant_hash
 
 from test_cli import mibench
 
 FAST = ["dataset.steps_per_level=40", "dataset.mi_levels=[2,4,6]", "dataset.dim=4", "dataset.batch_size=16",
         "trainer.enable_progress_bar=false", "logger=none", "benchmark.plot=false"]
+TINY = ["dataset.steps_per_level=5", "dataset.mi_levels=[2]", "dataset.dim=2", "dataset.batch_size=8", "logger=none",
+        "trainer.enable_progress_bar=false", "benchmark.plot=false"]
+OLD_RUN = Path(__file__).parent / "fixtures" / "old_run"  # written by main before schema 2 (result.json v1)
 
 
 def records(root):
@@ -133,3 +145,82 @@ def test_slb_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_pat
     ra, rb = pd.read_csv(d / "result.csv").iloc[0], pd.read_csv(dc / "result.csv").iloc[0]
     for k in ("mi_train", "mi_test", "test_acc", "steps"):
         assert ra[k] == rb[k], k
+
+
+def test_variant_hash_pools_seeds_and_separates_everything_else():
+    base = compose_config(TINY + ["estimator=smile"], out_dir="/x")
+    same = [compose_config(TINY + ["estimator=smile", *o], out_dir="/y") for o in
+            (["seed=7"], ["logger=csv", "trainer.enable_progress_bar=true", "overwrite=true"])]
+    other = [compose_config(TINY + ["estimator=smile", o], out_dir="/x") for o in
+             ("estimator.clip=5", "critic.layers=1", "dataset.batch_size=16", "hardware.threads=1")]
+    assert {variant_hash(c) for c in same} == {variant_hash(base)}
+    assert len({variant_hash(c) for c in [base, *other]}) == 5
+    assert config_hash(same[0]) != config_hash(base)  # the skip check still tells seeds apart
+    # lambda=0.1 on the command line is folded into estimator.lam (ReMINE's default is 0.1): same configuration
+    a, b = (compose_config(TINY + ["estimator=remine", *o], out_dir="/x") for o in ([], ["lambda=0.1"]))
+    validate(a), validate(b)
+    assert variant_hash(a) == variant_hash(b)
+
+
+def test_record_schema_2_versions_and_config(tmp_path):
+    cfg = compose_config(TINY + ["estimator=smile", "estimator.clip=5"], out_dir=tmp_path)
+    app.run(cfg, echo=False)
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["schema_version"] == 2 and rec["conventions"] == {} and rec_mod.conventions(cfg) == {}
+    assert rec["versions"] == {"mibench": mibench_pkg.__version__, "torch": str(torch.__version__),
+                               "python": platform.python_version(), "device": rec_mod.cpu_name()}
+    assert rec["versions"]["device"]
+    flat = rec["config"]
+    assert flat["estimator.clip"] == 5 and flat["dataset.mi_levels"] == [2] and flat["seed"] == 0
+    assert not [k for k in flat if k.split(".")[0] in ("out_dir", "runs_root", "logger", "hydra", "overwrite", "resume")
+                or k in ("trainer.enable_progress_bar", "trainer.progress_refresh_rate")]
+    # config.yaml next to it gives the same hashes: what version-1 records are grouped by
+    on_disk = read_config(tmp_path)
+    assert (rec["config_hash"], rec["variant_hash"]) == (config_hash(on_disk), variant_hash(on_disk))
+    assert rec_mod.flat_config(on_disk) == flat
+
+
+def test_device_is_the_cuda_name_on_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: f"Fake GPU {i}")
+    gpu = OmegaConf.create({"hardware": {"accelerator": "gpu"}})
+    cpu = OmegaConf.create({"hardware": {"accelerator": "cpu"}})
+    assert rec_mod.device_name(gpu) == "Fake GPU 0" and rec_mod.device_name(cpu) == rec_mod.cpu_name()
+
+
+def test_completed_run_is_skipped_only_when_the_full_config_matches(tmp_path):
+    root = tmp_path / "runs"
+
+    def go(name, *overrides):
+        cfg = compose_config(TINY + ["estimator=smile", f"runs_root={root}", *overrides], out_dir=root / name)
+        return app.run(cfg, echo=False, reuse=True)
+
+    assert not go("clip5", "estimator.clip=5").get("skipped")
+    again = go("clip5_again", "estimator.clip=5")
+    assert again["skipped"] and again["out_dir"] == root / "clip5" and not (root / "clip5_again").exists()
+    assert not go("clip10", "estimator.clip=10").get("skipped")
+    assert not go("layers1", "estimator.clip=5", "critic.layers=1").get("skipped")
+    assert sorted(d.name for d, _ in iter_records(root)) == ["clip10", "clip5", "layers1"]
+    st = lb.build(root)["staircase"]
+    assert sorted(st["variant"]) == ["critic.layers=1, estimator.clip=5", "critic.layers=2, estimator.clip=10",
+                                     "critic.layers=2, estimator.clip=5"]
+    md = (root / "leaderboard" / "leaderboard.md").read_text()
+    assert "smile (critic.layers=2, estimator.clip=10)" in md and "smile (critic.layers=1, estimator.clip=5)" in md
+
+
+def test_old_record_loads_upgraded_and_is_found_by_the_skip_check(tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(OLD_RUN, root / "old_run")
+    raw = json.loads((OLD_RUN / "result.json").read_text())
+    assert "schema_version" not in raw and "variant_hash" not in raw  # the fixture stays a version-1 record
+    ((d, rec),) = iter_records(root)
+    cfg = read_config(d)
+    assert rec["schema_version"] == 1 and rec["config_hash"] == raw["config_hash"] == config_hash(cfg)
+    assert rec["variant_hash"] == variant_hash(cfg) and rec["config"]["estimator.clip"] == 5
+    assert "versions" not in rec and "conventions" not in rec  # unknown, not invented
+    assert [x for x, _ in find_same(root, config_hash(cfg))] == [d]
+    # re-running the old run's config (as its config.yaml has it) is skipped
+    again = OmegaConf.create({**cfg, "runs_root": str(root)})
+    result = app.run(again, out_dir=tmp_path / "again", echo=False, reuse=True)
+    assert result["skipped"] and result["out_dir"] == d
