@@ -1,0 +1,144 @@
+"""Extending mibench: a new estimator is one function + one YAML + one registry line; a new benchmark is
+one Task module + one YAML. Both are defined here, inside the tests, and run through the real engine."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mibench.app import run
+from mibench.checks import ConfigError
+from mibench.compose import compose_config
+from mibench.config import validate
+from mibench.engine import TASKS, RunResult, Step, Task, register
+from mibench.estimators import REGISTRY, Estimate, Spec, masked_logmeanexp, masked_mean, resolve_masks
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
+
+
+def scaled_dv(scores, joint=None, marginal=None, scale: float = 0.5) -> Estimate:
+    """A new bound for the test: scale * (E_P[T] - log E_Q[e^T])."""
+    jm, mm = resolve_masks(scores, joint, marginal)
+    j, m = masked_mean(scores, jm), masked_logmeanexp(scores, mm)
+    mi = scale * (j - m)
+    return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+@pytest.fixture
+def plugin_conf(tmp_path, monkeypatch):
+    """The YAML of the new estimator in a config dir of its own (Hydra's search path), and its registry line."""
+    conf = tmp_path / "conf"
+    (conf / "estimator").mkdir(parents=True)
+    (conf / "estimator" / "scaled_dv.yaml").write_text("name: scaled_dv\nscale: 0.5\n")
+    monkeypatch.setitem(REGISTRY, "scaled_dv", Spec(scaled_dv))  # the one registry line
+    return f"hydra.searchpath=[file://{conf}]"
+
+
+@pytest.mark.parametrize("bench", [
+    ["dataset.dim=2", "dataset.mi_levels=[1]", "dataset.steps_per_level=30", "dataset.batch_size=16",
+     "benchmark.plot=false"],
+    ["benchmark=onehot", "benchmark.steps=30", "benchmark.plot=false"],
+])
+def test_new_estimator_runs_through_two_benchmarks(plugin_conf, bench, tmp_path):
+    cfg = compose_config(["estimator=scaled_dv", plugin_conf, *bench, *QUIET], out_dir=tmp_path / "run")
+    res = run(cfg, echo=False)
+    steps = pd.read_csv(tmp_path / "run" / "steps.csv")
+    assert res.status == "completed" and len(steps) == 30
+    # the recorded estimate is the new bound, computed independently from its recorded terms
+    np.testing.assert_allclose(steps["estimate"], 0.5 * (steps["joint"] - steps["marginal"]), atol=1e-5)
+    assert steps["estimate"].iloc[-5:].mean() > steps["estimate"].iloc[:5].mean()  # it trained the critic
+    with pytest.raises(ConfigError, match="scale"):  # its parameters are checked like every other's
+        validate(compose_config(["estimator=scaled_dv", plugin_conf, "+estimator.scal=1"]))
+
+
+class Gauss1D(Task):
+    """A whole benchmark in a few lines: a 1-D Gaussian with correlation rho, I = -1/2 log(1 - rho^2)."""
+
+    def setup(self) -> None:
+        self.rho = float(self.cfg.benchmark.rho)
+        self.nets["critic"] = self.build_critic(1, 1)
+        self.estimator = self.build_estimator(dim_y=1)
+
+    def segments(self, start: int):
+        g = torch.Generator().manual_seed(int(self.cfg.seed))
+        b, steps = int(self.cfg.dataset.batch_size), int(self.cfg.benchmark.steps)
+        x, e = torch.randn(2, steps, b, 1, generator=g)
+        yield zip(x, self.rho * x + math.sqrt(1 - self.rho**2) * e)
+
+    def step(self, batch) -> Step:
+        x, y = batch
+        est = self.estimator(self.nets["critic"](x, y), y=y)
+        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
+
+    def finish(self, result: RunResult) -> None:
+        true = -0.5 * math.log(1 - self.rho**2)
+        final = float(result.steps["estimate"].iloc[-50:].mean())
+        result.metrics.update(true_mi=true, final=final)
+        result.text = f"1-D Gaussian: true {true:.3f}, estimate {final:.3f}"
+
+
+@pytest.fixture
+def gauss1d(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "benchmark").mkdir(parents=True)
+    (conf / "benchmark" / "gauss1d.yaml").write_text(  # the benchmark's YAML
+        "name: gauss1d\nlr: 5.0e-3\nsteps: 400\nrho: 0.8\nstop_on_divergence: true\n")
+    register("gauss1d")(Gauss1D)  # in a package: @register("gauss1d") on the class
+    yield f"hydra.searchpath=[file://{conf}]"
+    TASKS.pop("gauss1d")
+
+
+def test_a_new_benchmark_is_one_task_class_and_one_yaml(gauss1d, tmp_path):
+    cfg = compose_config(["benchmark=gauss1d", gauss1d, "critic=concat", "critic.hidden=32", "dataset.batch_size=64",
+                          *QUIET], out_dir=tmp_path / "run")
+    res = run(cfg, echo=False)
+    out = tmp_path / "run"
+    steps = pd.read_csv(out / "steps.csv")  # the engine's records, divergence check and result.json
+    assert list(steps.columns) == ["step", "estimate", "loss", "joint", "marginal"] and len(steps) == 400
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["status"] == "completed" and rec["steps_done"] == 400 and rec["benchmark"] == "gauss1d"
+    assert abs(res.metrics["final"] - res.metrics["true_mi"]) < 0.15, res.metrics  # InfoNCE, 0.51 nats, batch 64
+
+
+def test_seed_out_of_range_is_one_line_before_training(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "mibench", "seed=-1", f"runs_root={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "seed=-1" in lines[0] and "valid:" in lines[0], p.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_batch_larger_than_the_data_is_refused(tmp_path):
+    from mibench.data.fake_cifar import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path / "data", classes=10, train_per_class=2, test_per_class=1, seed=0).parent
+    with pytest.raises(ConfigError, match="dataset.batch_size=100000 is larger than the 50000 training images"):
+        validate(compose_config(["dataset=cifar10", f"dataset.root={root}", "dataset.batch_size=100000",
+                                 "model=convnet"]))
+    # larger than this (small) copy: refused at set-up, before any step
+    cfg = compose_config(["dataset=cifar10", f"dataset.root={root}", "dataset.batch_size=64", "model=convnet",
+                          "model.width=8", *QUIET], out_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="larger than the 20 training images"):
+        run(cfg, echo=False)
+
+
+def test_a_run_that_trained_no_step_is_never_completed(tmp_path):
+    """CLB skips batches without a positive pair; with one image per class no batch has one."""
+    from mibench.data.fake_cifar import write_fake_cifar
+    from mibench.engine import NoWorkError
+
+    root = write_fake_cifar(tmp_path / "data", classes=10, train_per_class=1, test_per_class=1, seed=0).parent
+    cfg = compose_config(["benchmark=clb", "dataset=cifar10", f"dataset.root={root}", "dataset.batch_size=4",
+                          "model=convnet", "model.width=8", "benchmark.epochs=1", *QUIET], out_dir=tmp_path / "run")
+    with pytest.raises(NoWorkError, match="trained no step"):
+        run(cfg, echo=False)
+    rec = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert rec["status"] == "crashed" and "trained no step" in rec["error"]
