@@ -2,7 +2,7 @@
 
 Same fake CIFAR-10 images in memory, same small conv net (model=convnet), same batch, same
 augmentation (crop + flip + normalise as tensors), Adam at lr 1e-3, on the CPU. mibench runs the
-full stack (config -> Lightning -> ImageMIModule with the registry's InfoNCE on the B x C logit
+full stack (config -> engine -> the SLB task with the registry's InfoNCE on the B x C logit
 masks, epochs.csv, result.csv); the raw loop is F.cross_entropy + backward + step over the same
 batches. Both are timed per epoch (mibench: epochs.csv's wall_s, from epoch start to epoch end),
 the first epoch left out as warm-up; the test-set evaluation is reported separately.

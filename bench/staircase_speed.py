@@ -1,7 +1,7 @@
 """make bench: the full 5 x 4,000-step staircase through mibench vs a minimal raw PyTorch loop.
 
 Both do the same computation: the same StaircaseStream batches, the same critic, the same
-estimator function and Adam; the raw loop just has no Lightning, no CSV, no logging. Both are
+estimator function and Adam; the raw loop just has no engine, no records, no CSV, no logging. Both are
 timed in this one process, so the ratio compares like with like on whatever machine runs it.
 
     python bench/staircase_speed.py [--estimator infonce] [--steps 4000] [--concat-steps 4000] [--repeats 1]

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file in a run directory (mibench.engine.CHECKPOINT)
 
 
+def process_rank() -> int:
+    """This process's rank under DDP (Fabric sets RANK / LOCAL_RANK in the processes it launches), else 0."""
+    import os
+
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -86,6 +93,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
             _discard_fresh(out)
             out, resume_from = resume_dir, resume_dir / CHECKPOINT
     out.mkdir(parents=True, exist_ok=True)
+    if process_rank() > 0:  # DDP: rank 0 writes the records, the other ranks only train
+        seed_everything(int(cfg.seed))
+        return run_task(cfg, out, resume=resume_from)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["out_dir"] = str(out)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))

@@ -1,0 +1,68 @@
+"""The engine itself: data parallelism on the CPU, one host copy per block, divergence as a result."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mibench.app import run
+from mibench.compose import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["dataset.steps_per_level=20", "dataset.mi_levels=[2]", "dataset.dim=4", "dataset.batch_size=16",
+        "trainer.enable_progress_bar=false", "benchmark.plot=false", "logger=none"]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_ranks_reproduce_the_single_process_run(tmp_path):
+    """hardware=ddp through Fabric (gloo, 2 processes): both ranks see the same staircase batches and the
+    gradients are averaged over ranks, so the run must equal the single-process one step for step."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for name, extra in (("one", []), ("ddp", ["hardware=ddp", "hardware.accelerator=cpu", "hardware.devices=2",
+                                             "hardware.precision=32-true"])):
+        p = subprocess.run([sys.executable, "-m", "mibench", *TINY, *extra, f"runs_root={tmp_path / name}"], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    (one,), (ddp,) = (list((tmp_path / n).rglob("steps.csv")) for n in ("one", "ddp"))
+    assert len(list((tmp_path / "ddp").rglob("result.json"))) == 1  # rank 0 alone writes the records
+    pd.testing.assert_frame_equal(pd.read_csv(one), pd.read_csv(ddp))
+
+
+def test_one_host_copy_per_block(tmp_path, monkeypatch):
+    """The step record stays on the device; it is copied to the host once per block (here: per level)."""
+    copies = []
+    real = torch.Tensor.cpu
+
+    def counting(self, *a, **k):
+        copies.append(tuple(self.shape))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", counting)
+    run(compose_config(TINY + ["dataset.mi_levels=[2,4,6]"], out_dir=tmp_path), echo=False)
+    assert copies.count((20, 4)) == 3  # three levels of 20 steps: three block copies, no per-step sync
+
+
+def test_divergence_mid_block_records_the_first_bad_step_and_stops(tmp_path, monkeypatch):
+    from mibench.benchmarks import staircase
+
+    real = staircase.Staircase.step
+    calls = [0]
+
+    def poisoned(self, batch):
+        calls[0] += 1
+        s = real(self, batch)
+        if calls[0] > 25:
+            s.values[0] = s.values[0] * float("nan")
+        return s
+
+    monkeypatch.setattr(staircase.Staircase, "step", poisoned)
+    res = run(compose_config(TINY + ["dataset.mi_levels=[2,4,6]"], out_dir=tmp_path), echo=False)
+    assert res.status == "diverged" and res.diverged_step == 25
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert len(steps) == 40 and np.isnan(steps["estimate"].iloc[25]) and np.isfinite(steps["estimate"].iloc[24])
