@@ -35,6 +35,7 @@ from ..critics import ConcatCritic, SeparableCritic
 from ..data.random_gaussian import random_gaussian
 from ..engine import RunResult, Step, Task, register
 from ..estimators import bounds
+from ..figures.eta import plot_curves
 from ..results import atomic_write_csv
 
 CURVE_COLUMNS = ["step", "test_estimate", "train_estimate", "true_mi"]
@@ -256,35 +257,3 @@ def convex_stage(critic: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Te
         joint, marginal = block_masks(s.shape[0], block)
         test_value = float(bounds.eta_dv(s, eta, joint, marginal).mi)
     return {"test_estimate": test_value, "train_value": train_value, "eta": float(eta)}
-
-
-def plot_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str, true_mi: float,
-                convex: float | None = None, bands: dict[str, pd.DataFrame] | None = None) -> None:
-    """Test estimate vs step per estimator (mean ± std band when ``bands`` gives std), truth in red (Fig. 3a)."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for i, (name, c) in enumerate(curves.items()):
-        color = plt.cm.tab10([0, 1, 2, 4, 5, 6, 8, 9][i % 8])  # no red: red is the true MI
-        ax.plot(c["step"], c["test_estimate"], color=color, lw=1.5, label=name)
-        if bands is not None and name in bands:
-            sd = bands[name]["test_estimate"]
-            ax.fill_between(c["step"], c["test_estimate"] - sd, c["test_estimate"] + sd, color=color, alpha=0.2)
-    if convex is not None and math.isfinite(convex):
-        ax.axhline(convex, color="black", ls="--", lw=1, label=f"eta_mine_convex {convex:.3f}")
-    ax.axhline(true_mi, color="red", lw=1.2, label=f"true MI {true_mi:.3f}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("test-set MI estimate (nats)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)

@@ -36,6 +36,7 @@ from ..checks import ConfigError, check_choice, check_critic, check_int, check_p
 from ..data.onehot import sample_pairs, true_mi
 from ..engine import RunResult, Step, Task, register
 from ..estimators import REGISTRY, bounds
+from ..figures.onehot import plot_onehot
 from ..results import atomic_write_csv
 
 STEP_COLUMNS = ["step", "true_mi", "estimate", "loss", "joint", "marginal", "reg",
@@ -129,31 +130,6 @@ def summarize(steps: pd.DataFrame, explode_threshold: float, estimator_cfg: dict
         "explosion_step": int(st[hit]) if hit is not None else "none",
         "nonfinite_step": int(st[bad.argmax()]) if bad.any() else "none",
     }
-
-
-def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: float, target: float = math.nan,
-                explosion_step: int | None = None) -> None:
-    """Per-run figure: estimate vs log N; joint / marginal terms (regularizer target dotted); critic outputs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..figures.onehot import draw_estimate, draw_outputs, draw_terms, save
-
-    fig, axes = plt.subplots(3, 1, figsize=(7, 8), dpi=110, sharex=True)
-    draw_estimate(axes[0], steps, true_mi, explosion_step)
-    draw_terms(axes[1], steps, target, explosion_step)
-    draw_outputs(axes[2], steps, explosion_step)
-    for ax in axes:
-        if explosion_step is not None:
-            ax.axvline(explosion_step, color="red", ls="--", lw=1)
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("step")
-    axes[0].set_title(title + (f"\nexplosion at step {explosion_step}" if explosion_step is not None else ""),
-                      fontsize=10)
-    fig.tight_layout()
-    save(fig, path)
 
 
 @register("onehot")

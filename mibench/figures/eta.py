@@ -82,3 +82,35 @@ def make_figures(root: Path, out: Path) -> list[Path]:
     table = eta_fig3a(root, out)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}" if math.isfinite(v) else "nan"))
     return [Path(out) / "eta_fig3a.png", Path(out) / "eta_fig3a.csv"]
+
+
+def plot_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str, true_mi: float,
+                convex: float | None = None, bands: dict[str, pd.DataFrame] | None = None) -> None:
+    """Test estimate vs step per estimator (mean ± std band when ``bands`` gives std), truth in red (Fig. 3a)."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for i, (name, c) in enumerate(curves.items()):
+        color = plt.cm.tab10([0, 1, 2, 4, 5, 6, 8, 9][i % 8])  # no red: red is the true MI
+        ax.plot(c["step"], c["test_estimate"], color=color, lw=1.5, label=name)
+        if bands is not None and name in bands:
+            sd = bands[name]["test_estimate"]
+            ax.fill_between(c["step"], c["test_estimate"] - sd, c["test_estimate"] + sd, color=color, alpha=0.2)
+    if convex is not None and math.isfinite(convex):
+        ax.axhline(convex, color="black", ls="--", lw=1, label=f"eta_mine_convex {convex:.3f}")
+    ax.axhline(true_mi, color="red", lw=1.2, label=f"true MI {true_mi:.3f}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("test-set MI estimate (nats)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

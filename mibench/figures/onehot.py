@@ -181,3 +181,26 @@ def make_figures(root: str | Path, out: str | Path | None = None) -> list[Path]:
     paths.append(grid(pair(("remine", "renwj"), 32), ("estimate", "terms", "outputs"),
                       "Fig. 5: ReMINE vs ReNWJ, batch 32", out / "onehot_fig5.png"))
     return paths
+
+
+def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: float, target: float = math.nan,
+                explosion_step: int | None = None) -> None:
+    """Per-run figure: estimate vs log N; joint / marginal terms (regularizer target dotted); critic outputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), dpi=110, sharex=True)
+    draw_estimate(axes[0], steps, true_mi, explosion_step)
+    draw_terms(axes[1], steps, target, explosion_step)
+    draw_outputs(axes[2], steps, explosion_step)
+    for ax in axes:
+        if explosion_step is not None:
+            ax.axvline(explosion_step, color="red", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("step")
+    axes[0].set_title(title + (f"\nexplosion at step {explosion_step}" if explosion_step is not None else ""),
+                      fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
