@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from ..checks import ConfigError, check_bool, check_choice, check_int, check_positive
+from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_rules
 from ..data.cifar import SPECS, CifarBatches, CifarData, CifarDataError, check_available, has_positive
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import Estimator
@@ -144,41 +144,34 @@ class ImageTask(Task):
     gives_y = False
     sgd_momentum = 0.9
 
+    schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples"), "crop_pad": Int(0),
+                          "augment": Bool(), "flip": Bool(), "download": Bool()},
+              "benchmark": {"epochs": Int(1), "check_every": Int(1), "optimizer": Choice(*OPTIMIZERS),
+                            "weight_decay": Number(0.0), "lr": LEARNING_RATE}}
+
     @classmethod
-    def validate(cls, cfg) -> None:
+    def check(cls, cfg) -> None:
         b, d, task = cfg.benchmark, cfg.dataset, cfg.benchmark.name
         if d.name not in SPECS:
             raise ConfigError(f"dataset={d.name} does not fit benchmark={task} (valid: {', '.join(SPECS)})")
-        check_int(d, "batch_size", 2, "dataset", ": a batch needs >= 2 samples")
-        n_train = SPECS[d.name].n_train
-        check_int(b, "epochs", 1, "benchmark")
-        check_int(b, "check_every", 1, "benchmark")
-        check_int(d, "crop_pad", 0, "dataset")
-        for key in ("augment", "flip", "download"):
-            check_bool(d, key, "dataset")
-        check_choice(b, "optimizer", "benchmark", OPTIMIZERS)
-        if not (isinstance(b.weight_decay, (int, float)) and b.weight_decay >= 0):
-            raise ConfigError(f"benchmark.weight_decay={b.weight_decay} is invalid (valid: a number >= 0)")
         if cfg.model.name not in MODELS:
             raise ConfigError(f"model={cfg.model.name} cannot encode images for benchmark={task} "
                               f"(valid: {', '.join(sorted(MODELS))})")
         if cfg.model.get("input_size") is not None:
-            check_int(cfg.model, "input_size", 32, "model")
+            check_rules(cfg, {"model": {"input_size": Int(32)}})
         if cfg.critic.name != task:
             raise ConfigError(f"critic={cfg.critic.name} does not fit benchmark={task} (valid: critic={task})")
         if task == "clb":
-            check_int(cfg.critic, "embed", 1, "critic")
-            check_choice(b, "marginal", "benchmark", CLB_MARGINALS)
-            check_choice(b, "sampler", "benchmark", SAMPLERS)
-            check_int(b, "per_class", 2, "benchmark")
+            check_rules(cfg, {"critic": {"embed": Int(1)}, "benchmark": {
+                "marginal": Choice(*CLB_MARGINALS), "sampler": Choice(*SAMPLERS), "per_class": Int(2)}})
             if b.sampler == "balanced" and d.batch_size % b.per_class:
                 raise ConfigError(f"benchmark.per_class={b.per_class} does not divide dataset.batch_size="
                                   f"{d.batch_size} (valid: a divisor >= 2 of the batch size)")
-        check_positive(b, "lr", "benchmark")
         try:
             check_available(d.root, d.name, d.download)
         except CifarDataError as e:
             raise ConfigError(str(e)) from None
+        n_train = SPECS[d.name].n_train
         if d.batch_size > n_train:
             raise ConfigError(f"dataset.batch_size={d.batch_size} is larger than the {n_train} training images of "
                               f"{d.name}: no batch would ever run (valid: 2 <= batch_size <= {n_train})")

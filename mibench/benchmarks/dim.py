@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from ..checks import ConfigError, check_bool, check_int, check_positive, num
+from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule
 from ..data.cifar import SPECS, CifarData, CifarDataError, check_available
 from ..engine import Engine, Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
@@ -44,6 +44,16 @@ from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMIN
 from ..results import atomic_write_csv, atomic_write_text
 
 PROBES = ("mlp", "linear")
+
+
+class _Milestones(Rule):
+    text = "a list of epochs >= 1, possibly empty"
+
+    def ok(self, v: Any) -> bool:
+        return v is not None and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in v)
+
+
+_MILESTONES = _Milestones()
 COLUMNS = ("loss", "mi_local", "mi_global", "loss_prior_d")  # per-step values summed per epoch
 
 
@@ -258,9 +268,34 @@ class DIM(Task):
         w = cfg.get("dim")
         return "rows" if w is None or w.beta > 0 else "paired"  # local DIM: B x B*HW with several positives a row
 
+    schema = {"dim": {"alpha": Number(0.0), "beta": Number(0.0), "gamma": Number(0.0)},
+              "benchmark": {"batch_size": Int(2, why=": DIM's negatives are the batch's other images"),
+                            "epochs": Int(0, why=" (0 = random-init encoder baseline)"), "mi_units": Int(1),
+                            "check_every": Int(1), "max_steps": Int(1, minus_one=True), "lr": LEARNING_RATE,
+                            "disc_lr": LEARNING_RATE},
+              "benchmark.probe": {"kinds": Numbers(Choice(*PROBES), "probe kinds"), "epochs": Int(1),
+                                  "batch_size": Int(1), "hidden": Int(1), "lr": LEARNING_RATE,
+                                  "dropout": Number(0.0, 1.0, hi_open=True), "milestones": _MILESTONES},
+              "dataset": {"augment": Bool(), "flip": Bool(), "download": Bool()}}
+
     @classmethod
     def validate(cls, cfg) -> None:
-        validate_dim(cfg)
+        if cfg.get("dim") is None:
+            raise ConfigError("benchmark=dim needs a dim preset (valid: dim=local, dim=global)")
+        super().validate(cfg)
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        b, d, w = cfg.benchmark, cfg.dataset, cfg.dim
+        if w.alpha == 0 and w.beta == 0:
+            raise ConfigError("dim.alpha=0 and dim.beta=0: no MI term to maximise (valid: alpha > 0 or beta > 0)")
+        for name in [d.name] + [n for n in (b.probe.datasets or []) if n != d.name]:
+            if name not in SPECS:
+                raise ConfigError(f"benchmark.probe.datasets has {name} (valid: {', '.join(SPECS)})")
+            try:
+                check_available(d.root, name, d.download)
+            except CifarDataError as e:
+                raise ConfigError(str(e)) from None
 
     def setup(self) -> None:
         cfg, b, d, w = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.cfg.dim
@@ -392,45 +427,3 @@ class DIM(Task):
         first = df[(df.probe == df.probe.iloc[0]) & (df.layer == "conv")]["top1"] if len(df) else df
         result.objective = -float(first.iloc[0]) if len(first) and math.isfinite(first.iloc[0]) else None
         result.extra["probes"] = df
-
-
-def validate_dim(cfg) -> None:
-    """benchmark=dim: the dim preset, the estimator's fit to DIM's layouts, sizes, probes, data present."""
-    b, d = cfg.benchmark, cfg.dataset
-    w = cfg.get("dim")
-    if w is None:
-        raise ConfigError("benchmark=dim needs a dim preset (valid: dim=local, dim=global)")
-    for key in ("alpha", "beta", "gamma"):
-        if not (num(w.get(key)) and w.get(key) >= 0):
-            raise ConfigError(f"dim.{key}={w.get(key)} is invalid (valid: a number >= 0)")
-    if w.alpha == 0 and w.beta == 0:
-        raise ConfigError("dim.alpha=0 and dim.beta=0: no MI term to maximise (valid: alpha > 0 or beta > 0)")
-    check_int(b, "batch_size", 2, "benchmark", ": DIM's negatives are the batch's other images")
-    check_int(b, "epochs", 0, "benchmark", " (0 = random-init encoder baseline)")
-    check_int(b, "mi_units", 1, "benchmark")
-    check_int(b, "check_every", 1, "benchmark")
-    if not (isinstance(b.max_steps, int) and (b.max_steps == -1 or b.max_steps >= 1)):
-        raise ConfigError(f"benchmark.max_steps={b.max_steps} is invalid (valid: -1 for no limit, or an integer >= 1)")
-    check_positive(b, "disc_lr", "benchmark", "a positive learning rate")
-    p = b.probe
-    kinds = list(p.kinds or [])
-    if not kinds or any(k not in PROBES for k in kinds):
-        raise ConfigError(f"benchmark.probe.kinds={kinds} is invalid (valid: a non-empty list of {', '.join(PROBES)})")
-    check_int(p, "epochs", 1, "benchmark.probe")
-    check_int(p, "batch_size", 1, "benchmark.probe")
-    check_int(p, "hidden", 1, "benchmark.probe")
-    check_positive(p, "lr", "benchmark.probe", "a positive learning rate")
-    if not (num(p.dropout) and 0 <= p.dropout < 1):
-        raise ConfigError(f"benchmark.probe.dropout={p.dropout} is invalid (valid: 0 <= dropout < 1)")
-    if not all(isinstance(m, int) and m >= 1 for m in p.milestones):
-        raise ConfigError(f"benchmark.probe.milestones={list(p.milestones)} is invalid (valid: epochs >= 1)")
-    for key in ("augment", "flip", "download"):
-        check_bool(d, key, "dataset")
-    names = [d.name] + [n for n in (p.datasets or []) if n != d.name]
-    for name in names:
-        if name not in SPECS:
-            raise ConfigError(f"benchmark.probe.datasets has {name} (valid: {', '.join(SPECS)})")
-        try:
-            check_available(d.root, name, d.download)
-        except CifarDataError as e:
-            raise ConfigError(str(e)) from None

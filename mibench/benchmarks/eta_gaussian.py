@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 
-from ..checks import ConfigError, check_bool, check_critic, check_int
+from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number, check_critic
 from ..critics import ConcatCritic, SeparableCritic
 from ..data.random_gaussian import random_gaussian
 from ..engine import RunResult, Step, Task, register
@@ -137,27 +137,20 @@ class IndexStream(IterableDataset):
 class EtaGaussian(Task):
     """Trains on index batches of the train set; the test estimate every ``eval_every`` steps (one host copy)."""
 
+    schema = {"dataset": {"dim": Int(2, why=": x and y each need a coordinate"), "n_train": Int(2), "n_test": Int(2),
+                          "data_seed": Int(0)},
+              "benchmark": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
+                            "lr": LEARNING_RATE, "steps": Int(1), "eval_every": Int(1), "eval_block": Int(2),
+                            "convex": Bool(), "convex_perms": Int(1), "convex_iters": Int(1), "convex_l2": Number(0.0)}}
+
     @classmethod
-    def validate(cls, cfg) -> None:
+    def check(cls, cfg) -> None:
         d, b = cfg.dataset, cfg.benchmark
-        check_int(d, "dim", 2, "dataset", ": x and y each need a coordinate")
-        check_int(d, "n_train", 2, "dataset")
-        check_int(d, "n_test", 2, "dataset")
-        check_int(d, "data_seed", 0, "dataset")
-        check_int(b, "batch_size", 2, "benchmark", ": a batch needs >= 2 samples to form product-of-marginals pairs")
         if b.batch_size > d.n_train:
             raise ConfigError(f"benchmark.batch_size={b.batch_size} is invalid (valid: <= dataset.n_train={d.n_train})")
-        check_int(b, "steps", 1, "benchmark")
-        check_int(b, "eval_every", 1, "benchmark")
-        check_int(b, "eval_block", 2, "benchmark")
         if b.eval_block > d.n_test:
             raise ConfigError(f"benchmark.eval_block={b.eval_block} is invalid "
                               f"(valid: 2 <= eval_block <= dataset.n_test={d.n_test})")
-        check_bool(b, "convex", "benchmark")
-        check_int(b, "convex_perms", 1, "benchmark")
-        check_int(b, "convex_iters", 1, "benchmark")
-        if not (isinstance(b.get("convex_l2"), (int, float)) and b.convex_l2 >= 0):
-            raise ConfigError(f"benchmark.convex_l2={b.get('convex_l2')} is invalid (valid: a number >= 0)")
         if b.convex and cfg.estimator.name == "eta_mine" and cfg.critic.name not in ("concat", "separable"):
             raise ConfigError(f"critic={cfg.critic.name} has no fixed feature map for eta_mine_convex "
                               f"(valid: critic=concat or separable, or benchmark.convex=false)")

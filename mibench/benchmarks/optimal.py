@@ -39,9 +39,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from omegaconf import OmegaConf
-
-from ..checks import ConfigError, check_int, num
+from ..checks import Choice, ConfigError, Int, Number, Numbers, check_rules
 from ..data.gaussian import optimal_scores_bmm, rho_from_mi
 from ..engine import RunResult, Task, register
 from ..estimators import REGISTRY, bounds
@@ -120,9 +118,24 @@ class Optimal(Task):
     trains_critic = False
     steps_file = None
 
+    schema = {"dataset": {"dim": Int(1)},
+              "benchmark": {"mi_values": Numbers(Number(0.0), "MI values in nats"),
+                            "batch_sizes": Numbers(Int(3), "batch sizes, e.g. [16, 64, 512]"),
+                            "n_batches": Int(2), "min_batches": Int(2), "pair_budget": Int(1), "chunk_pairs": Int(1),
+                            "report_batch_size": Int(1), "dtype": Choice("float32", "float64")}}
+
     @classmethod
-    def validate(cls, cfg) -> None:
-        validate_optimal(cfg)
+    def check(cls, cfg) -> None:
+        b = cfg.benchmark
+        names = list(b.get("estimators") or [])
+        # a regularizer changes only the training loss (with f* its value is its base bound's); eta needs learning
+        supported = [n for n, s in REGISTRY.items() if not s.regularized and s.learns != "eta"]
+        bad = [n for n in names if n not in supported]
+        if not names or bad:
+            raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
+                              f"(valid: a non-empty list of {', '.join(supported)})")
+        if "alpha" in names:
+            check_rules(cfg, {"benchmark": {"alphas": Numbers(Number(0.0, 1.0, lo_open=True), "alphas")}})
 
     def evaluate(self) -> dict[str, Any]:
         b = self.cfg.benchmark
@@ -153,38 +166,3 @@ class Optimal(Task):
         result.summary = df
         result.text = (f"{title}: {len(b.mi_values)} MI values x {len(sizes)} batch sizes, sweep "
                        f"{result.metrics['sweep_wall_s']:.1f}s\ntrue MI = {mi:g}, batch {bsz}:\n{format_table(df, mi, bsz)}")
-
-
-def validate_optimal(cfg) -> None:
-    """benchmark=optimal: grid values, estimator names, alphas (raises ConfigError with one line)."""
-    b = cfg.benchmark
-    check_int(cfg.dataset, "dim", 1, "dataset")
-
-    def seq(key: str) -> list:
-        v = b.get(key)
-        return list(v) if OmegaConf.is_list(v) and len(v) else []
-
-    mis = seq("mi_values")
-    if not mis or not all(num(m) and m >= 0 for m in mis):
-        raise ConfigError(f"benchmark.mi_values={b.get('mi_values')} is invalid (valid: a non-empty list of MI values >= 0 nats)")
-    sizes = seq("batch_sizes")
-    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 3 for s in sizes):
-        raise ConfigError(f"benchmark.batch_sizes={b.get('batch_sizes')} is invalid "
-                          f"(valid: a non-empty list of integers >= 3, e.g. [16, 64, 512])")
-    names = seq("estimators")
-    # a regularizer changes only the training loss (with f* its value is its base bound's); eta needs learning
-    supported = [n for n, s in REGISTRY.items() if not s.regularized and s.learns != "eta"]
-    bad = [n for n in names if n not in supported]
-    if not names or bad:
-        raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
-                          f"(valid: a non-empty list of {', '.join(supported)})")
-    alphas = seq("alphas")
-    if "alpha" in names and (not alphas or not all(num(a) and 0 < a <= 1 for a in alphas)):
-        raise ConfigError(f"benchmark.alphas={b.get('alphas')} is invalid (valid: a non-empty list with 0 < alpha <= 1)")
-    check_int(b, "n_batches", 2, "benchmark")
-    check_int(b, "min_batches", 2, "benchmark")
-    check_int(b, "pair_budget", 1, "benchmark")
-    check_int(b, "chunk_pairs", 1, "benchmark")
-    check_int(b, "report_batch_size", 1, "benchmark")
-    if b.get("dtype") not in ("float32", "float64"):
-        raise ConfigError(f"benchmark.dtype={b.get('dtype')} is invalid (valid: float32, float64)")

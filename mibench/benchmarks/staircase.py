@@ -14,9 +14,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
-
-from ..checks import ConfigError, check_choice, check_critic, check_int, num
+from ..checks import LEARNING_RATE, Choice, Int, Number, Numbers, check_critic
 from ..data.gaussian import TRANSFORMS, StaircaseStream
 from ..engine import RunResult, Step, Task, register
 from ..results import STEP_COLUMNS, atomic_write_csv, format_summary, level_summary, plot_staircase
@@ -29,19 +27,14 @@ class Staircase(Task):
     finite_columns = ("estimate",)
     resumable = True
 
+    schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
+                          "dim": Int(1), "mi_levels": Numbers(Number(0.0), "MI values in nats"),
+                          "steps_per_level": Int(1), "transform": Choice(*TRANSFORMS)},
+              "benchmark": {"lr": LEARNING_RATE, "steps_per_batch": Int(1)}}
+
     @classmethod
-    def validate(cls, cfg) -> None:
-        data = cfg.dataset
-        check_int(data, "batch_size", 2, "dataset", ": a batch needs >= 2 samples to form product-of-marginals pairs")
-        check_int(data, "dim", 1, "dataset")
-        levels = list(data.mi_levels) if OmegaConf.is_list(data.get("mi_levels")) else None
-        if not levels or not all(num(m) and m >= 0 for m in levels):
-            raise ConfigError(f"dataset.mi_levels={data.get('mi_levels')} is invalid "
-                              f"(valid: a non-empty list of MI values >= 0 nats)")
-        check_int(data, "steps_per_level", 1, "dataset")
-        check_choice(data, "transform", "dataset", TRANSFORMS)
-        check_int(cfg.benchmark, "steps_per_batch", 1, "benchmark")
-        check_critic(cfg, int(data.dim), int(data.dim))
+    def check(cls, cfg) -> None:
+        check_critic(cfg, int(cfg.dataset.dim), int(cfg.dataset.dim))
 
     def setup(self) -> None:
         d = self.cfg.dataset

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from ..checks import ConfigError
+from ..checks import ConfigError, Rule, check_rules
 from .result import RunResult
 
 TASKS: dict[str, type["Task"]] = {}
@@ -86,10 +86,19 @@ class Task:
         self.estimators = nn.ModuleList()  # their own parameters (eta, a(y), q(y)) join the main optimizer
         self.adversary: nn.Module | None = None  # trained by a second optimizer on Step.adversary
 
+    # its config keys and what each may hold: {"benchmark": {"steps": Int(1)}, "dataset": {...}}
+    schema: ClassVar[dict[str, dict[str, Rule]]] = {}
+
     # ------------------------------------------------------------------ what a task declares
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
-        """Raise :class:`ConfigError` (one line) on a bad value of this benchmark's config."""
+        """Raise :class:`ConfigError` (one line) on a bad value: ``schema`` first, then :meth:`check`."""
+        check_rules(cfg, cls.schema)
+        cls.check(cfg)
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        """Checks that span several keys or need the data (after ``schema``)."""
 
     @classmethod
     def layout_for(cls, cfg: DictConfig) -> str:
