@@ -123,7 +123,8 @@ def test_infonce_pair_partition_against_loop_and_row_partition():
 # objectives, probes, runs
 
 from mibench.app import run as app_run  # noqa: E402
-from mibench.benchmarks.dim import DIMNets, extract_features, train_probes  # noqa: E402
+from mibench.benchmarks.dim import DIMNets
+from mibench.probes import extract_features, train_probes  # noqa: E402
 from mibench.compose import compose_config  # noqa: E402
 from mibench.config import ConfigError, validate  # noqa: E402
 from mibench.data.fake_cifar import write_fake_cifar  # noqa: E402

@@ -20,8 +20,6 @@ objective can only improve on the network's.
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,7 +156,7 @@ class EtaGaussian(Task):
         check_critic(cfg, dim // 2, dim - dim // 2)
 
     def setup(self) -> None:
-        d, b = self.cfg.dataset, self.cfg.benchmark
+        d = self.cfg.dataset
         self.dist = dist = random_gaussian(int(d.dim), int(d.data_seed))
         g = torch.Generator().manual_seed(int(d.data_seed) + 7919)
         self.train, self.test = dist.sample(int(d.n_train), g), dist.sample(int(d.n_test), g)

@@ -23,7 +23,6 @@ The two symptoms are summarised as numbers (Choi & Lee §3):
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np

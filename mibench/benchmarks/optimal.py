@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
