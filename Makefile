@@ -1,14 +1,15 @@
-# mibench: `make run` (default benchmark), `make test` (pytest), `make bench` (speed vs raw PyTorch).
+# mibench: `make run` (default benchmark), `make test` (pytest), `make test-fast` (tests not marked slow),
+# `make bench` (speed vs raw PyTorch).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test bench clean
+.PHONY: help install run test test-fast bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (mibench needs Python 3.11; set PYTHON=...)"; exit 1; }
@@ -26,6 +27,9 @@ run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separa
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop (prints the ratios)
 	$(PY) -W ignore bench/staircase_speed.py --repeats 3
