@@ -3,6 +3,9 @@
 Before Hydra starts any job, every override (every combination of a sweep) is composed and
 validated, so bad input exits with status 2 and one line naming the bad value and what would be
 valid, and no training has started.
+
+Start-up time is mostly imports, so each command imports what it uses when it uses it: ``--help``
+needs only omegaconf; the preflight, Hydra and the validators; a run, the training stack.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MAX_PREFLIGHT = 256
+HELP_FLAGS = ("--help", "-h")
 
 
 def groups() -> dict[str, list[str]]:
@@ -20,6 +24,30 @@ def groups() -> dict[str, list[str]]:
     for d in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
         out[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
     return out
+
+
+def help_text() -> str | None:
+    """The page Hydra's ``--help`` prints, rendered from conf/hydra/default.yaml without Hydra.
+
+    Fills ``$APP_CONFIG_GROUPS`` as Hydra does; None if the template needs more than that
+    (``$CONFIG``, ``$FLAGS_HELP``, a key of Hydra's own help config): then Hydra renders it.
+    """
+    import string
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"hydra": OmegaConf.load(CONF_DIR / "hydra" / "default.yaml")})
+    listing = "".join(f"{group}: {', '.join(choices)}\n" for group, choices in groups().items())
+    try:
+        return string.Template(node.hydra.help.template).substitute(APP_CONFIG_GROUPS=listing)
+    except Exception:  # KeyError for another $NAME, omegaconf's errors for a missing ${hydra.help.x}
+        return None
+
+
+def wants_help(args: list[str]) -> bool:
+    """Only a help flag (and maybe -m): overrides or other flags could change the page, so Hydra renders those."""
+    rest = set(args) - {"-m", "--multirun"}
+    return bool(rest) and rest <= set(HELP_FLAGS)
 
 
 def _first_line(e: BaseException) -> str:
@@ -125,9 +153,13 @@ def preflight(args: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m mibench ARGS``: help, leaderboard, or preflight then Hydra (exit 2 on bad input)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "help":
         args = ["--help"]
+    if wants_help(args) and (text := help_text()) is not None:
+        print(text)
+        return None
     if args and args[0] == "leaderboard":
         from .leaderboard import main as leaderboard
 
