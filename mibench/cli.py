@@ -5,7 +5,8 @@ validated, so bad input exits with status 2 and one line naming the bad value an
 valid, and no training has started.
 
 Start-up time is mostly imports, so each command imports what it uses when it uses it: ``--help``
-needs only omegaconf; the preflight, Hydra and the validators; a run, the training stack.
+needs only omegaconf; the preflight, Hydra and (for a config that composes) the validators; a run,
+the training stack.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def sweep_preset(args: list[str]) -> str | None:
 
 def preflight(args: list[str]) -> str | None:
     """Return an error line for the first bad override / config, or None when all is well."""
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -132,23 +133,37 @@ def preflight(args: list[str]) -> str | None:
             values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
             per_override.append([f"{ov.key_or_group}={v}" for v in values])
     combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
-
-    from .config import ConfigError, validate
-
     # jobs that run elsewhere (SLURM) check their GPU where they run, not on the submitting node
     remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hardware=slurm")) for a in raw)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for combo in combos:
-            try:
-                cfg = compose(config_name="config", overrides=list(combo))
-                validate(cfg, check_hardware=not remote)
-            except ConfigError as e:
-                return str(e)
-            except Exception as e:  # composition errors: unknown keys, bad types
-                return _first_line(e)
+            if err := _check(combo, remote):
+                return err
     GlobalHydra.instance().clear()
+    return None
+
+
+def _check(overrides: tuple[str, ...], remote: bool) -> str | None:
+    """Compose one job's config (inside initialize_config_dir) and validate it; an error line or None.
+
+    The validators build estimators and so import torch (seconds): only a config that composes pays for that.
+    """
+    from hydra import compose
+
+    try:
+        cfg = compose(config_name="config", overrides=list(overrides))
+    except Exception as e:  # composition errors: unknown keys, bad types
+        return _first_line(e)
+    from .config import ConfigError, validate
+
+    try:
+        validate(cfg, check_hardware=not remote)
+    except ConfigError as e:
+        return str(e)
+    except Exception as e:
+        return _first_line(e)
     return None
 
 

@@ -155,3 +155,10 @@ def test_help_page_is_hydras(capsys, monkeypatch):
     assert e.value.code == 0
     assert capsys.readouterr().out == help_text() + "\n"
 
+
+def test_unknown_key_fails_before_torch_is_imported():
+    """A config that does not compose is reported without importing the validators (and torch)."""
+    p, heavy, lines = probe("dataset.nope=1")
+    assert p.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith("mibench: error:") and "dataset.nope" in lines[0], lines
+    assert "torch" not in heavy, heavy
