@@ -107,3 +107,58 @@ def test_sweep_presets_need_m_and_are_validated_before_launch():
         assert preflight(["-m", f"experiment={preset}"]) is None, preset
         assert "add -m" in preflight([f"experiment={preset}"])
     assert preflight(["-m", "experiment=remine_fig7", "estimator=mien"]).startswith("unknown estimator 'mien'")
+
+
+HEAVY = ("torch", "lightning", "pandas", "matplotlib")
+# runs `python -m mibench ARGS` in this interpreter, then names the heavy packages it imported (on stderr)
+PROBE = f"""
+import runpy, sys
+sys.argv = ["mibench", *sys.argv[1:]]
+try:
+    runpy.run_module("mibench", run_name="__main__")
+finally:
+    print("imported:", *sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r})), file=sys.stderr)
+"""
+
+
+def probe(*args):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+    *rest, last = p.stderr.splitlines() or [""]
+    assert last.startswith("imported:"), p.stderr[-2000:]
+    return p, set(last.split()[1:]), rest
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["help"], ["-m", "--help"]])
+def test_help_imports_no_training_stack(args):
+    """--help is rendered from conf/ by the CLI itself: no torch, Lightning, pandas or matplotlib."""
+    p, heavy, _ = probe(*args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Usage: python -m mibench" in p.stdout and "estimator: " in p.stdout
+    assert heavy == set(), heavy
+
+
+def test_help_page_is_hydras(capsys, monkeypatch):
+    """The CLI's own rendering prints exactly what Hydra's --help prints from conf/hydra/default.yaml."""
+    import hydra
+
+    from mibench.cli import CONF_DIR, help_text
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def app(cfg):
+        raise AssertionError("--help runs no job")
+
+    monkeypatch.setattr(sys, "argv", ["mibench", "--help"])
+    with pytest.raises(SystemExit) as e:
+        app()
+    assert e.value.code == 0
+    assert capsys.readouterr().out == help_text() + "\n"
+
+
+def test_unknown_key_fails_before_torch_is_imported():
+    """A config that does not compose is reported without importing the validators (and torch)."""
+    p, heavy, lines = probe("dataset.nope=1")
+    assert p.returncode == 2
+    assert len(lines) == 1 and lines[0].startswith("mibench: error:") and "dataset.nope" in lines[0], lines
+    assert "torch" not in heavy, heavy
