@@ -1,5 +1,5 @@
 """Golden regression cases: short runs whose per-step / per-epoch CSVs were written by the pre-engine
-main (commit 7606dd6) and must be reproduced to within 1e-6 by every later version.
+main (commit 7606dd6, one CPU thread) and must be reproduced to within 1e-6 by every later version.
 
     python tests/golden/cases.py            # (re)write the golden CSVs -- only before a refactor
 """
@@ -59,12 +59,21 @@ def fake_root(where: Path) -> Path:
 
 
 def run_case(name: str, root: Path, out: Path) -> Path:
+    """Run one case on one CPU thread: conv nets' float sums depend on the thread count (DIM's loss moved
+    by 2e-4 between 1 and 2 threads), one thread is the same on every machine."""
+    import torch
+
     from mibench.app import run
     from mibench.compose import compose_config
 
     overrides, _ = cases()[name]
     cfg = compose_config([o.replace("{root}", str(root)) for o in overrides] + QUIET, out_dir=out)
-    run(cfg, echo=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run(cfg, echo=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -85,5 +94,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parents[1]))
+    sys.path.append(str(HERE.parents[1]))  # a mibench already on the path (PYTHONPATH) wins
     main()
