@@ -205,6 +205,7 @@ def test_nearest_neighbour_accuracy_against_brute_force():
 # ---------------------------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_slb_end_to_end(fake_root, tmp_path):
     cfg = compose_config(["estimator=remine", "dataset=cifar10", f"dataset.root={fake_root}", "benchmark.epochs=3",
                           "dataset.batch_size=16", "lambda=0.01", "benchmark.lr=3e-3", "logger=csv"] + QUIET[1:],
@@ -224,6 +225,7 @@ def test_slb_end_to_end(fake_root, tmp_path):
     assert r["metrics"]["epochs_done"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "balanced"])
 def test_clb_end_to_end(fake_root, tmp_path, sampler):
     cfg = compose_config(["estimator=reinfonce", "benchmark=clb", f"dataset.root={fake_root}", "benchmark.epochs=2",
@@ -238,6 +240,7 @@ def test_clb_end_to_end(fake_root, tmp_path, sampler):
     assert m["test_acc"] > 0.3 and math.isfinite(m["mi_test_raw"])
 
 
+@pytest.mark.slow
 def test_cifar100_slb_runs(fake_root, tmp_path):
     cfg = compose_config(["estimator=infonce", "dataset=cifar100", f"dataset.root={fake_root}", "benchmark.epochs=1",
                           "dataset.batch_size=50"] + QUIET, out_dir=tmp_path)
@@ -250,6 +253,7 @@ def test_cifar100_slb_runs(fake_root, tmp_path):
     assert m["steps"] == 1 and not m["diverged"] and math.isfinite(m["mi_test_raw"])
 
 
+@pytest.mark.slow
 def test_diverged_run_records_row(fake_root, tmp_path, monkeypatch):
     """A NaN from step 5 on: the run stops cleanly, the row says diverged with MI 0."""
     from mibench.estimators import bounds
@@ -272,6 +276,7 @@ def test_diverged_run_records_row(fake_root, tmp_path, monkeypatch):
     assert r["diverged_step"] == 4
 
 
+@pytest.mark.slow
 def test_cli_missing_data_exit_2_and_sweep_survives_divergence(fake_root, tmp_path):
     env = {**os.environ, "MIBENCH_RUNS": str(tmp_path / "runs"), "MIBENCH_DATA": str(tmp_path / "empty"),
            "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -301,6 +306,7 @@ def test_loader_workers_split_an_epoch_without_duplicates():
     assert got == ref and len(got) == 40
 
 
+@pytest.mark.slow
 def test_non_finite_test_estimate_counts_as_diverged(fake_root, tmp_path, monkeypatch):
     """Training stays finite, the estimate on the test batches overflows: the row says diverged, MI 0."""
     from mibench.estimators import bounds

@@ -43,6 +43,7 @@ def test_default_run(runs_dir):
     assert summary["mean"].iloc[-1] < 4.2
 
 
+@pytest.mark.slow
 def test_override_lambda(runs_dir):
     p = mibench("estimator=remine", "lambda=0.01", "critic=bilinear", *FAST, runs=runs_dir)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -52,6 +53,7 @@ def test_override_lambda(runs_dir):
     assert cfg["critic"]["name"] == "bilinear"
 
 
+@pytest.mark.slow
 def test_multirun_sweep(runs_dir):
     p = mibench("-m", "estimator=mine,remine", "seed=0,1", *FAST, runs=runs_dir)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -62,6 +64,7 @@ def test_multirun_sweep(runs_dir):
     assert seen == {("mine", 0), ("mine", 1), ("remine", 0), ("remine", 1)}
 
 
+@pytest.mark.slow
 def test_lambda_sweep(runs_dir):
     p = mibench("-m", "estimator=remine", "lambda=0.1,0.01,0.001", *FAST, runs=runs_dir)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -77,6 +80,7 @@ def test_lambda_sweep(runs_dir):
     (["-m", "estimator=infonce,nope"], ["nope", "remine"]),
     (["estimator.clip=0", "estimator=nwj"], ["clip=0", "positive"]),
 ])
+@pytest.mark.slow
 def test_bad_input_one_line_no_training(runs_dir, args, needles):
     p = mibench(*args, runs=runs_dir, timeout=120)
     assert p.returncode == 2
@@ -101,6 +105,7 @@ def test_help_lists_groups(runs_dir):
     assert "lambda" in p.stdout
 
 
+@pytest.mark.slow
 def test_sweep_presets_need_m_and_are_validated_before_launch():
     """A preset's own sweep (Hydra syntax, e.g. range(0,10)) is expanded and validated like a command-line one."""
     from mibench.cli import preflight
@@ -151,6 +156,9 @@ def test_help_page_is_hydras(capsys, monkeypatch):
     def app(cfg):
         raise AssertionError("--help runs no job")
 
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # compose_config (earlier tests) keeps one initialised
     monkeypatch.setattr(sys, "argv", ["mibench", "--help"])
     with pytest.raises(SystemExit) as e:
         app()

@@ -168,6 +168,7 @@ def test_prior_matching_gradients_reach_the_encoder():
     assert not torch.allclose(grads[0], grads[1])
 
 
+@pytest.mark.slow
 def test_probe_on_frozen_encoder_leaves_its_weights_unchanged_and_learns_separable_features():
     torch.manual_seed(0)
     enc = DIMEncoder()
@@ -194,6 +195,7 @@ FAST = ["benchmark=dim", "benchmark.batch_size=16", "benchmark.mi_units=16", "be
         "trainer.enable_progress_bar=false", "logger=none"]
 
 
+@pytest.mark.slow
 def test_end_to_end_local_dim_with_transfer(fake_root, tmp_path):
     cfg = compose_config(FAST + [f"dataset.root={fake_root}", "benchmark.epochs=2", "estimator=js",
                                  "benchmark.probe.datasets=[cifar10,cifar100]"], out_dir=tmp_path / "run")
@@ -222,6 +224,7 @@ def test_end_to_end_local_dim_with_transfer(fake_root, tmp_path):
     assert "Transfer" in table and res["steps_done"] == 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["dim=global", "estimator=alpha"], ["estimator=eta_mine"], ["estimator=remine"]])
 def test_any_estimator_plugs_in(fake_root, tmp_path, extra):
     cfg = compose_config(FAST + [f"dataset.root={fake_root}", "benchmark.epochs=1", "benchmark.probe.kinds=[linear]",
@@ -283,6 +286,7 @@ def test_missing_probe_dataset_is_a_one_line_error(tmp_path):
     assert "cifar100 not found" in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_runs_dim_and_rejects_missing_data(fake_root, runs_dir):
     import subprocess
     import sys

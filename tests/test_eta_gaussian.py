@@ -79,6 +79,7 @@ def test_convex_eta_dv_recovers_mi_with_exact_features():
     assert w[0].item() == pytest.approx(rho / s2, rel=0.1)
 
 
+@pytest.mark.slow
 def test_eta_mine_2d_close_to_truth_and_convex(tmp_path):
     """η-MINE on the 2-D random Gaussian (true MI 1.391) after 600 steps: test estimate within 0.25 nats;
     η-MINE-convex on its frozen features: train objective >= the network's, test estimate within 0.1 of it."""

@@ -108,6 +108,7 @@ def test_a_new_benchmark_is_one_task_class_and_one_yaml(gauss1d, tmp_path):
     assert abs(res.metrics["final"] - res.metrics["true_mi"]) < 0.15, res.metrics  # InfoNCE, 0.51 nats, batch 64
 
 
+@pytest.mark.slow
 def test_seed_out_of_range_is_one_line_before_training(tmp_path):
     p = subprocess.run([sys.executable, "-m", "mibench", "seed=-1", f"runs_root={tmp_path}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)

@@ -12,6 +12,8 @@ import pytest
 
 from golden.cases import SKIP_COLUMNS, TOL, cases, fake_root, golden_path, run_case
 
+pytestmark = pytest.mark.slow  # the full suite (make test) runs it; make test-fast does not
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

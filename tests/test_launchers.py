@@ -9,6 +9,8 @@ from mibench.records import iter_records
 from test_cli import mibench
 from wandb_offline import logged
 
+pytestmark = pytest.mark.slow  # the full suite (make test) runs it; make test-fast does not
+
 FAST = ["dataset.steps_per_level=30", "dataset.mi_levels=[2,4]", "dataset.dim=4", "dataset.batch_size=16",
         "trainer.enable_progress_bar=false", "benchmark.plot=false", "logger=none"]
 

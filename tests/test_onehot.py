@@ -119,6 +119,7 @@ def drift_runs(tmp_path_factory):
             for e in ("mine", "remine")}
 
 
+@pytest.mark.slow
 def test_mine_drifts_remine_does_not(drift_runs):
     """Choi & Lee §3-4, Figs 1 and 4: MINE's first term drifts after the estimate converges, ReMINE's stays put."""
     mine, remine = drift_runs["mine"][0]["metrics"], drift_runs["remine"][0]["metrics"]
@@ -130,6 +131,7 @@ def test_mine_drifts_remine_does_not(drift_runs):
         assert m["explosion_step"] == "none" and m["steps_done"] == 1000
 
 
+@pytest.mark.slow
 def test_summary_numbers_from_steps_csv(drift_runs):
     """summary.csv and result.json agree with an independent recomputation from steps.csv."""
     _, d = drift_runs["mine"]
@@ -149,6 +151,7 @@ def test_summary_numbers_from_steps_csv(drift_runs):
         summary["drift_slope_per_1k"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_remine_marginal_ends_at_c_star(tmp_path):
     r = run(compose_config(SHORT + ["estimator=remine", "c_star=2"], out_dir=tmp_path), echo=False)
     m = r["metrics"]
@@ -156,6 +159,7 @@ def test_remine_marginal_ends_at_c_star(tmp_path):
     assert abs(m["marginal_end"] - 2.0) < 0.2
 
 
+@pytest.mark.slow
 def test_nwj_explosion_recorded_cli_exit_0(runs_dir):
     """NWJ at batch 32 explodes (Fig. 3); forced early with lr 0.5: recorded, run ends cleanly, exit 0."""
     env = {**os.environ, "MIBENCH_RUNS": str(runs_dir), "PYTHONWARNINGS": "ignore"}
@@ -195,6 +199,7 @@ def test_bad_values_one_line(args, needle):
     assert needle in msg and "valid:" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_bad_value_cli(runs_dir):
     env = {**os.environ, "MIBENCH_RUNS": str(runs_dir), "PYTHONWARNINGS": "ignore"}
     p = subprocess.run([sys.executable, "-m", "mibench", "benchmark=onehot", "dataset.n_classes=1"], cwd=ROOT, env=env,

@@ -49,6 +49,7 @@ def test_optimal_scores_match_density_ratio():
     assert torch.allclose(s, ref, atol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mi", [1.0, 2.0])
 def test_nwj_dv_tuba_unbiased_with_optimal_critic(mi):
     """Tolerance 0.06 nats on the mean of 200 batches of 128 (standard error ~0.013 at MI = 2)."""
@@ -58,6 +59,7 @@ def test_nwj_dv_tuba_unbiased_with_optimal_critic(mi):
         assert abs(e[name].mean() - mi) < 0.06, (name, e[name].mean(), se)
 
 
+@pytest.mark.slow
 def test_infonce_approaches_min_mi_log_n():
     low = estimates(0.5, n=256, batches=100)["infonce"]  # MI << log 256 = 5.55: InfoNCE ~ MI
     assert abs(low.mean() - 0.5) < 0.03

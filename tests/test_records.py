@@ -42,6 +42,7 @@ def test_config_hash_ignores_output_keys_only():
     assert len({config_hash(a), config_hash(c), config_hash(d)}) == 3
 
 
+@pytest.mark.slow
 def test_identical_config_is_skipped_unless_overwrite(runs_dir):
     p1 = mibench(*FAST, runs=runs_dir)
     assert p1.returncode == 0, p1.stderr[-2000:]
@@ -55,6 +56,7 @@ def test_identical_config_is_skipped_unless_overwrite(runs_dir):
     assert len({r["config_hash"] for _, r in recs}) == 1
 
 
+@pytest.mark.slow
 def test_record_identity_and_outcome(runs_dir):
     p = mibench(*FAST, "estimator=remine", "lambda=0.01", "seed=3", runs=runs_dir)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -78,6 +80,7 @@ def test_crash_leaves_a_crashed_record(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written temporaries
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
     """Kill a run with SIGKILL right after its level-2 checkpoint; resume=true ends with the same per-step CSV."""
     args = [*FAST, "estimator=mine"]  # MINE: its EMA state must survive the restart too
@@ -108,6 +111,7 @@ def test_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_slb_resume_after_kill_gives_the_uninterrupted_numbers(runs_dir, tmp_path):
     """SLB with augmentation: SIGKILL after epoch 1's checkpoint, resume=true, compare with an uninterrupted run."""
     import subprocess

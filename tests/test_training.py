@@ -15,6 +15,7 @@ TIGHT = ["dataset.dim=2", "dataset.mi_levels=[1.0]", "dataset.steps_per_level=40
          "dataset.batch_size=128", "benchmark.lr=1e-3"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["infonce", "remine"])
 def test_short_training_is_tight(estimator, tmp_path):
     cfg = compose_config([f"estimator={estimator}"] + TIGHT + QUIET, out_dir=tmp_path)
@@ -26,6 +27,7 @@ def test_short_training_is_tight(estimator, tmp_path):
     assert final > steps["estimate"].iloc[:20].mean()  # it learned something
 
 
+@pytest.mark.slow
 def test_staircase_records_and_summary(tmp_path):
     cfg = compose_config(["estimator=nwj", "dataset.mi_levels=[2,4]", "dataset.steps_per_level=30",
                           "logger=csv", "trainer.enable_progress_bar=false"], out_dir=tmp_path)
@@ -45,6 +47,7 @@ def test_staircase_records_and_summary(tmp_path):
     assert (tmp_path / "csv" / "metrics.csv").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_identical_steps_csv(tmp_path):
     args = ["estimator=remine", "critic=concat", "dataset.mi_levels=[2,6]", "dataset.steps_per_level=25",
             "dataset.batch_size=16"] + QUIET
@@ -56,6 +59,7 @@ def test_same_seed_identical_steps_csv(tmp_path):
     assert a != c
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_not_raised(tmp_path):
     """A run whose estimate goes non-finite ends cleanly with the step recorded (a result, not a crash)."""
     cfg = compose_config(["estimator=nwj", "dataset.mi_levels=[2,4,6]", "dataset.steps_per_level=20",
@@ -71,6 +75,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     assert len(summary) == 3 and bool(summary["diverged"].iloc[0])
 
 
+@pytest.mark.slow
 def test_eta_mine_and_alpha_train(tmp_path):
     """The stateful estimators train end to end and their own parameters move."""
     for name in ("eta_mine", "alpha", "mine"):
