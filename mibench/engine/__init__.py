@@ -38,7 +38,8 @@ def cpu_threads(n: int | None, device: torch.device) -> Iterator[None]:
 def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) -> RunResult:
     """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs."""
     backend = make_backend(cfg.hardware)
-    torch.use_deterministic_algorithms(bool(cfg.trainer.get("deterministic", False)))
+    if cfg.trainer.get("deterministic", False):  # (the call imports torch._dynamo: only when asked for)
+        torch.use_deterministic_algorithms(True)
     task = TASKS[cfg.benchmark.name](cfg, out_dir, backend.device)
     task.backend = backend
     task.setup()
