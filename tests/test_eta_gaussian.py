@@ -140,3 +140,30 @@ def test_fig3a_table_from_runs(tmp_path):
     assert row["seeds"] == 2
     assert list(table["estimator"]) == ["nwj"] and row["mean_error"] == pytest.approx((nwj - row["true_mi"]).mean())
     assert (tmp_path / "eta_fig3a.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("est", [["estimator=alpha"], ["estimator=tuba", "estimator.baseline=learned"]])
+def test_learned_baseline_test_estimate_gets_y(est, tmp_path):
+    """Issue 11: the test estimate of a paired / learned-baseline bound is the mean over square blocks, with y."""
+    from mibench.benchmarks.eta_gaussian import EtaGaussian
+
+    over = ["benchmark=eta_gaussian", *est, "benchmark.steps=3", "benchmark.eval_every=3", "dataset.n_train=40", "benchmark.batch_size=16",
+            "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "benchmark.plot=false", *QUIET]
+    r = run(compose_config(over, out_dir=tmp_path), echo=False)  # crashed at the first test estimate
+    assert math.isfinite(r["metrics"]["test_estimate"])
+    task = EtaGaussian(compose_config(over), None, torch.device("cpu"))
+    task.setup()
+    x, y = task.x_te, task.y_te
+    want = torch.stack([task.estimator(task.nets["critic"](x[i:i + 10], y[i:i + 10]), y=y[i:i + 10]).mi
+                        for i in (0, 10)]).mean()
+    assert float(task.test_estimate()) == pytest.approx(float(want), abs=1e-6)
+
+
+def test_config_check_calls_the_estimator(monkeypatch):
+    """A combination that cannot run fails in validate (one line), not at the first step."""
+    from mibench.estimators import Spec
+
+    monkeypatch.setattr(Spec, "needs_y", lambda self, cfg: False)  # the registry "forgets" that a learned a(y) needs y
+    cfg = compose_config(["benchmark=onehot", "estimator=tuba", "estimator.baseline=learned"])
+    with pytest.raises(ConfigError, match="cannot run on benchmark=onehot: a learned baseline needs y"):
+        validate(cfg)

@@ -6,7 +6,9 @@ estimate is computed on the 1K-sample test set. The test estimate uses the estim
 on a score matrix of shape [n_test, block]: the test set is cut into blocks of ``eval_block``
 samples, row i holds T(x_i, y_j) for the y_j of its block, the joint mask marks (x_i, y_i) and the
 marginal mask the other block members (so DV / NWJ / η-DV average over n_test * (block - 1)
-product-of-marginals pairs, InfoNCE is a ``block``-sample bound). Training batches use the default
+product-of-marginals pairs, InfoNCE is a ``block``-sample bound). Bounds that need a square paired
+matrix (I_α) or the y of every column (a learned baseline) get one block x block matrix per block, with
+its y, and the test estimate is the mean over blocks. Training batches use the default
 diagonal / off-diagonal masks (all N(N-1) shuffled pairs rather than Algorithm 1's one permutation).
 
 η-MINE-convex (with ``estimator=eta_mine`` and ``benchmark.convex=true``): the trained network's last
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 
@@ -32,6 +35,7 @@ from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number, check_critic
 from ..critics import ConcatCritic, SeparableCritic
 from ..data.random_gaussian import random_gaussian
 from ..engine import RunResult, Step, Task, register
+from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
 from ..figures.eta import plot_curves
 from ..results import atomic_write_csv
@@ -163,6 +167,8 @@ class EtaGaussian(Task):
         self.true_mi = dist.mi
         self.nets["critic"] = self.build_critic(dist.dim_x, dist.dim_y)
         self.estimator = self.build_estimator(dim_y=dist.dim_y)
+        spec, est_cfg = ESTIMATORS[self.cfg.estimator.name], OmegaConf.to_container(self.cfg.estimator, resolve=True)
+        self.per_block = spec.layout == "paired" or spec.needs_y(est_cfg)
         self.x_tr, self.y_tr = (v.to(self.device) for v in self.train)
         self.x_te, self.y_te = (v.to(self.device) for v in self.test)
         self.curve: list[tuple[int, float, float, float]] = []
@@ -188,6 +194,11 @@ class EtaGaussian(Task):
     @torch.no_grad()
     def test_estimate(self) -> Tensor:
         block = int(self.cfg.benchmark.eval_block)
+        if self.per_block:  # paired bounds (I_alpha) and learned baselines: one square paired matrix per block, with y
+            n = (self.x_te.shape[0] // block) * block
+            return torch.stack([self.estimator(self.nets["critic"](self.x_te[lo:lo + block], self.y_te[lo:lo + block])
+                                               .float(), y=self.y_te[lo:lo + block]).mi
+                                for lo in range(0, n, block)]).mean()
         s = block_scores(self.nets["critic"], self.x_te, self.y_te, block).float()
         joint, marginal = block_masks(s.shape[0], block, s.device)
         return self.estimator(s, joint, marginal).mi
