@@ -1,0 +1,171 @@
+"""Issue 11: the authors' conventions, checked against small independent ports of their loss functions.
+
+The ``port_*`` functions below were written for these tests from reading Choi & Lee's public code
+(Siyeong-Lee/Deconstructing-MINE: experiments.py for the Gaussian staircase, experiments_classification.py
+for SLB, experiments_self_contrastive.py for CLB); they use flat NumPy in float64, one score matrix and
+its joint / marginal entries, and return (reported value, loss to minimise). mibench's options must give
+the same numbers on fixed score matrices (scores beyond +-tau exercise the clipping).
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mibench.benchmarks.cifar import clb_scores, slb_scores
+from mibench.estimators import build_estimator
+
+TAU = 10.0
+RNG = np.random.default_rng(11)
+GAUSS = RNG.normal(0, 6, size=(6, 6))  # staircase: joint = diagonal, marginal = off-diagonal
+LOGITS = RNG.normal(0, 6, size=(5, 4))  # SLB: 5 samples x 4 classes
+LABELS = np.array([0, 3, 1, 3, 2])
+FEATS = np.abs(RNG.normal(0, 3.0, size=(6, 3)))  # CLB: 6 samples, 3-d features
+CLB_Y = np.array([0, 1, 0, 2, 1, 0])
+
+
+def sp(v):
+    return np.logaddexp(0.0, v)
+
+
+def lme(v):
+    v = np.asarray(v, float).ravel()
+    return float(np.log(np.mean(np.exp(v))))
+
+
+def layouts():
+    """(name, scores, joint entries, marginal entries, row lists for InfoNCE) for the three benchmarks."""
+    n = GAUSS.shape[0]
+    g_joint = [GAUSS[i, i] for i in range(n)]
+    g_marg = [GAUSS[i, j] for i in range(n) for j in range(n) if i != j]
+    s_joint = [LOGITS[i, LABELS[i]] for i in range(len(LABELS))]
+    s_marg = list(LOGITS.ravel())  # the authors' SLB marginal: every logit
+    dot = FEATS @ FEATS.T
+    m = len(CLB_Y)
+    c_joint = [dot[i, j] for i in range(m) for j in range(m) if i != j and CLB_Y[i] == CLB_Y[j]]
+    c_marg = [dot[i, j] for i in range(m) for j in range(m) if i != j]
+    return {"gaussian": (GAUSS, g_joint, g_marg), "slb": (LOGITS, s_joint, s_marg), "clb": (dot, c_joint, c_marg)}
+
+
+def mibench_inputs(name):
+    if name == "gaussian":
+        return torch.tensor(GAUSS), None, None
+    if name == "slb":
+        return slb_scores(torch.tensor(LOGITS), torch.tensor(LABELS))
+    return clb_scores(torch.tensor(FEATS), torch.tensor(CLB_Y))
+
+
+# ------------------------------------------------------------------ ports of the authors' losses
+def port_rejs(joint, marg, lam, bias):
+    """JS f-GAN value trained, regularised on its softplus marginal term, reported as NWJ (no clip)."""
+    t, et = np.mean(-sp(-np.asarray(joint))), np.mean(sp(np.asarray(marg)))
+    nwj = np.mean(joint) - np.mean(np.exp(np.asarray(marg) - 1.0))
+    return nwj, -(t - et - lam * (et - bias) ** 2)
+
+
+def port_reinfonce(name, lam):
+    """InfoNCE regularised on its own partition (diagonal included on the Gaussian, the C classes on SLB,
+    positive-count-weighted rows of the off-diagonal on CLB)."""
+    if name == "gaussian":
+        s = GAUSS
+        t = np.mean(np.diag(s))
+        et = np.mean([lme(row) for row in s])
+    elif name == "slb":
+        t = np.mean([LOGITS[i, LABELS[i]] for i in range(len(LABELS))])
+        et = np.mean([lme(row) for row in LOGITS])
+    else:
+        dot, m = FEATS @ FEATS.T, len(CLB_Y)
+        t = np.mean([dot[i, j] for i in range(m) for j in range(m) if i != j and CLB_Y[i] == CLB_Y[j]])
+        rows = [lme([dot[i, j] for j in range(m) if j != i]) for i in range(m)]
+        w = [sum(CLB_Y[j] == CLB_Y[i] for j in range(m) if j != i) for i in range(m)]
+        et = np.dot(rows, w) / np.sum(w)
+    return t - et, -(t - et - lam * et ** 2)
+
+
+def port_re_tuba(joint, marg, lam, a_y, clip):
+    """TUBA with a constant a(y) (e for NWJ), both terms clamped at +-clip, regularised on the unclipped
+    log-mean-exp of the marginal scores (no shift by log a)."""
+    j = np.clip(joint, -clip, clip)
+    m = np.clip(marg, -clip, clip)
+    mi = np.mean(j) - (np.mean(np.exp(m)) / a_y + math.log(a_y) - 1.0)
+    return mi, -(mi - lam * lme(marg) ** 2)
+
+
+def port_smile_clip_both(joint, marg, clip):
+    """SLB/CLB SMILE: DV on clamped scores (joint term included)."""
+    mi = np.mean(np.clip(joint, -clip, clip)) - lme(np.clip(marg, -clip, clip))
+    return mi, -mi
+
+
+# ------------------------------------------------------------------ the checks
+def check(est_cfg, scores, jm, mm, want):
+    est = build_estimator(est_cfg, dim_y=2)
+    out = est(scores, jm, mm)
+    assert float(out.mi) == pytest.approx(want[0], rel=1e-12, abs=1e-9)
+    assert float(out.loss) == pytest.approx(want[1], rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "slb", "clb"])
+def test_rejs_softplus(name):
+    s, joint, marg = layouts()[name]
+    lam, bias = (1.0, 0.0) if name == "gaussian" else (0.01, 1.0)  # Fig. 7: lambda 1, no bias; Table 2: C* = 1
+    check({"name": "rejs", "reg_term": "softplus", "lam": lam, "c_star": bias}, *mibench_inputs(name),
+          port_rejs(joint, marg, lam, bias))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "slb", "clb"])
+def test_reinfonce_own_partition(name):
+    check({"name": "reinfonce", "reg_term": "bound", "lam": 0.1, "c_star": 0.0}, *mibench_inputs(name),
+          port_reinfonce(name, 0.1))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "slb", "clb"])
+@pytest.mark.parametrize("est,a_y", [("renwj", math.e), ("retuba", 1.0)])
+def test_renwj_retuba_code_convention(name, est, a_y):
+    s, joint, marg = layouts()[name]
+    assert max(np.abs(joint)) > TAU or max(np.abs(marg)) > TAU  # the clip is exercised
+    cfg = {"name": est, "clip": TAU, "clip_joint": True, "distance": "euclidean", "lam": 0.1, "c_star": 0.0}
+    check(cfg, *mibench_inputs(name), port_re_tuba(joint, marg, 0.1, a_y, TAU))
+
+
+@pytest.mark.parametrize("name", ["slb", "clb"])
+def test_smile_clip_both(name):
+    s, joint, marg = layouts()[name]
+    check({"name": "smile", "clip": TAU, "clip_joint": True}, *mibench_inputs(name),
+          port_smile_clip_both(joint, marg, TAU))
+
+
+def test_defaults_differ_from_code_where_the_issue_says():
+    """The paper conventions (defaults) give other losses than the ports on the same matrix."""
+    s, joint, marg = layouts()["gaussian"]
+    paper = build_estimator({"name": "renwj", "lam": 0.1}, dim_y=2)(torch.tensor(GAUSS))
+    assert abs(float(paper.loss) - port_re_tuba(joint, marg, 0.1, math.e, TAU)[1]) > 1e-3
+    paper = build_estimator({"name": "rejs", "lam": 1.0, "c_star": 0.0}, dim_y=2)(torch.tensor(GAUSS))
+    assert abs(float(paper.loss) - port_rejs(joint, marg, 1.0, 0.0)[1]) > 1e-3
+    for name in ("gaussian", "slb", "clb"):
+        paper = build_estimator({"name": "reinfonce", "lam": 0.1}, dim_y=2)(*mibench_inputs(name))
+        assert abs(float(paper.loss) - port_reinfonce(name, 0.1)[1]) > 1e-3
+
+
+def test_js_values():
+    """NWJ(T) (default), NWJ(T + 1) and the f-GAN value are reported; the training loss stays the JS one."""
+    s = torch.tensor(GAUSS) / 4
+    n = s.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool)
+    nwj = lambda v: float(v.diagonal().mean() - torch.exp(v[off] - 1).mean())  # noqa: E731
+    fgan = float((-torch.nn.functional.softplus(-s.diagonal())).mean() - torch.nn.functional.softplus(s[off]).mean())
+    for value, want in (("nwj", nwj(s)), ("nwj_shifted", nwj(s + 1)), ("js_fgan", fgan)):
+        out = build_estimator({"name": "js", "value": value}, dim_y=2)(s)
+        assert float(out.mi) == pytest.approx(want, abs=1e-12)
+        assert float(out.loss) == pytest.approx(-fgan, abs=1e-12)  # the training loss does not change
+    # NWJ(T + 1) - NWJ(T) = 1 - E_Q[e^T - e^(T-1)]: at the JS optimum T* = log p/q, E_Q[e^T*] = 1 and the shift is 1/e
+    assert nwj(s + 1) - nwj(s) == pytest.approx(1 - float((torch.exp(s[off]) - torch.exp(s[off] - 1)).mean()), abs=1e-12)
+
+
+def test_bad_convention_values():
+    with pytest.raises(ValueError, match="reg_term=bound"):
+        build_estimator({"name": "rejs", "reg_term": "bound"})
+    with pytest.raises(ValueError, match="Euclidean"):
+        build_estimator({"name": "renwj", "reg_term": "softplus"})  # renwj's default distance is log_euclidean
+    with pytest.raises(ValueError, match="unknown reg_term"):
+        build_estimator({"name": "remine", "reg_term": "nope"})
