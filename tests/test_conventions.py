@@ -169,3 +169,59 @@ def test_bad_convention_values():
         build_estimator({"name": "renwj", "reg_term": "softplus"})  # renwj's default distance is log_euclidean
     with pytest.raises(ValueError, match="unknown reg_term"):
         build_estimator({"name": "remine", "reg_term": "nope"})
+
+
+PRESETS = {  # preset (+ benchmark) -> estimator -> the code's convention its resolved config must hold
+    ("remine_fig7",): {"rejs": {"reg_term": "softplus", "c_star": 0.0, "lam": 1.0}, "reinfonce": {"reg_term": "bound"},
+                       "renwj": {"distance": "euclidean", "clip_joint": True}, "retuba": {"clip_joint": True},
+                       "js": {"value": "js_fgan"}, "smile": {"clip": 10.0}},
+    ("remine_table2", "benchmark=slb"): {"rejs": {"reg_term": "softplus", "c_star": 1.0},
+                                         "reinfonce": {"reg_term": "bound"},
+                                         "renwj": {"distance": "euclidean", "clip_joint": True},
+                                         "retuba": {"clip_joint": True}, "smile": {"clip_joint": True},
+                                         "resmile": {"clip_joint": True}, "js": {}},
+    ("remine_table2_fast", "benchmark=clb"): {"rejs": {"reg_term": "softplus"}, "reinfonce": {"reg_term": "bound"},
+                                              "renwj": {"distance": "euclidean", "clip_joint": True},
+                                              "resmile": {"clip_joint": True}},
+    ("remine_fig6",): {"reinfonce": {"reg_term": "bound"}, "retuba": {"clip_joint": True}},
+    ("poole_fig2",): {"tuba": {"baseline": "learned", "baseline_hidden": 512},
+                      "alpha": {"baseline": "learned", "baseline_hidden": 512}},
+    ("poole_fig2_concat",): {"tuba": {"baseline": "learned", "baseline_hidden": 512},
+                             "alpha": {"baseline_hidden": 512}},
+}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS), ids=lambda p: p[0])
+def test_presets_use_the_code_conventions(preset):
+    """Composed once per preset; each estimator's group YAML swapped in as ``estimator=<name>`` would."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf, open_dict
+
+    from mibench.compose import compose_config
+    from mibench.config import apply_overrides
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "estimator"
+    base = compose_config([f"experiment={preset[0]}", *preset[1:]])
+    for paper in (False, True):
+        for est, want in PRESETS[preset].items():
+            cfg = base.copy()
+            with open_dict(cfg):
+                cfg.estimator = OmegaConf.load(conf / f"{est}.yaml")
+                if paper:  # the paper's conventions stay one override away: per_estimator=null
+                    cfg.per_estimator = None
+            apply_overrides(cfg)
+            if paper:
+                assert not {"reg_term", "clip_joint", "value"} & set(cfg.estimator), (preset, est)
+                continue
+            assert {k: cfg.estimator.get(k) for k in want} == want, (preset, est)
+            if est == "js" and preset[0] != "remine_fig7":  # Table 2's JS rows: NWJ(T), the default
+                assert "value" not in cfg.estimator
+
+
+def test_per_estimator_names_are_checked():
+    from mibench.compose import compose_config
+    from mibench.config import ConfigError, apply_overrides
+
+    with pytest.raises(ConfigError, match="per_estimator.rejss is not an estimator"):
+        apply_overrides(compose_config(["experiment=remine_fig7", "+per_estimator.rejss.lam=1"]))
