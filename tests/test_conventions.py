@@ -225,3 +225,22 @@ def test_per_estimator_names_are_checked():
 
     with pytest.raises(ConfigError, match="per_estimator.rejss is not an estimator"):
         apply_overrides(compose_config(["experiment=remine_fig7", "+per_estimator.rejss.lam=1"]))
+
+
+def test_records_name_the_conventions():
+    from omegaconf import OmegaConf
+
+    from mibench.records import conventions
+
+    def conv(**est):
+        return conventions(OmegaConf.create({"estimator": est, "benchmark": {"name": "staircase"}}))
+
+    assert conv(name="rejs", lam=1.0, c_star=1.0, distance="euclidean") == {}  # the defaults: nothing recorded
+    assert conv(name="smile", clip=5.0) == {} and conv(name="alpha", baseline="learned", baseline_hidden=256) == {}
+    assert conv(name="rejs", reg_term="softplus") == {"rejs_reg": "softplus_marginal"}
+    assert conv(name="reinfonce", reg_term="bound") == {"reinfonce_reg": "own_partition"}
+    assert conv(name="renwj", clip=10.0, clip_joint=True, distance="euclidean") == {"renwj_reg": "log_mean_exp",
+                                                                                   "clip": "both"}
+    assert conv(name="js", value="js_fgan") == {"js_value": "js_fgan"}
+    assert conv(name="tuba", baseline="learned", baseline_hidden=512) == {"baseline": "learned_2x512"}
+    assert conv(name="alpha", baseline="learned", baseline_hidden=512) == {"baseline": "learned_2x512"}
