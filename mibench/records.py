@@ -119,7 +119,7 @@ def conventions(cfg: DictConfig) -> dict[str, Any]:
 
 
 # benchmark options of the authors' conventions and their defaults (SLB/CLB; see docs/benchmarks/slb_clb.md)
-BENCHMARK_CONVENTIONS: dict[str, Any] = {}
+BENCHMARK_CONVENTIONS: dict[str, Any] = {"normalise": "dataset", "eval_bn": "running", "features": "head"}
 
 
 def versions(cfg: DictConfig) -> dict[str, str]:

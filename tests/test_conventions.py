@@ -179,7 +179,7 @@ PRESETS = {  # preset (+ benchmark) -> estimator -> the code's convention its re
                                          "reinfonce": {"reg_term": "bound"},
                                          "renwj": {"distance": "euclidean", "clip_joint": True},
                                          "retuba": {"clip_joint": True}, "smile": {"clip_joint": True},
-                                         "resmile": {"clip_joint": True}, "js": {}},
+                                         "resmile": {"clip_joint": True}, "js": {"value": "nwj"}},
     ("remine_table2_fast", "benchmark=clb"): {"rejs": {"reg_term": "softplus"}, "reinfonce": {"reg_term": "bound"},
                                               "renwj": {"distance": "euclidean", "clip_joint": True},
                                               "resmile": {"clip_joint": True}},
@@ -200,6 +200,7 @@ def test_presets_use_the_code_conventions(preset):
 
     from mibench.compose import compose_config
     from mibench.config import apply_overrides
+    from mibench.records import conventions
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "estimator"
     base = compose_config([f"experiment={preset[0]}", *preset[1:]])
@@ -212,11 +213,11 @@ def test_presets_use_the_code_conventions(preset):
                     cfg.per_estimator = None
             apply_overrides(cfg)
             if paper:
-                assert not {"reg_term", "clip_joint", "value"} & set(cfg.estimator), (preset, est)
+                assert conventions(OmegaConf.create({"estimator": cfg.estimator})) == {}, (preset, est)
                 continue
             assert {k: cfg.estimator.get(k) for k in want} == want, (preset, est)
             if est == "js" and preset[0] != "remine_fig7":  # Table 2's JS rows: NWJ(T), the default
-                assert "value" not in cfg.estimator
+                assert cfg.estimator.value == "nwj"
 
 
 def test_per_estimator_names_are_checked():
@@ -244,3 +245,70 @@ def test_records_name_the_conventions():
     assert conv(name="js", value="js_fgan") == {"js_value": "js_fgan"}
     assert conv(name="tuba", baseline="learned", baseline_hidden=512) == {"baseline": "learned_2x512"}
     assert conv(name="alpha", baseline="learned", baseline_hidden=512) == {"baseline": "learned_2x512"}
+
+
+def port_remove_fc_features(net, x):
+    """The authors' CLB encoder with ``--remove_fc`` (fc = identity): global-average-pooled last stage, post-ReLU."""
+    h = net.layers(net.stem(x))
+    return h.mean(dim=(2, 3))
+
+
+def test_clb_backbone_features_match_remove_fc():
+    from mibench.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model({"name": "resnet18", "width": 4}, None)
+    x = torch.randn(3, 3, 8, 8)
+    f = net(x)
+    assert f.shape == (3, 32) and torch.allclose(f, port_remove_fc_features(net, x), atol=1e-6)
+    scores, _, _ = clb_scores(f, torch.tensor([0, 0, 1]))
+    assert bool((scores >= 0).all())  # dot products of post-ReLU features
+    assert build_model({"name": "resnet18", "width": 4}, 5)(x).shape == (3, 5)  # the default linear head stays
+
+
+def test_eval_bn_batch_statistics_and_restored_running_stats():
+    """``eval_bn: batch``: each test batch normalised by its own statistics (train mode, as without net.eval())."""
+    from mibench.benchmarks.cifar import encode
+    from mibench.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model({"name": "convnet", "width": 4}, 3)
+    x = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    norm = lambda v, train: v.float() / 255  # noqa: E731
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    got = encode(net, x, norm, batch_size=2, batch_stats=True)
+    net.train()
+    with torch.no_grad():
+        want = torch.cat([net(norm(x[i:i + 2], False)) for i in (0, 2, 4)])
+    assert torch.allclose(got, want, atol=1e-6)
+    net.load_state_dict(before)
+    net.eval()
+    with torch.no_grad():
+        assert not torch.allclose(encode(net, x, norm, batch_size=2), want, atol=1e-3)  # eval mode differs
+    encode(net, x, norm, batch_size=2, batch_stats=True)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # nothing left changed
+    assert not net.training
+
+
+def test_table2_preset_protocol_and_tiny_clb_run(tmp_path):
+    from mibench.app import run
+    from mibench.compose import compose_config
+    from mibench.config import ConfigError, validate
+    from mibench.data.fake_cifar import write_fake_cifar
+
+    for bench, feats in (("slb", "head"), ("clb", "backbone")):
+        b = compose_config(["experiment=remine_table2", f"benchmark={bench}"]).benchmark
+        assert (b.normalise, b.eval_bn, b.features) == ("half", "batch", feats)
+    root = tmp_path / "data"
+    write_fake_cifar(root, classes=10, train_per_class=4, test_per_class=2, seed=1)
+    base = ["benchmark=clb", "dataset=cifar10", f"dataset.root={root}", "model=convnet", "model.width=4",
+            "dataset.batch_size=20", "benchmark.epochs=1", "logger=none", "trainer.enable_progress_bar=false"]
+    over = base + ["estimator=renwj", "estimator.clip_joint=true", "estimator.distance=euclidean",
+                   "benchmark.normalise=half", "benchmark.eval_bn=batch", "benchmark.features=backbone"]
+    r = run(compose_config(over, out_dir=tmp_path / "run"), echo=False)
+    assert r["metrics"]["eval_bn"] == "batch"
+    rec = __import__("json").loads((tmp_path / "run" / "result.json").read_text())
+    assert rec["conventions"] == {"renwj_reg": "log_mean_exp", "clip": "both", "normalise": "half", "eval_bn": "batch",
+                                  "features": "backbone"}
+    with pytest.raises(ConfigError, match="benchmark.features=backbone is invalid for benchmark=slb"):
+        validate(compose_config([*base, "benchmark=slb", "benchmark.features=backbone"]))
