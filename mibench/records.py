@@ -118,8 +118,9 @@ def conventions(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-# benchmark options of the authors' conventions and their defaults (SLB/CLB; see docs/benchmarks/slb_clb.md)
-BENCHMARK_CONVENTIONS: dict[str, Any] = {"normalise": "dataset", "eval_bn": "running", "features": "head"}
+# benchmark options of the authors' conventions and their defaults (docs/benchmarks/slb_clb.md, eta_gaussian.md)
+BENCHMARK_CONVENTIONS: dict[str, Any] = {"normalise": "dataset", "eval_bn": "running", "features": "head",
+                                         "eta_schedule": "joint", "critic_steps": 1, "marginals": "pairs"}
 
 
 def versions(cfg: DictConfig) -> dict[str, str]:

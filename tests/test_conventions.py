@@ -312,3 +312,12 @@ def test_table2_preset_protocol_and_tiny_clb_run(tmp_path):
                                   "features": "backbone"}
     with pytest.raises(ConfigError, match="benchmark.features=backbone is invalid for benchmark=slb"):
         validate(compose_config([*base, "benchmark=slb", "benchmark.features=backbone"]))
+
+
+def test_eta_fig3a_preset_uses_algorithm1():
+    from mibench.compose import compose_config
+
+    for est, want in (("eta_mine", ("alternating", "permutation")), ("nwj", ("joint", "permutation")),
+                      ("infonce", ("joint", "pairs"))):
+        b = compose_config(["experiment=eta_fig3a", f"estimator={est}"]).benchmark
+        assert (b.eta_schedule, b.marginals) == want, est

@@ -167,3 +167,36 @@ def test_config_check_calls_the_estimator(monkeypatch):
     cfg = compose_config(["benchmark=onehot", "estimator=tuba", "estimator.baseline=learned"])
     with pytest.raises(ConfigError, match="cannot run on benchmark=onehot: a learned baseline needs y"):
         validate(cfg)
+
+
+def test_algorithm1_schedule_alternates_and_uses_one_permutation():
+    """benchmark.eta_schedule=alternating: eta out of the main optimizer, one gradient step on eta after every
+    critic_steps critic steps; benchmark.marginals=permutation: the marginal pairs are (x_i, y_perm(i))."""
+    from mibench.benchmarks.eta_gaussian import EtaGaussian
+
+    over = ["benchmark=eta_gaussian", "estimator=eta_mine", "estimator.eta_lr=0.5", "benchmark.eta_schedule=alternating",
+            "benchmark.critic_steps=2", "benchmark.marginals=permutation", "benchmark.batch_size=8",
+            "dataset.n_train=40", "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "seed=3"]
+    cfg = compose_config(over)
+    validate(cfg)
+    task = EtaGaussian(cfg, None, torch.device("cpu"))
+    task.setup()
+    assert len(task.estimators) == 0  # not in the engine's main optimizer
+    gen = torch.Generator().manual_seed(3 + 15485863)  # the task's permutation stream, replayed
+    idx = torch.arange(8)
+    eta = 0.0
+    for t in range(5):
+        with torch.no_grad():
+            s = task.nets["critic"](task.x_tr[idx], task.y_tr[idx]).double()
+        perm = torch.randperm(8, generator=gen)
+        marg = s[torch.arange(8), perm]
+        if t in (2, 4):  # after 2 critic steps: eta -= lr * d/d eta [e^-eta mean e^T + eta - 1]
+            eta -= 0.5 * (1 - math.exp(-eta) * float(marg.exp().mean()))
+        out = task.step(idx)
+        assert float(task.estimator.eta) == pytest.approx(eta, abs=1e-5)
+        want = float(s.diagonal().mean() - (math.exp(-eta) * marg.exp().mean() + eta - 1))
+        assert float(out.values[0]) == pytest.approx(want, abs=1e-4)
+    for bad, msg in ((["estimator=mine", "benchmark.eta_schedule=alternating"], "does not have"),
+                     (["estimator=infonce", "benchmark.marginals=permutation"], "cannot use")):
+        with pytest.raises(ConfigError, match=msg):
+            validate(compose_config(["benchmark=eta_gaussian", *bad]))
