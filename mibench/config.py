@@ -25,9 +25,23 @@ __all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
 
 
 def apply_overrides(cfg: DictConfig) -> list[str]:
-    """Fold the top-level ``lambda`` / ``c_star`` into the estimator node. Returns notes for the user."""
+    """Fold ``per_estimator.<name>`` (a preset's options for the estimator that runs, e.g. the authors'
+    conventions of each regularized loss in a sweep over estimators), then the top-level ``lambda`` /
+    ``c_star``, into the estimator node. Returns notes for the user."""
     notes: list[str] = []
     spec = ESTIMATORS.get(cfg.estimator.name)
+    per = cfg.get("per_estimator")
+    if per is not None and not isinstance(per, DictConfig):
+        raise ConfigError(f"per_estimator={per!r} is invalid (valid: a mapping estimator name -> options)")
+    if per:
+        bad = [k for k in per if k not in ESTIMATORS]
+        if bad:
+            raise ConfigError(f"per_estimator.{bad[0]} is not an estimator (valid: {', '.join(sorted(ESTIMATORS))})")
+        opts = per.get(cfg.estimator.name)
+        if opts:
+            with open_dict(cfg):
+                for k, v in opts.items():
+                    cfg.estimator[k] = v
     for top, key in (("lambda", "lam"), ("c_star", "c_star")):
         value = cfg.get(top)
         if value is None:
@@ -63,6 +77,26 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
     if spec.needs_y(OmegaConf.to_container(est, resolve=True)) and not gives_y:
         raise ConfigError(f"estimator={est.name} with estimator.baseline=learned needs the y of every score column, which "
                           f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
+    smoke_call(cfg, layout, gives_y)
+
+
+def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
+    """Call the configured estimator once on a tiny score matrix of the task's layout (with y when the task
+    gives it), so that a combination that cannot run fails here, before training, with one line."""
+    import torch
+
+    dim_y = int(cfg.dataset.get("dim", 2))
+    try:
+        est = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dim_y)
+        n = 4
+        scores = torch.linspace(-1.0, 1.0, n * n).reshape(n, n)
+        eye = torch.eye(n, dtype=torch.bool)
+        joint, marginal = (None, None) if layout == "paired" else (eye, ~eye)
+        out = est(scores, joint, marginal, y=torch.zeros(n, dim_y) if gives_y else None)
+        out.loss.backward() if out.loss.requires_grad else None
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"estimator={cfg.estimator.name} cannot run on benchmark={cfg.benchmark.name}: "
+                          f"{str(e).splitlines()[0]}") from None
 
 
 def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:

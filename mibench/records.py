@@ -36,9 +36,10 @@ SCHEMA_VERSION = 2
 # keys that do not change a run's numbers: left out of the config hash
 _NOT_HASHED = ("out_dir", "runs_root", "overwrite", "resume", "logger", "hydra")
 _NOT_HASHED_TRAINER = ("enable_progress_bar", "progress_refresh_rate", "enable_model_summary")
-# also left out of the variant hash: the seed, and the command-line spellings of estimator.lam and
-# estimator.c_star (validate() folds them in, or ignores them for an unregularized estimator)
-NOT_VARIANT = ("seed", "lambda", "c_star")
+# also left out of the variant hash: the seed, the command-line spellings of estimator.lam and
+# estimator.c_star (validate() folds them in, or ignores them for an unregularized estimator), and a
+# preset's per_estimator table (validate() folds the running estimator's entry into estimator.*)
+NOT_VARIANT = ("seed", "lambda", "c_star", "per_estimator")
 
 
 def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -87,9 +88,39 @@ def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
     return out
 
 
+REG_TERM_NAMES = {"softplus": "softplus_marginal", "bound": "own_partition"}
+
+
 def conventions(cfg: DictConfig) -> dict[str, Any]:
-    """The conventions a run's numbers follow (units, clipping of reported values, ...): none recorded yet."""
-    return {}
+    """The authors'-code conventions a run follows where they differ from mibench's defaults (issue 11), e.g.
+    ``{"rejs_reg": "softplus_marginal", "clip": "both"}``; ``{}`` for a run on the defaults (the paper's
+    conventions), so that records of either kind are told apart and older records stay comparable."""
+    est = cfg.get("estimator") or {}
+    name = est.get("name")
+    out: dict[str, Any] = {}
+    term = est.get("reg_term")
+    if term is not None and term != "log_partition":
+        out[f"{name}_reg"] = REG_TERM_NAMES.get(term, term)
+    if name == "renwj" and est.get("distance") == "euclidean":  # (log E_Q e^T)^2, not eq. 15's e^(T-1)
+        out["renwj_reg"] = "log_mean_exp"
+    if est.get("clip_joint") and est.get("clip") is not None:
+        out["clip"] = "both"
+    if est.get("value") not in (None, "nwj"):
+        out["js_value"] = est.get("value")
+    if name in ("tuba", "retuba") and est.get("baseline") == "learned" or name == "alpha" and (
+            est.get("baseline") != "learned" or est.get("baseline_hidden", 256) != 256):
+        out["baseline"] = (f"learned_{est.get('baseline_layers', 2)}x{est.get('baseline_hidden', 256)}"
+                           if est.get("baseline") == "learned" else "constant")
+    for key in BENCHMARK_CONVENTIONS:
+        value = (cfg.get("benchmark") or {}).get(key)
+        if value is not None and value != BENCHMARK_CONVENTIONS[key]:
+            out[key] = value
+    return out
+
+
+# benchmark options of the authors' conventions and their defaults (docs/benchmarks/slb_clb.md, eta_gaussian.md)
+BENCHMARK_CONVENTIONS: dict[str, Any] = {"normalise": "dataset", "eval_bn": "running", "features": "head",
+                                         "eta_schedule": "joint", "critic_steps": 1, "marginals": "pairs"}
 
 
 def versions(cfg: DictConfig) -> dict[str, str]:

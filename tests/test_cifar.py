@@ -258,12 +258,12 @@ def test_diverged_run_records_row(fake_root, tmp_path, monkeypatch):
     """A NaN from step 5 on: the run stops cleanly, the row says diverged with MI 0."""
     from mibench.estimators import bounds
 
-    calls = {"n": 0}
+    calls = {"n": 0}  # call 1 is validate's check call on a tiny matrix; training calls are 2, 3, ...
 
-    def nan_after_5(scores, joint=None, marginal=None, clip=None):
+    def nan_after_5(scores, joint=None, marginal=None, clip=None, clip_joint=False):
         calls["n"] += 1
-        est = bounds.nwj(scores, joint, marginal, clip)
-        return est if calls["n"] < 5 else type(est)(est.mi * math.nan, est.loss * math.nan, est.joint, est.marginal)
+        est = bounds.nwj(scores, joint, marginal, clip, clip_joint)
+        return est if calls["n"] < 6 else type(est)(est.mi * math.nan, est.loss * math.nan, est.joint, est.marginal)
 
     monkeypatch.setitem(REGISTRY, "nwj", Spec(nan_after_5, shift=1.0))
     cfg = compose_config(["estimator=nwj", "dataset=cifar10", f"dataset.root={fake_root}", "benchmark.epochs=3",
@@ -311,8 +311,8 @@ def test_non_finite_test_estimate_counts_as_diverged(fake_root, tmp_path, monkey
     """Training stays finite, the estimate on the test batches overflows: the row says diverged, MI 0."""
     from mibench.estimators import bounds
 
-    def inf_in_eval(scores, joint=None, marginal=None, clip=None):
-        est = bounds.nwj(scores, joint, marginal, clip)
+    def inf_in_eval(scores, joint=None, marginal=None, clip=None, clip_joint=False):
+        est = bounds.nwj(scores, joint, marginal, clip, clip_joint)
         if torch.is_grad_enabled():
             return est
         return type(est)(est.mi - math.inf, est.loss, est.joint, est.marginal)

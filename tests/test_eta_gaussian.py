@@ -141,3 +141,63 @@ def test_fig3a_table_from_runs(tmp_path):
     assert row["seeds"] == 2
     assert list(table["estimator"]) == ["nwj"] and row["mean_error"] == pytest.approx((nwj - row["true_mi"]).mean())
     assert (tmp_path / "eta_fig3a.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("est", [["estimator=alpha"], ["estimator=tuba", "estimator.baseline=learned"]])
+def test_learned_baseline_test_estimate_gets_y(est, tmp_path):
+    """Issue 11: the test estimate of a paired / learned-baseline bound is the mean over square blocks, with y."""
+    from mibench.benchmarks.eta_gaussian import EtaGaussian
+
+    over = ["benchmark=eta_gaussian", *est, "benchmark.steps=3", "benchmark.eval_every=3", "dataset.n_train=40", "benchmark.batch_size=16",
+            "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "benchmark.plot=false", *QUIET]
+    r = run(compose_config(over, out_dir=tmp_path), echo=False)  # crashed at the first test estimate
+    assert math.isfinite(r["metrics"]["test_estimate"])
+    task = EtaGaussian(compose_config(over), None, torch.device("cpu"))
+    task.setup()
+    x, y = task.x_te, task.y_te
+    want = torch.stack([task.estimator(task.nets["critic"](x[i:i + 10], y[i:i + 10]), y=y[i:i + 10]).mi
+                        for i in (0, 10)]).mean()
+    assert float(task.test_estimate()) == pytest.approx(float(want), abs=1e-6)
+
+
+def test_config_check_calls_the_estimator(monkeypatch):
+    """A combination that cannot run fails in validate (one line), not at the first step."""
+    from mibench.estimators import Spec
+
+    monkeypatch.setattr(Spec, "needs_y", lambda self, cfg: False)  # the registry "forgets" that a learned a(y) needs y
+    cfg = compose_config(["benchmark=onehot", "estimator=tuba", "estimator.baseline=learned"])
+    with pytest.raises(ConfigError, match="cannot run on benchmark=onehot: a learned baseline needs y"):
+        validate(cfg)
+
+
+def test_algorithm1_schedule_alternates_and_uses_one_permutation():
+    """benchmark.eta_schedule=alternating: eta out of the main optimizer, one gradient step on eta after every
+    critic_steps critic steps; benchmark.marginals=permutation: the marginal pairs are (x_i, y_perm(i))."""
+    from mibench.benchmarks.eta_gaussian import EtaGaussian
+
+    over = ["benchmark=eta_gaussian", "estimator=eta_mine", "estimator.eta_lr=0.5", "benchmark.eta_schedule=alternating",
+            "benchmark.critic_steps=2", "benchmark.marginals=permutation", "benchmark.batch_size=8",
+            "dataset.n_train=40", "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "seed=3"]
+    cfg = compose_config(over)
+    validate(cfg)
+    task = EtaGaussian(cfg, None, torch.device("cpu"))
+    task.setup()
+    assert len(task.estimators) == 0  # not in the engine's main optimizer
+    gen = torch.Generator().manual_seed(3 + 15485863)  # the task's permutation stream, replayed
+    idx = torch.arange(8)
+    eta = 0.0
+    for t in range(5):
+        with torch.no_grad():
+            s = task.nets["critic"](task.x_tr[idx], task.y_tr[idx]).double()
+        perm = torch.randperm(8, generator=gen)
+        marg = s[torch.arange(8), perm]
+        if t in (2, 4):  # after 2 critic steps: eta -= lr * d/d eta [e^-eta mean e^T + eta - 1]
+            eta -= 0.5 * (1 - math.exp(-eta) * float(marg.exp().mean()))
+        out = task.step(idx)
+        assert float(task.estimator.eta) == pytest.approx(eta, abs=1e-5)
+        want = float(s.diagonal().mean() - (math.exp(-eta) * marg.exp().mean() + eta - 1))
+        assert float(out.values[0]) == pytest.approx(want, abs=1e-4)
+    for bad, msg in ((["estimator=mine", "benchmark.eta_schedule=alternating"], "does not have"),
+                     (["estimator=infonce", "benchmark.marginals=permutation"], "cannot use")):
+        with pytest.raises(ConfigError, match=msg):
+            validate(compose_config(["benchmark=eta_gaussian", *bad]))

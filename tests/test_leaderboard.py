@@ -85,6 +85,21 @@ def test_table2_means_intervals_bold_marker_and_best_lambda(tmp_path):
     assert (made["out"] / "table2.csv").exists() and (made["out"] / "lambda_ablation.png").exists()
 
 
+def test_best_lambda_is_closest_to_log_c_not_largest(tmp_path):
+    """Choi & Lee §5: lambda by the best MI estimation. A DV-type estimate above log C (CLB CIFAR-100 ReSMILE
+    4.677 > log 100 = 4.605) is not better than one just under it."""
+    for s in range(3):
+        write_run(tmp_path, f"sm{s}", benchmark="clb", dataset="cifar100", estimator="smile", seed=s,
+                  metrics={"mi_train": 4.0 + 0.01 * s, "test_acc": 0.3, "true_mi": math.log(100)})
+        write_run(tmp_path, f"hi{s}", benchmark="clb", dataset="cifar100", estimator="resmile", lam=0.1, seed=s,
+                  metrics={"mi_train": 4.9 + 0.01 * s, "test_acc": 0.3, "true_mi": math.log(100)})
+        write_run(tmp_path, f"lo{s}", benchmark="clb", dataset="cifar100", estimator="resmile", lam=0.01, seed=s,
+                  metrics={"mi_train": 4.5 + 0.01 * s, "test_acc": 0.3, "true_mi": math.log(100)})
+    (row,) = lb.build(tmp_path)["table2"].to_dict("records")
+    assert row["lambda"] == 0.01 and row["mi_reg"] == pytest.approx(4.51)
+    assert lb.true_mi(pd.DataFrame({"dataset": ["cifar10"]})) == pytest.approx(math.log(10))  # no recorded true_mi
+
+
 def test_compare_rules():
     assert lb.compare(1.0, 0.1, 2.0, 0.1) == ("reg", True)
     assert lb.compare(1.0, 0.6, 2.0, 0.6) == ("reg", False)

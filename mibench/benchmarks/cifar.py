@@ -37,6 +37,9 @@ from ..models import build_model
 from ..results import atomic_write_csv
 
 CLB_MARGINALS = ("distinct", "negatives")
+NORMALISE = ("dataset", "half")  # per-dataset mean/std | mean 0.5, std 0.5 (the authors' code)
+EVAL_BN = ("running", "batch")  # eval mode | BatchNorm batch statistics over test batches (no net.eval(), authors)
+FEATURES = ("head", "backbone")  # CLB: a linear head to critic.embed | the pooled backbone features (--remove_fc)
 SAMPLERS = ("random", "balanced")
 OPTIMIZERS = ("adam", "sgd")
 
@@ -61,10 +64,14 @@ def clb_scores(feats: Tensor, y: Tensor, marginal: str = "distinct") -> tuple[Te
 
 @torch.no_grad()
 def encode(encoder: nn.Module, x_uint8: Tensor, normalise, batch_size: int = 500, device: torch.device | str = "cpu",
-           autocast: bool = False) -> Tensor:
-    """Encoder outputs (fp32, on ``device``) for all of ``x_uint8``, in eval mode, without augmentation."""
+           autocast: bool = False, batch_stats: bool = False) -> Tensor:
+    """Encoder outputs (fp32, on ``device``) for all of ``x_uint8``, without augmentation: in eval mode, or
+    with ``batch_stats`` in train mode (BatchNorm normalises each batch of ``batch_size`` by its own statistics,
+    the authors' protocol; the running statistics are restored afterwards)."""
     was = encoder.training
-    encoder.eval()
+    saved = ({k: v.clone() for k, v in encoder.state_dict().items() if "running_" in k or "num_batches" in k}
+             if batch_stats else {})
+    encoder.train(batch_stats)
     outs = []
     dev = torch.device(device)
     for i in range(0, x_uint8.shape[0], batch_size):
@@ -72,6 +79,8 @@ def encode(encoder: nn.Module, x_uint8: Tensor, normalise, batch_size: int = 500
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
             outs.append(encoder(xb).float())
     encoder.train(was)
+    if saved:
+        encoder.load_state_dict(saved, strict=False)
     return torch.cat(outs)
 
 
@@ -113,9 +122,13 @@ def _clip0(v: float, diverged: bool) -> float:
 
 
 def evaluate(encoder: nn.Module, estimator: Estimator, data: CifarData, task: str, marginal: str,
-             device: torch.device, autocast: bool = False) -> dict[str, float]:
-    """Test-set MI estimate (batches of the training size, same masks) and test accuracy."""
-    test_out = encode(encoder, data.test_x, data.normalise, device=device, autocast=autocast)
+             device: torch.device, autocast: bool = False, eval_bn: str = "running") -> dict[str, float]:
+    """Test-set MI estimate (batches of the training size, same masks) and test accuracy.
+
+    ``eval_bn="batch"``: every encoding (test set, and the train set for CLB's nearest neighbour) runs in train
+    mode in batches of the training batch size, in order, as the authors' code (no ``net.eval()``)."""
+    kw = {"batch_size": data.batch_size, "batch_stats": True} if eval_bn == "batch" else {}
+    test_out = encode(encoder, data.test_x, data.normalise, device=device, autocast=autocast, **kw)
     test_y = data.test_y.to(test_out.device)
     tb = CifarBatches(data.test_x, data.test_y, data.batch_size, data.seed + 7919, data.sampler,
                       data.per_class).epoch_batches(0)
@@ -123,7 +136,7 @@ def evaluate(encoder: nn.Module, estimator: Estimator, data: CifarData, task: st
         tb = torch.randperm(data.test_x.shape[0], generator=torch.Generator().manual_seed(data.seed)).unsqueeze(0)
     if task == "clb":
         tb = tb[has_positive(data.test_y[tb])]
-        train_out = encode(encoder, data.train_x, data.normalise, device=device, autocast=autocast)
+        train_out = encode(encoder, data.train_x, data.normalise, device=device, autocast=autocast, **kw)
         pred = nearest_neighbour_labels(test_out, train_out, data.train_y)
     else:
         pred = test_out.argmax(dim=1)
@@ -147,7 +160,8 @@ class ImageTask(Task):
     schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples"), "crop_pad": Int(0),
                           "augment": Bool(), "flip": Bool(), "download": Bool()},
               "benchmark": {"epochs": Int(1), "check_every": Int(1), "optimizer": Choice(*OPTIMIZERS),
-                            "weight_decay": Number(0.0), "lr": LEARNING_RATE}}
+                            "weight_decay": Number(0.0), "lr": LEARNING_RATE, "normalise": Choice(*NORMALISE),
+                            "eval_bn": Choice(*EVAL_BN), "features": Choice(*FEATURES)}}
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -161,6 +175,9 @@ class ImageTask(Task):
             check_rules(cfg, {"model": {"input_size": Int(32)}})
         if cfg.critic.name != task:
             raise ConfigError(f"critic={cfg.critic.name} does not fit benchmark={task} (valid: critic={task})")
+        if task == "slb" and b.get("features", "head") != "head":
+            raise ConfigError(f"benchmark.features={b.features} is invalid for benchmark=slb: its scores are the C "
+                              f"logits of the head (valid: head)")
         if task == "clb":
             check_rules(cfg, {"critic": {"embed": Int(1)}, "benchmark": {
                 "marginal": Choice(*CLB_MARGINALS), "sampler": Choice(*SAMPLERS), "per_class": Int(2)}})
@@ -191,7 +208,10 @@ class ImageTask(Task):
         if self.data.train_x.shape[0] < self.data.batch_size:
             raise ConfigError(f"dataset.batch_size={d.batch_size} is larger than the {self.data.train_x.shape[0]} "
                               f"training images under {d.root}: no batch would ever run")
-        out_dim = self.data.num_classes if self.name == "slb" else int(cfg.critic.embed)
+        if b.get("normalise", "dataset") == "half":  # the authors' transforms.Normalize((0.5,) * 3, (0.5,) * 3)
+            self.data.mean, self.data.std = torch.full((3,), 0.5), torch.full((3,), 0.5)
+        out_dim = (self.data.num_classes if self.name == "slb"
+                   else None if b.get("features", "head") == "backbone" else int(cfg.critic.embed))
         self.nets["encoder"] = build_model(OmegaConf.to_container(cfg.model, resolve=True), out_dim)
         self.estimator = self.build_estimator(dim_y=self.data.num_classes)
         self.marginal = b.get("marginal", "distinct")
@@ -246,7 +266,7 @@ class ImageTask(Task):
     def evaluate(self) -> dict[str, Any]:
         autocast = str(self.cfg.hardware.precision).startswith("bf16") and self.device.type == "cuda"
         return evaluate(self.nets["encoder"], self.estimator, self.data, self.name, self.marginal, self.device,
-                        autocast)
+                        autocast, self.cfg.benchmark.get("eval_bn", "running"))
 
     def finish(self, result: RunResult) -> None:
         cfg, b, d, task = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.name
@@ -267,6 +287,7 @@ class ImageTask(Task):
             "mi_test": _clip0(ev["mi_test"], diverged), "mi_test_raw": ev["mi_test"], "test_acc": ev["test_acc"],
             "diverged": diverged, "diverged_step": div_step if diverged else -1,
             "steps": fit.t, "skipped_batches": self.skipped_total, "train_wall_s": round(train_wall, 3),
+            "eval_bn": b.get("eval_bn", "running"),
         }
         result.metrics = metrics
         result.diverged_step = div_step
@@ -276,7 +297,7 @@ class ImageTask(Task):
             f" (raw {last:.3f}) | MI test {metrics['mi_test']:.3f} | test acc {metrics['test_acc']:.4f}"
             f" | {'DIVERGED at step ' + str(metrics['diverged_step']) if diverged else 'finite'}"
             f" | {metrics['steps']} steps, {metrics['epochs_done']} epochs, {metrics['skipped_batches']} skipped"
-            f" | train {train_wall:.1f}s")
+            f" | train {train_wall:.1f}s | test encodings: {'BatchNorm batch statistics (authors)' if metrics['eval_bn'] == 'batch' else 'eval mode'}")
         result.objective = -metrics["test_acc"]
         result.extra["history"] = pd.DataFrame(self.history)
         if self.out_dir is not None and self.backend.is_global_zero:

@@ -6,7 +6,9 @@ estimate is computed on the 1K-sample test set. The test estimate uses the estim
 on a score matrix of shape [n_test, block]: the test set is cut into blocks of ``eval_block``
 samples, row i holds T(x_i, y_j) for the y_j of its block, the joint mask marks (x_i, y_i) and the
 marginal mask the other block members (so DV / NWJ / η-DV average over n_test * (block - 1)
-product-of-marginals pairs, InfoNCE is a ``block``-sample bound). Training batches use the default
+product-of-marginals pairs, InfoNCE is a ``block``-sample bound). Bounds that need a square paired
+matrix (I_α) or the y of every column (a learned baseline) get one block x block matrix per block, with
+its y, and the test estimate is the mean over blocks. Training batches use the default
 diagonal / off-diagonal masks (all N(N-1) shuffled pairs rather than Algorithm 1's one permutation).
 
 η-MINE-convex (with ``estimator=eta_mine`` and ``benchmark.convex=true``): the trained network's last
@@ -25,18 +27,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 
-from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number, check_critic
+from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_critic
 from ..critics import ConcatCritic, SeparableCritic
 from ..data.random_gaussian import random_gaussian
 from ..engine import RunResult, Step, Task, register
+from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
 from ..figures.eta import plot_curves
 from ..results import atomic_write_csv
 
 CURVE_COLUMNS = ["step", "test_estimate", "train_estimate", "true_mi"]
+ETA_SCHEDULES = ("joint", "alternating")  # one Adam step on (critic, eta) | Algorithm 1's block-coordinate schedule
+MARGINALS = ("pairs", "permutation")  # all off-diagonal pairs | one permutation of y per batch (Algorithm 1)
 
 
 def block_masks(n: int, block: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -139,7 +145,9 @@ class EtaGaussian(Task):
                           "data_seed": Int(0)},
               "benchmark": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
                             "lr": LEARNING_RATE, "steps": Int(1), "eval_every": Int(1), "eval_block": Int(2),
-                            "convex": Bool(), "convex_perms": Int(1), "convex_iters": Int(1), "convex_l2": Number(0.0)}}
+                            "convex": Bool(), "convex_perms": Int(1), "convex_iters": Int(1), "convex_l2": Number(0.0),
+                            "eta_schedule": Choice(*ETA_SCHEDULES), "critic_steps": Int(1),
+                            "marginals": Choice(*MARGINALS)}}
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -152,6 +160,12 @@ class EtaGaussian(Task):
         if b.convex and cfg.estimator.name == "eta_mine" and cfg.critic.name not in ("concat", "separable"):
             raise ConfigError(f"critic={cfg.critic.name} has no fixed feature map for eta_mine_convex "
                               f"(valid: critic=concat or separable, or benchmark.convex=false)")
+        if b.get("eta_schedule", "joint") == "alternating" and cfg.estimator.name != "eta_mine":
+            raise ConfigError(f"benchmark.eta_schedule=alternating updates eta, which estimator={cfg.estimator.name} "
+                              f"does not have (valid: estimator=eta_mine, or benchmark.eta_schedule=joint)")
+        if b.get("marginals", "pairs") == "permutation" and ESTIMATORS[cfg.estimator.name].layout != "any":
+            raise ConfigError(f"benchmark.marginals=permutation gives one marginal pair per row, which "
+                              f"estimator={cfg.estimator.name} cannot use (valid: benchmark.marginals=pairs)")
         dim = int(d.dim)
         check_critic(cfg, dim // 2, dim - dim // 2)
 
@@ -162,7 +176,21 @@ class EtaGaussian(Task):
         self.train, self.test = dist.sample(int(d.n_train), g), dist.sample(int(d.n_test), g)
         self.true_mi = dist.mi
         self.nets["critic"] = self.build_critic(dist.dim_x, dist.dim_y)
-        self.estimator = self.build_estimator(dim_y=dist.dim_y)
+        b = self.cfg.benchmark
+        self.alternating = b.get("eta_schedule", "joint") == "alternating"
+        self.critic_steps, self.t_local = int(b.get("critic_steps", 1)), 0
+        self.perm_gen = (torch.Generator().manual_seed(int(self.cfg.seed) + 15485863)
+                         if b.get("marginals", "pairs") == "permutation" else None)
+        if self.alternating:  # eta stays out of the main optimizer: its own gradient step (Algorithm 1)
+            from ..estimators import build_estimator
+
+            self.estimator = build_estimator(OmegaConf.to_container(self.cfg.estimator, resolve=True),
+                                             dim_y=dist.dim_y).to(self.device)
+            self.eta_lr = float(self.cfg.estimator.get("eta_lr") or b.lr)
+        else:
+            self.estimator = self.build_estimator(dim_y=dist.dim_y)
+        spec, est_cfg = ESTIMATORS[self.cfg.estimator.name], OmegaConf.to_container(self.cfg.estimator, resolve=True)
+        self.per_block = spec.layout == "paired" or spec.needs_y(est_cfg)
         self.x_tr, self.y_tr = (v.to(self.device) for v in self.train)
         self.x_te, self.y_te = (v.to(self.device) for v in self.test)
         self.curve: list[tuple[int, float, float, float]] = []
@@ -182,12 +210,32 @@ class EtaGaussian(Task):
 
     def step(self, idx) -> Step:
         x, y = self.x_tr[idx], self.y_tr[idx]
-        est = self.estimator(self.nets["critic"](x, y).float(), y=y)
+        scores = self.nets["critic"](x, y).float()
+        joint = marginal = None
+        if self.perm_gen is not None:  # Algorithm 1: the product-of-marginals pairs are (x_i, y_perm(i))
+            n = scores.shape[0]
+            perm = torch.randperm(n, generator=self.perm_gen).to(scores.device)
+            joint = torch.eye(n, dtype=torch.bool, device=scores.device)
+            marginal = torch.zeros_like(joint)
+            marginal[torch.arange(n, device=scores.device), perm] = True
+        if self.alternating:
+            if self.t_local and self.t_local % self.critic_steps == 0:  # after n_c critic steps: one step on eta
+                eta = self.estimator.eta
+                (grad,) = torch.autograd.grad(self.estimator(scores.detach(), joint, marginal).loss, eta)
+                with torch.no_grad():
+                    eta -= self.eta_lr * grad
+            self.t_local += 1
+        est = self.estimator(scores, joint, marginal, y=y)
         return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
 
     @torch.no_grad()
     def test_estimate(self) -> Tensor:
         block = int(self.cfg.benchmark.eval_block)
+        if self.per_block:  # paired bounds (I_alpha) and learned baselines: one square paired matrix per block, with y
+            n = (self.x_te.shape[0] // block) * block
+            return torch.stack([self.estimator(self.nets["critic"](self.x_te[lo:lo + block], self.y_te[lo:lo + block])
+                                               .float(), y=self.y_te[lo:lo + block]).mi
+                                for lo in range(0, n, block)]).mean()
         s = block_scores(self.nets["critic"], self.x_te, self.y_te, block).float()
         joint, marginal = block_masks(s.shape[0], block, s.device)
         return self.estimator(s, joint, marginal).mi

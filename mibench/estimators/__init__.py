@@ -10,10 +10,10 @@ from typing import Any, Callable, Mapping
 from . import bounds
 from .base import Estimate, masked_logmeanexp, masked_mean, resolve_masks
 from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, mlp
-from .regularized import DISTANCES, regularize, regularizer
+from .regularized import DISTANCES, REG_TERMS, regularize, regularizer
 
 
-REG_KEYS = ("lam", "c_star", "distance")
+REG_KEYS = ("lam", "c_star", "distance", "reg_term")
 LAYOUTS = ("any", "rows", "paired")  # what a bound needs of the score matrix, weakest first
 
 
@@ -35,14 +35,30 @@ class Range:
         return (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
 
 
-RANGES: dict[str, Range] = {
+@dataclass(frozen=True)
+class Choice:
+    """Valid values of a non-numeric estimator parameter (an option of a convention)."""
+
+    values: tuple[Any, ...]
+    text: str
+
+    def ok(self, v: Any) -> bool:
+        return any(type(v) is type(c) and v == c for c in self.values)
+
+
+RANGES: dict[str, Range | Choice] = {
     "lam": Range(0.0, lo_open=False, text="lambda >= 0, e.g. 0.1, 0.01, 0.001"),
     "c_star": Range(text="a finite number (log scale)"),
     "clip": Range(0.0, none=True, text="a positive tau, or null for no clipping"),
     "alpha": Range(0.0, 1.0, text="0 < alpha <= 1"),
     "ema_rate": Range(0.0, 1.0, text="0 < ema_rate <= 1"),
     "eta_lr": Range(0.0, none=True, text="a positive learning rate"),
+    "clip_joint": Choice((False, True), "true (clamp the joint term too, Choi & Lee's code) or false"),
+    "value": Choice(bounds.JS_VALUES, " | ".join(bounds.JS_VALUES)),
+    "reg_term": Choice(REG_TERMS, " | ".join(REG_TERMS)),
 }
+# bounds whose ``marginal`` is a log-partition, so that ``reg_term: bound`` regularises it
+LOG_PARTITION_BOUNDS = (bounds.dv, bounds.infonce, bounds.smile)
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,7 @@ class Spec:
         return tuple(sig) + self.module.own_params + (REG_KEYS if self.regularized else ())
 
     @property
-    def ranges(self) -> dict[str, Range]:
+    def ranges(self) -> dict[str, Range | Choice]:
         return {k: RANGES[k] for k in self.params() if k in RANGES}
 
     def needs_y(self, cfg: Mapping[str, Any]) -> bool:
@@ -124,7 +140,17 @@ def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimat
         distance = cfg.get("distance", "euclidean")
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r} (valid: {', '.join(DISTANCES)})")
+        term = cfg.get("reg_term", "log_partition")
+        if term not in REG_TERMS:
+            raise ValueError(f"unknown reg_term {term!r} (valid: {', '.join(REG_TERMS)})")
+        if term == "bound" and spec.fn not in LOG_PARTITION_BOUNDS:
+            raise ValueError(f"reg_term=bound regularises a log-partition, which {name} does not have "
+                             f"(valid: log_partition or softplus)")
+        if term != "log_partition" and distance != "euclidean":
+            raise ValueError(f"reg_term={term} uses the Euclidean distance (valid: distance=euclidean)")
         reg = {"lam": lam, "c_star": float(cfg.get("c_star", 0.0)), "distance": distance, "shift": spec.shift}
+        if term != "log_partition":
+            reg["term"] = term
     return spec.module(spec.fn, params, reg, dim_y=dim_y)
 
 
@@ -135,5 +161,5 @@ def usable(layout: str, gives_y: bool, trainable: bool = True) -> list[str]:
                   and (gives_y or not s.needs_y({})) and (s.trainable or not trainable))
 
 
-__all__ = ["Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REGISTRY", "Spec", "usable", "build_estimator", "bounds", "regularize", "regularizer",
+__all__ = ["Choice", "Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REG_TERMS", "REGISTRY", "Spec", "usable", "build_estimator", "bounds", "regularize", "regularizer",
            "masked_mean", "masked_logmeanexp", "resolve_masks", "mlp", "DISTANCES"]

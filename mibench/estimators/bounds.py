@@ -30,26 +30,34 @@ def dv(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
 
-def smile(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float = 10.0) -> Estimate:
+def _joint(scores: Tensor, jm: Tensor, clip: float | None, clip_joint: bool) -> Tensor:
+    """E_P[T], with T clamped to [-tau, tau] when ``clip_joint`` (Choi & Lee's code clips both terms)."""
+    return masked_mean(_clip(scores, clip) if clip_joint else scores, jm)
+
+
+def smile(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float = 10.0,
+          clip_joint: bool = False) -> Estimate:
     """SMILE: DV with the partition's e^T clipped to [e^-tau, e^tau] (Choi & Lee eq. 9).
 
     Trained on its own value, as in Choi & Lee's code; see ``smile_js`` for Song & Ermon's
-    JS-trained variant.
+    JS-trained variant. ``clip_joint``: clamp the joint term's T as well (Choi & Lee's SLB/CLB code).
     """
     jm, mm = resolve_masks(scores, joint, marginal)
-    j = masked_mean(scores, jm)
+    j = _joint(scores, jm, clip, clip_joint)
     m = masked_logmeanexp(_clip(scores, clip), mm)
     mi = j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
 
-def nwj(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float | None = None) -> Estimate:
+def nwj(scores: Tensor, joint: Mask = None, marginal: Mask = None, clip: float | None = None,
+        clip_joint: bool = False) -> Estimate:
     """NWJ / f-GAN KL: E_P[T] - E_Q[e^(T-1)] (Choi & Lee eq. 6; Poole eq. 7).
 
-    ``clip`` (tau) clamps the scores inside the exponential only, as SMILE does.
+    ``clip`` (tau) clamps the scores inside the exponential only, as SMILE does; with ``clip_joint``
+    the joint term's T is clamped too (Choi & Lee's code for ReNWJ / ReTUBA).
     """
     jm, mm = resolve_masks(scores, joint, marginal)
-    j = masked_mean(scores, jm)
+    j = _joint(scores, jm, clip, clip_joint)
     m = torch.exp(masked_logmeanexp(_clip(scores, clip) - 1.0, mm))
     mi = j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
@@ -61,15 +69,17 @@ def tuba(
     marginal: Mask = None,
     log_baseline: Tensor | None = None,
     clip: float | None = None,
+    clip_joint: bool = False,
 ) -> Estimate:
     """TUBA: 1 + E_P[T - log a(y)] - E_Q[e^T / a(y)] (Poole eq. 6; Choi & Lee eq. 7).
 
     ``log_baseline[j] = log a(y_j)`` (one per column); None means a(y) = 1 (Choi & Lee Table 1).
     The joint term is reported with the baseline subtracted, as in Poole et al.'s code.
+    ``clip`` clamps T - log a(y) inside the exponential; ``clip_joint`` in the joint term too.
     """
     jm, mm = resolve_masks(scores, joint, marginal)
     shifted = scores if log_baseline is None else scores - log_baseline.reshape(1, -1)
-    j = masked_mean(shifted, jm)
+    j = _joint(shifted, jm, clip, clip_joint)
     m = torch.exp(masked_logmeanexp(_clip(shifted, clip), mm))
     mi = 1.0 + j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
@@ -107,9 +117,27 @@ def js_fgan(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Tensor
     return masked_mean(-F.softplus(-scores), jm) - masked_mean(F.softplus(scores), mm)
 
 
-def js(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
-    """I_JS: critic trained with the f-GAN JS objective, MI reported with NWJ (Poole §2.6)."""
-    est = nwj(scores, joint, marginal)
+JS_VALUES = ("nwj", "nwj_shifted", "js_fgan")
+
+
+def js(scores: Tensor, joint: Mask = None, marginal: Mask = None, value: str = "nwj") -> Estimate:
+    """I_JS: critic trained with the f-GAN JS objective, MI reported with NWJ (Poole §2.6).
+
+    ``value`` is what is reported: ``nwj`` = NWJ(T) (Poole's and Choi & Lee's code; at the JS optimum
+    T* = log p/q this is I - 1/e, since E_Q[e^(T*-1)] = 1/e), ``nwj_shifted`` = NWJ(T + 1) = E_P[T] + 1
+    - E_Q[e^T] (= I at the JS optimum), ``js_fgan`` = the f-GAN JS value itself (what Choi & Lee's
+    Gaussian script reports for JS, a divergence <= log 2, not an MI estimate).
+    """
+    if value == "nwj":
+        est = nwj(scores, joint, marginal)
+    elif value == "nwj_shifted":
+        est = nwj(scores + 1.0, joint, marginal)
+    elif value == "js_fgan":
+        jm, mm = resolve_masks(scores, joint, marginal)
+        j, m = masked_mean(-F.softplus(-scores), jm), masked_mean(F.softplus(scores), mm)
+        est = Estimate(mi=j - m, loss=m - j, joint=j, marginal=m)
+    else:
+        raise ValueError(f"unknown value {value!r} (valid: {', '.join(JS_VALUES)})")
     return Estimate(mi=est.mi, loss=-js_fgan(scores, joint, marginal), joint=est.joint, marginal=est.marginal)
 
 

@@ -15,8 +15,9 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(cfg: Mapping[str, Any], out_dim: int) -> nn.Module:
-    """Build ``cfg['name']`` with an ``out_dim``-wide linear head; other keys are constructor arguments."""
+def build_model(cfg: Mapping[str, Any], out_dim: int | None) -> nn.Module:
+    """Build ``cfg['name']`` with an ``out_dim``-wide linear head (None: no head, the pooled post-ReLU
+    backbone features, e.g. 512-d for ResNet-18); other keys are constructor arguments."""
     name = cfg["name"]
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r} (valid: {', '.join(sorted(REGISTRY))})")

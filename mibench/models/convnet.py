@@ -17,7 +17,7 @@ class ConvNet(nn.Module):
             if i < 3:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(chans[-1], out_dim)
+        self.fc = nn.Linear(chans[-1], out_dim) if out_dim is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))

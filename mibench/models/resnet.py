@@ -56,7 +56,7 @@ class CifarResNet18(nn.Module):
         widths = (width, 2 * width, 4 * width, 8 * width)
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.layers = _stages(widths)
-        self.fc = nn.Linear(widths[-1], out_dim)
+        self.fc = nn.Linear(widths[-1], out_dim) if out_dim is not None else nn.Identity()
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,7 +74,7 @@ class ResNet18(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                                   nn.MaxPool2d(3, 2, 1))
         self.layers = _stages(widths)
-        self.fc = nn.Linear(widths[-1], out_dim)
+        self.fc = nn.Linear(widths[-1], out_dim) if out_dim is not None else nn.Identity()
         _init(self)
 
     def forward(self, x: Tensor) -> Tensor:
