@@ -42,8 +42,19 @@ _NOT_HASHED_TRAINER = ("enable_progress_bar", "progress_refresh_rate", "enable_m
 NOT_VARIANT = ("seed", "lambda", "c_star", "per_estimator")
 
 
+# Options added after schema 1 whose default reproduces what schema-1 runs did: left out of the hashes
+# when they hold that default, so a run written before they existed is still the same configuration
+# (skip, resume and leaderboard pooling keep working across the upgrade).
+ADDED_DEFAULTS: dict[tuple[str, str], Any] = {
+    ("estimator", "clip_joint"): False, ("estimator", "reg_term"): "log_partition", ("estimator", "value"): "nwj",
+    ("benchmark", "normalise"): "dataset", ("benchmark", "eval_bn"): "running", ("benchmark", "features"): "head",
+    ("benchmark", "eta_schedule"): "joint", ("benchmark", "critic_steps"): 1, ("benchmark", "marginals"): "pairs",
+}
+
+
 def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
-    """The resolved config as plain data, without the keys that cannot change a result."""
+    """The resolved config as plain data, without the keys that cannot change a result (nor options added
+    later that hold the default which reproduces the older runs, see ADDED_DEFAULTS)."""
     if isinstance(cfg, DictConfig):
         c = OmegaConf.to_container(cfg, resolve=True)
     else:
@@ -52,6 +63,10 @@ def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
         c.pop(k, None)
     for k in _NOT_HASHED_TRAINER:
         (c.get("trainer") or {}).pop(k, None)
+    for (group, key), default in ADDED_DEFAULTS.items():
+        node = c.get(group)
+        if isinstance(node, dict) and key in node and node[key] == default:
+            node.pop(key)
     return c
 
 

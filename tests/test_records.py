@@ -228,3 +228,18 @@ def test_old_record_loads_upgraded_and_is_found_by_the_skip_check(tmp_path):
     again = OmegaConf.create({**cfg, "runs_root": str(root)})
     result = app.run(again, out_dir=tmp_path / "again", echo=False, reuse=True)
     assert result["skipped"] and result["out_dir"] == d
+
+
+def test_options_added_later_keep_old_hashes_when_at_their_default():
+    """The authors'-convention options (issue 11) hold defaults that reproduce older runs: a default
+    config hashes as it did before they existed; switching one on is a new configuration."""
+    from mibench.records import ADDED_DEFAULTS
+
+    cfg = compose_config(["estimator=renwj", "dataset.steps_per_level=5"], out_dir="/x")
+    assert cfg.estimator.clip_joint is False and cfg.estimator.reg_term == "log_partition"
+    old = OmegaConf.to_container(cfg, resolve=True)
+    for (group, key) in ADDED_DEFAULTS:
+        old.get(group, {}).pop(key, None)  # the config as a run before these options wrote it
+    assert config_hash(cfg) == config_hash(old) and variant_hash(cfg) == variant_hash(old)
+    on = compose_config(["estimator=renwj", "dataset.steps_per_level=5", "estimator.clip_joint=true"], out_dir="/x")
+    assert config_hash(on) != config_hash(cfg)
