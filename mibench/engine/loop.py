@@ -114,7 +114,7 @@ class Engine:
         lo = fit.t
         for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
             t0 = time.perf_counter()
-            seg_lo = fit.t
+            seg_first = len(fit.rows)  # host blocks of this segment: fit.rows[seg_first:]
             for batch in segment:
                 with be.autocast():
                     s = task.step(batch)
@@ -142,7 +142,8 @@ class Engine:
                 self._flush(buf, lo, fit.t)
                 lo = fit.t
             fit.segment = seg_index + 1
-            seg_rows = np.concatenate(fit.rows)[-(fit.t - seg_lo):] if fit.t > seg_lo else np.zeros((0, len(self.columns)))
+            seg_rows = (np.concatenate(fit.rows[seg_first:]) if len(fit.rows) > seg_first
+                        else np.zeros((0, len(self.columns))))
             metrics = task.end_segment(seg_index, seg_rows, time.perf_counter() - t0)
             if metrics:
                 self.logger.log(metrics, step=fit.t)
@@ -166,7 +167,8 @@ class Engine:
                                           for c in task.context_columns], rec])
         cols = [task.columns.index(c) for c in (task.finite_columns or task.columns)]
         bad = ~np.isfinite(rec[:, cols]).all(axis=1)
-        diverged = bool(self.backend.reduce(torch.tensor(float(bad.any())), "max"))  # any rank
+        flag = torch.tensor(float(bad.any()), device=self.backend.device)  # NCCL reduces only CUDA tensors
+        diverged = bool(self.backend.reduce(flag, "max"))  # any rank
         if bad.any() and fit.diverged_step is None:
             fit.diverged_step = lo + int(bad.argmax())
         fit.rows.append(block)
