@@ -20,11 +20,14 @@ HELP_FLAGS = ("--help", "-h")
 
 
 def groups() -> dict[str, list[str]]:
-    """Config groups of conf/ (except hydra) and their choices."""
-    out = {}
-    for d in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
-        out[d.name] = sorted(f.stem for f in d.glob("*.yaml"))
-    return out
+    """Config groups of conf/ (except hydra) and their choices, plug-ins' conf folders included."""
+    from .plugins import conf_dirs
+
+    out: dict[str, set[str]] = {}
+    for root in (CONF_DIR, *conf_dirs()):
+        for d in (p for p in root.iterdir() if p.is_dir() and p.name != "hydra"):
+            out.setdefault(d.name, set()).update(f.stem for f in d.glob("*.yaml"))
+    return {g: sorted(c) for g, c in sorted(out.items())}
 
 
 def help_text() -> str | None:
@@ -109,7 +112,7 @@ def preflight(args: list[str]) -> str | None:
     per_override: list[list[str]] = []
     for ov in overrides:
         key = ov.key_or_group
-        if key.startswith("hydra"):
+        if key.startswith("hydra") and key != "hydra.searchpath":  # the search path changes what composes
             continue
         sweep = ov.is_sweep_override()
         if sweep and not multirun:
@@ -191,7 +194,9 @@ def _dispatch(args: list[str]) -> None:
 
         leaderboard(args[1:])
         return
-    args = implied(args)
+    from .plugins import searchpath_override
+
+    args = implied(args) + searchpath_override(args)
     hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra
         err = preflight(args)

@@ -16,7 +16,9 @@ def compose_config(overrides: Sequence[str] = (), out_dir: str | Path | None = N
     """The config ``python -m mibench <overrides>`` would run, with ``out_dir`` set (no Hydra run dir)."""
     from .cli import implied
 
-    overrides = implied(list(overrides))
+    from .plugins import searchpath_override
+
+    overrides = implied(list(overrides)) + searchpath_override(list(overrides))
     gh = GlobalHydra.instance()
     if gh.is_initialized() and gh.hydra is _initialized_here[0]:
         cfg = compose(config_name="config", overrides=list(overrides))  # Hydra's YAML cache is kept between calls

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from . import plugins
 from .benchmarks import TASKS
 from .checks import ConfigError, check_int, check_seed, num
 from .estimators import LAYOUTS
@@ -20,6 +21,8 @@ from .estimators import build_estimator, usable
 LOGGERS = ("csv", "wandb", "none")
 LAYOUT_TEXT = {"rows": "a row-wise partition (row i pairs x_i with its positives and negatives)",
                "paired": "a square matrix of paired samples (joint pairs on the diagonal)"}
+
+plugins.load()  # installed plug-ins register their estimators and benchmarks (mibench.plugins)
 
 __all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
 
