@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
-from .records import find_same, start_record, write_record
+from .records import CHECKPOINT, find_same, start_record, write_record
 from .results import atomic_write_text
 
 if TYPE_CHECKING:
     from .engine import RunResult
 
-CHECKPOINT = "checkpoint.pt"  # the engine's checkpoint file in a run directory (mibench.engine.CHECKPOINT)
 
 
 def process_rank() -> int:

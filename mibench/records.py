@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from .results import atomic_write_text
 
 RECORD = "result.json"
+CHECKPOINT = "checkpoint.pt"  # a resumable run's state (mibench.engine.loop writes it at segment ends)
 CONFIG = "config.yaml"
 SCHEMA_VERSION = 2
 # keys that do not change a run's numbers: left out of the config hash

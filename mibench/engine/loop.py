@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..records import CHECKPOINT
 from ..results import atomic_write_csv
 from .backend import Backend
 from .logging import Logger, Progress
 from .task import Optim, Task
 
-CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 2
 
 
