@@ -114,6 +114,8 @@ def test_sweep_presets_need_m_and_are_validated_before_launch():
         assert preflight(["-m", f"experiment={preset}"]) is None, preset
         assert "add -m" in preflight([f"experiment={preset}"])
     assert preflight(["-m", "experiment=remine_fig7", "estimator=mien"]).startswith("unknown estimator 'mien'")
+    # a seed sweep is validated with one seed after every seed value passed the seed check
+    assert preflight(["-m", "seed=0,-1", "dataset.steps_per_level=2"]).startswith("seed=-1 is invalid")
 
 
 HEAVY = ("torch", "lightning", "pandas", "matplotlib")
