@@ -6,7 +6,7 @@ optimizer, a loop, a record buffer, divergence checks or checkpoints: :mod:`mibe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -182,5 +182,5 @@ def data_error(e: Exception) -> ConfigError:
     return ConfigError(str(e).splitlines()[0])
 
 
-__all__ = ["TASKS", "Task", "Step", "Optim", "register", "data_error", "field"]
+__all__ = ["TASKS", "Task", "Step", "Optim", "register", "data_error"]
 
