@@ -290,6 +290,7 @@ def test_eval_bn_batch_statistics_and_restored_running_stats():
     assert not net.training
 
 
+@pytest.mark.slow
 def test_table2_preset_protocol_and_tiny_clb_run(tmp_path):
     from mibench.app import run
     from mibench.compose import compose_config

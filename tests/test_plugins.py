@@ -43,6 +43,7 @@ def installed(tmp_path):
     return site
 
 
+@pytest.mark.slow
 def test_an_estimator_from_an_installed_package_runs_from_the_cli(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed), "PYTHONWARNINGS": "ignore"}
     args = ["estimator=thirds_dv", "dataset.steps_per_level=15", "dataset.mi_levels=[1]", "dataset.dim=2",
