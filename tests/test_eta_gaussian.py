@@ -193,7 +193,7 @@ def test_algorithm1_schedule_alternates_and_uses_one_permutation():
         marg = s[torch.arange(8), perm]
         if t in (2, 4):  # after 2 critic steps: eta -= lr * d/d eta [e^-eta mean e^T + eta - 1]
             eta -= 0.5 * (1 - math.exp(-eta) * float(marg.exp().mean()))
-        out = task.step(idx)
+        out = task.step((idx, task.permutation(8)))  # the batch: indices and the permutation
         assert float(task.estimator.eta) == pytest.approx(eta, abs=1e-5)
         want = float(s.diagonal().mean() - (math.exp(-eta) * marg.exp().mean() + eta - 1))
         assert float(out.values[0]) == pytest.approx(want, abs=1e-4)

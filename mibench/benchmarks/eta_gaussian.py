@@ -34,7 +34,7 @@ from torch.utils.data import IterableDataset
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_critic
 from ..critics import ConcatCritic, SeparableCritic
 from ..data.random_gaussian import random_gaussian
-from ..engine import RunResult, Step, Task, register
+from ..engine import RunResult, Scores, Step, Task, register
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
 from ..figures.eta import plot_curves
@@ -141,6 +141,8 @@ class IndexStream(IterableDataset):
 class EtaGaussian(Task):
     """Trains on index batches of the train set; the test estimate every ``eval_every`` steps (one host copy)."""
 
+    vectorized = True
+
     schema = {"dataset": {"dim": Int(2, why=": x and y each need a coordinate"), "n_train": Int(2), "n_test": Int(2),
                           "data_seed": Int(0)},
               "benchmark": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
@@ -206,27 +208,38 @@ class EtaGaussian(Task):
         b = self.cfg.benchmark
         stream = IndexStream(int(self.cfg.dataset.n_train), int(b.batch_size), int(b.steps), self.block,
                              int(self.cfg.seed))
-        yield (idx.to(self.device) for chunk in stream for idx in chunk)
+        yield ((idx.to(self.device), self.permutation(idx.shape[0])) for chunk in stream for idx in chunk)
 
-    def step(self, idx) -> Step:
+    def permutation(self, n: int) -> Tensor | None:
+        """Algorithm 1's product-of-marginals pairs (x_i, y_perm(i)) of a batch, or None (all off-diagonal pairs)."""
+        return None if self.perm_gen is None else torch.randperm(n, generator=self.perm_gen).to(self.device)
+
+    @classmethod
+    def vectorized_for(cls, cfg) -> bool:
+        return cfg.benchmark.get("eta_schedule", "joint") == "joint"  # Algorithm 1's eta step is a second update
+
+    def score(self, batch) -> Scores:
+        idx, perm = batch
         x, y = self.x_tr[idx], self.y_tr[idx]
         scores = self.nets["critic"](x, y).float()
-        joint = marginal = None
-        if self.perm_gen is not None:  # Algorithm 1: the product-of-marginals pairs are (x_i, y_perm(i))
-            n = scores.shape[0]
-            perm = torch.randperm(n, generator=self.perm_gen).to(scores.device)
-            joint = torch.eye(n, dtype=torch.bool, device=scores.device)
-            marginal = torch.zeros_like(joint)
-            marginal[torch.arange(n, device=scores.device), perm] = True
-        if self.alternating:
-            if self.t_local and self.t_local % self.critic_steps == 0:  # after n_c critic steps: one step on eta
-                eta = self.estimator.eta
-                (grad,) = torch.autograd.grad(self.estimator(scores.detach(), joint, marginal).loss, eta)
-                with torch.no_grad():
-                    eta -= self.eta_lr * grad
-            self.t_local += 1
-        est = self.estimator(scores, joint, marginal, y=y)
-        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
+        if perm is None:
+            return Scores(scores, y=y)
+        n = scores.shape[0]
+        cols = torch.arange(n, device=scores.device)
+        return Scores(scores, cols.unsqueeze(1) == cols, perm.unsqueeze(1) == cols, y=y)
+
+    def step(self, batch) -> Step:
+        if not self.alternating:
+            return super().step(batch)
+        s = self.score(batch)
+        if self.t_local and self.t_local % self.critic_steps == 0:  # after n_c critic steps: one step on eta
+            eta = self.estimator.eta
+            (grad,) = torch.autograd.grad(self.estimator(s.scores.detach(), s.joint, s.marginal).loss, eta)
+            with torch.no_grad():
+                eta -= self.eta_lr * grad
+        self.t_local += 1
+        est = self.estimator(s.scores, s.joint, s.marginal, y=s.y)
+        return Step(est.loss, self.values(est, s))
 
     @torch.no_grad()
     def test_estimate(self) -> Tensor:

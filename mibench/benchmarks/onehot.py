@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..checks import LEARNING_RATE, POSITIVE, Choice, Int, Number, check_critic
 from ..data.onehot import sample_pairs, true_mi
-from ..engine import RunResult, Step, Task, register
+from ..engine import RunResult, Scores, Task, register
 from ..estimators import REGISTRY, bounds
 from ..figures.onehot import plot_onehot
 from ..results import atomic_write_csv
@@ -142,6 +142,7 @@ class OneHot(Task):
     # The ops are tiny (an N x N table through a 64-wide layer): intra-op threads only add overhead,
     # and on a shared/loaded CPU they slow a run down ~15x (measured 23 s vs 1.5 s for 1,000 steps).
     cpu_threads = 1
+    vectorized = True
 
     schema = {"dataset": {"n_classes": Int(2, why=": the one-hot problem needs >= 2 classes (I = log N)"),
                           "batch_size": Int(2)},
@@ -183,17 +184,19 @@ class OneHot(Task):
         """``table[a, b] = T(e_a, e_b)`` for all N x N one-hot combinations, in fp32."""
         return self.nets["critic"](self.eye, self.eye).float()
 
-    def step(self, batch) -> Step:
+    def score(self, batch) -> Scores:
         j, mx, my = batch
         tab = self.table()
         scores = torch.stack((tab[j, j], tab[mx, my]), dim=1)  # [B, 2]: joint | marginal
-        est = self.estimator(scores, joint=self.joint_mask, marginal=self.marginal_mask)
         t_ = tab.detach()
         trace = torch.diagonal(t_).sum()  # masked reductions, not boolean indexing: no host sync
         n = self.n
-        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal, est.extras.get("reg", self.nan),
-                               trace / n, (t_.sum() - trace) / (n * n - n),
-                               t_.masked_fill(self.diag, math.inf).min(), t_.abs().max()])
+        aux = {"t_support": trace / n, "t_off_support": (t_.sum() - trace) / (n * n - n),
+               "t_off_min": t_.masked_fill(self.diag, math.inf).min(), "t_abs_max": t_.abs().max()}
+        return Scores(scores, self.joint_mask, self.marginal_mask, aux=aux)
+
+    def values(self, est, s: Scores) -> list[Tensor]:
+        return [est.mi, est.loss, est.joint, est.marginal, est.extras.get("reg", self.nan), *s.aux.values()]
 
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         return {"true_mi": np.full(hi - lo, self.true_mi)}

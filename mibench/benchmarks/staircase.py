@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from ..checks import LEARNING_RATE, Choice, Int, Number, Numbers, check_critic
 from ..data.gaussian import TRANSFORMS, StaircaseStream
-from ..engine import RunResult, Step, Task, register
+from ..engine import RunResult, Scores, Task, register
 from ..results import STEP_COLUMNS, atomic_write_csv, format_summary, level_summary, plot_staircase
 
 
@@ -26,6 +26,7 @@ class Staircase(Task):
     int_columns = ("level",)
     finite_columns = ("estimate",)
     resumable = True
+    vectorized = True
 
     schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
                           "dim": Int(1), "mi_levels": Numbers(Number(0.0), "MI values in nats"),
@@ -59,10 +60,9 @@ class Staircase(Task):
             if level >= start:
                 yield zip(xs.to(self.device), ys.to(self.device))
 
-    def step(self, batch) -> Step:
+    def score(self, batch) -> Scores:
         x, y = batch
-        est = self.estimator(self.nets["critic"](x, y).float(), y=y)
-        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
+        return Scores(self.nets["critic"](x, y).float(), y=y)
 
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         level = np.arange(lo, hi) // self.spl

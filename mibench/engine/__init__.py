@@ -17,7 +17,7 @@ from .backend import Backend, make_backend
 from .logging import Logger, make_logger
 from .loop import CHECKPOINT, Engine, Fit, make_optimizer, seed_everything
 from .result import RunResult
-from .task import TASKS, Optim, Step, Task, data_error, register
+from .task import TASKS, Optim, Scores, Step, Task, data_error, register
 
 
 class NoWorkError(RuntimeError):
@@ -73,5 +73,5 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) 
     return result
 
 
-__all__ = ["Backend", "CHECKPOINT", "Engine", "Fit", "NoWorkError", "Optim", "RunResult", "Step", "TASKS", "Task",
+__all__ = ["Backend", "CHECKPOINT", "Engine", "Fit", "NoWorkError", "Optim", "RunResult", "Scores", "Step", "TASKS", "Task",
            "data_error", "make_backend", "make_optimizer", "register", "run_task", "seed_everything"]

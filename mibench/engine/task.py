@@ -6,7 +6,7 @@ optimizer, a loop, a record buffer, divergence checks or checkpoints: :mod:`mibe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -46,6 +46,19 @@ class Step:
 
 
 @dataclass
+class Scores:
+    """What a task's :meth:`Task.score` gives its estimator: ``scores[i, j] = T(x_i, y_j)``, the masks
+    (None: diagonal / off-diagonal), the y of every column (learned baselines) and the task's own terms
+    for the record (``aux``, e.g. the one-hot table's statistics)."""
+
+    scores: Tensor
+    joint: Tensor | None = None
+    marginal: Tensor | None = None
+    y: Tensor | None = None
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class Optim:
     """The optimizer of a task's trainable networks (``Task.optim``)."""
 
@@ -79,6 +92,10 @@ class Task:
     trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
     int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
     cpu_threads: ClassVar[int | None] = None  # intra-op threads on a CPU while training (None: torch's setting)
+    # True: the step is ``estimator(score(batch))`` with ``values`` as its record, and nothing in it draws from
+    # a global generator or syncs with the host, so many runs can be trained as one batched model
+    # (mibench.engine.group: the critic vmapped over runs, each estimator over its runs)
+    vectorized: ClassVar[bool] = False
 
     def __init__(self, cfg: DictConfig, out_dir: Path | None, device: torch.device):
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir) if out_dir is not None else None, device
@@ -108,6 +125,11 @@ class Task:
     def gives_y_for(cls, cfg: DictConfig) -> bool:
         return cls.gives_y
 
+    @classmethod
+    def vectorized_for(cls, cfg: DictConfig) -> bool:
+        """Whether runs of this config can train in a group (``vectorized``, unless an option rules it out)."""
+        return cls.vectorized
+
     def setup(self) -> None:
         """Load data (missing data: raise ConfigError) and build ``nets`` / ``estimators`` / ``adversary``."""
 
@@ -121,7 +143,18 @@ class Task:
         return iter(())
 
     def step(self, batch: Any) -> Step:
+        """One training step's loss and record. Default: the estimator on :meth:`score`, recorded by :meth:`values`."""
+        s = self.score(batch)
+        est = self.estimator(s.scores, s.joint, s.marginal, y=s.y)
+        return Step(est.loss, self.values(est, s))
+
+    def score(self, batch: Any) -> Scores:
+        """The batch's score matrix and masks from ``self.nets`` (a pure function of the nets and the batch)."""
         raise NotImplementedError
+
+    def values(self, est: Any, s: Scores) -> list[Tensor]:
+        """The step's record (``columns``) from the estimate and the scores."""
+        return [est.mi, est.loss, est.joint, est.marginal]
 
     def optim(self) -> Optim:
         b = self.cfg.benchmark
@@ -182,5 +215,5 @@ def data_error(e: Exception) -> ConfigError:
     return ConfigError(str(e).splitlines()[0])
 
 
-__all__ = ["TASKS", "Task", "Step", "Optim", "register", "data_error"]
+__all__ = ["TASKS", "Task", "Scores", "Step", "Optim", "register", "data_error"]
 
