@@ -50,6 +50,10 @@ class Staircase(Task):
     def block(self) -> int:
         return self.spl
 
+    def data_bytes(self) -> int:
+        d = self.cfg.dataset  # x and y of one level (and the next one's, while it is drawn)
+        return 2 * 2 * int(d.steps_per_level) * int(d.batch_size) * int(d.dim) * 4
+
     def total_steps(self) -> int:
         return self.spl * len(self.mi_levels)
 

@@ -141,14 +141,7 @@ class Engine:
             if fit.t > lo:
                 self._flush(buf, lo, fit.t)
                 lo = fit.t
-            fit.segment = seg_index + 1
-            seg_rows = (np.concatenate(fit.rows[seg_first:]) if len(fit.rows) > seg_first
-                        else np.zeros((0, len(self.columns))))
-            metrics = task.end_segment(seg_index, seg_rows, time.perf_counter() - t0)
-            if metrics:
-                self.logger.log(metrics, step=fit.t)
-            if self.scheduler is not None:
-                self.scheduler.step()
+            self.end_segment(seg_index, seg_first, t0)
             if fit.stopped:
                 break
             if self.checkpoint:
@@ -157,10 +150,25 @@ class Engine:
         self.modules().eval()
         return fit
 
+    def end_segment(self, seg_index: int, seg_first: int, t0: float) -> None:
+        """The task summarises the segment (its host blocks are ``fit.rows[seg_first:]``); its metrics are logged."""
+        fit = self.fit
+        fit.segment = seg_index + 1
+        seg_rows = (np.concatenate(fit.rows[seg_first:]) if len(fit.rows) > seg_first
+                    else np.zeros((0, len(self.columns))))
+        metrics = self.task.end_segment(seg_index, seg_rows, time.perf_counter() - t0)
+        if metrics:
+            self.logger.log(metrics, step=fit.t)
+        if self.scheduler is not None:
+            self.scheduler.step()
+
     def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
-        """Copy steps [lo, hi) to the host (the one sync of the block), check them, stream them out."""
+        """Copy steps [lo, hi) to the host (the one sync of the block) and record them."""
+        self.record(buf[: hi - lo].cpu().numpy().astype(np.float64), lo, hi)
+
+    def record(self, rec: np.ndarray, lo: int, hi: int) -> None:
+        """Host rows of steps [lo, hi) (``task.columns``): check them for divergence, stream them out."""
         task, fit = self.task, self.fit
-        rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
         steps = np.arange(lo, hi, dtype=np.float64)
         ctx = task.context(lo, hi)
         block = np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)

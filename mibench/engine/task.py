@@ -165,6 +165,10 @@ class Task:
         """Planned steps (for the progress bar), if known."""
         return None
 
+    def data_bytes(self) -> int:
+        """Device bytes of the data the task holds while training (sizes groups of vectorised runs)."""
+        return 0
+
     def no_work_hint(self) -> str:
         return "check the data size against the batch size"
 

@@ -1,0 +1,491 @@
+"""Many runs of a sweep trained as one batched model (``hydra/launcher=vectorized``).
+
+Runs that share the benchmark, critic architecture and data shapes (:func:`group_key`) form a group.
+Each run keeps everything of its own: its task (data stream, seed, records, outputs), its networks'
+initial values (each run's task is set up from its own seed, exactly as alone), its estimator and
+state (MINE's EMA, eta, a learned baseline), its learning rates and optimizer state. Only the
+arithmetic is shared:
+
+* every parameter and buffer of the runs' networks is stacked into one tensor ``[runs, ...]``; each
+  run's modules keep *views* into it, so checkpoints, ``on_block`` / ``evaluate`` / ``finish`` hooks and
+  resume see the run's current values without a copy;
+* the task's :meth:`Task.score` runs once per step for the whole group under ``torch.func.vmap``
+  (batched matmuls instead of one small matmul per run), the estimator once per set of runs with the
+  same estimator config (also vmapped, with its stacked state);
+* one backward of the summed losses (each run's gradient depends on its own loss only) and one
+  optimizer update with the formulas of ``torch.optim.Adam`` / ``SGD`` on the stacked tensors, each
+  run on its own learning rate.
+
+A run whose record turns non-finite is recorded as diverged at the end of that block, exactly as when
+alone, and leaves the group: its update is masked out from then on (its values stay frozen), the
+other runs go on untouched. Checkpoints are the single-run format, one per run directory, so a
+killed group resumes (grouped or alone) to the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .backend import Backend
+from .logging import Logger, Progress
+from .loop import Engine
+from .task import TASKS, Optim, Scores, Task
+
+# config keys that may differ between the runs of a group (everything else must be equal)
+PER_RUN_KEYS = ("seed", "estimator", "lambda", "c_star", "per_estimator", "benchmark.lr", "out_dir",
+                "resume", "overwrite", "runs_root", "logger")
+
+
+def group_key(cfg: DictConfig) -> str | None:
+    """Runs with equal keys can train together; None: this config trains alone (and why is in
+    :func:`why_alone`)."""
+    if why_alone(cfg) is not None:
+        return None
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in PER_RUN_KEYS:
+        *path, last = key.split(".")
+        d = c
+        for p in path:
+            d = d.get(p, {})
+        d.pop(last, None)
+    return json.dumps(c, sort_keys=True, default=str)
+
+
+def why_alone(cfg: DictConfig) -> str | None:
+    """Why runs of this config cannot share a batched step (None: they can)."""
+    task = TASKS.get(cfg.benchmark.name)
+    if task is None or not task.vectorized_for(cfg):
+        return f"benchmark={cfg.benchmark.name} trains one run per process"
+    from .backend import Backend, make_backend
+
+    if type(make_backend(cfg.hardware)) is not Backend:
+        return "DDP / several devices / fp16 (Lightning Fabric) runs train alone"
+    if cfg.logger.name == "wandb":
+        return "logger=wandb runs train alone"
+    return None
+
+
+def estimator_key(cfg: DictConfig) -> str:
+    return json.dumps(OmegaConf.to_container(cfg.estimator, resolve=True), sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------------------------------- stacking
+class Stacked:
+    """The parameters and buffers of several modules of one architecture as ``[n, ...]`` tensors.
+
+    Each module's parameters become views into the stacked tensors (``requires_grad`` views that take
+    no part in the group's graph): in-place updates of the stack show in every module.
+    """
+
+    def __init__(self, modules: list[nn.Module]):
+        self.template = modules[0]
+        self.params: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        for name, _ in self.template.named_parameters():
+            self.params[name] = torch.stack([m.get_parameter(name).detach() for m in modules]).requires_grad_()
+        for name, _ in self.template.named_buffers():
+            self.buffers[name] = torch.stack([m.get_buffer(name) for m in modules])
+        for r, m in enumerate(modules):
+            for name, t in self.params.items():
+                owner, leaf = _owner(m, name)
+                owner._parameters[leaf] = nn.Parameter(t.detach()[r], requires_grad=True)
+            for name, t in self.buffers.items():
+                owner, leaf = _owner(m, name)
+                owner._buffers[leaf] = t[r]
+
+    def index(self, module: nn.Module) -> dict[int, str]:
+        """id(parameter of ``module``) -> its name in the stack."""
+        return {id(p): n for n, p in module.named_parameters()}
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    prefix, _, leaf = name.rpartition(".")
+    return (module.get_submodule(prefix) if prefix else module), leaf
+
+
+class _Scorer(nn.Module):
+    """``task.score`` as a module call, so that ``functional_call`` can swap in the stacked networks."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.nets = task.nets
+        self.task = [task]  # not a submodule
+
+    def forward(self, batch: Any) -> dict[str, Any]:
+        s = self.task[0].score(batch)
+        out = {"scores": s.scores, "joint": s.joint, "marginal": s.marginal, "y": s.y, "aux": s.aux}
+        return {k: v for k, v in out.items() if v is not None}  # vmap returns tensors only
+
+
+class _Estimating(nn.Module):
+    """The estimator on one run's scores and the task's record of the step, as a module call."""
+
+    def __init__(self, task: Task, estimator: nn.Module):
+        super().__init__()
+        self.est = estimator
+        self.task = [task]
+
+    def forward(self, s: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        sc = Scores(s["scores"], s.get("joint"), s.get("marginal"), s.get("y"), s["aux"])
+        e = self.est(sc.scores, sc.joint, sc.marginal, y=sc.y)
+        values = self.task[0].values(e, sc)
+        return e.loss, torch.stack([v.float() for v in values])
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+@dataclass
+class _Slot:
+    """One stacked tensor the optimizer updates, with each run's learning rate and the runs it belongs to."""
+
+    param: Tensor
+    lr: list[float]
+    runs: list[int]  # group index of each row
+    state: dict[str, Tensor] = field(default_factory=dict)
+
+
+class StackedOptimizer:
+    """``torch.optim.Adam`` / ``SGD`` (no nesterov, no dampening) applied row-wise to stacked tensors.
+
+    The update is the single-tensor update of torch with one learning rate per row: when a tensor's
+    rows share one rate the very same in-place ops run (a Python float, as in torch); otherwise the
+    rate is a ``[rows, 1, ...]`` tensor. Rows of runs that left the group are not updated.
+    """
+
+    def __init__(self, slots: list[_Slot], opt: Optim):
+        self.slots, self.opt, self.t = slots, opt, 0
+        for s in slots:
+            shape = (len(s.lr),) + (1,) * (s.param.dim() - 1)
+            s.state["lr_t"] = torch.tensor(s.lr, dtype=torch.float64, device=s.param.device).reshape(shape)
+            s.state["keep"] = torch.ones(shape, dtype=torch.bool, device=s.param.device)
+
+    def drop(self, run: int) -> None:
+        for s in self.slots:
+            for i, r in enumerate(s.runs):
+                if r == run:
+                    s.state["keep"][i] = False
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        for s in self.slots:
+            g = s.param.grad
+            if g is None:
+                continue
+            old = s.param.clone() if not bool(s.state["keep"].all()) else None
+            if self.opt.name == "sgd":
+                self._sgd(s, g)
+            else:
+                self._adam(s, g)
+            if old is not None:
+                s.param.copy_(torch.where(s.state["keep"], s.param, old))
+
+    def _rate(self, s: _Slot, divisor: float = 1.0) -> float | Tensor:
+        """-lr / divisor per row: a float when the rows share a rate, else float64 arithmetic cast to the
+        parameter's dtype (as torch casts its Python-float step size)."""
+        if len(set(s.lr)) == 1:
+            return -(s.lr[0] / divisor)
+        return (s.state["lr_t"] / divisor).neg().to(s.param.dtype)
+
+    def _adam(self, s: _Slot, grad: Tensor) -> None:
+        beta1, beta2, eps, wd = 0.9, 0.999, 1e-8, self.opt.weight_decay
+        p = s.param
+        if "exp_avg" not in s.state:
+            s.state["exp_avg"] = torch.zeros_like(p)
+            s.state["exp_avg_sq"] = torch.zeros_like(p)
+        m, v = s.state["exp_avg"], s.state["exp_avg_sq"]
+        if wd != 0:
+            grad = grad.add(p, alpha=wd)
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bc1, bc2 = 1 - beta1 ** self.t, 1 - beta2 ** self.t
+        denom = (v.sqrt() / bc2 ** 0.5).add_(eps)
+        step = self._rate(s, bc1)
+        if isinstance(step, float):
+            p.addcdiv_(m, denom, value=step)
+        else:
+            p.add_(step * m / denom)  # (value * t1) / t2, the order of addcdiv's kernel
+
+    def _sgd(self, s: _Slot, grad: Tensor) -> None:
+        p, mom, wd = s.param, self.opt.momentum, self.opt.weight_decay
+        if wd != 0:
+            grad = grad.add(p, alpha=wd)
+        if mom != 0:
+            if "momentum_buffer" not in s.state:
+                s.state["momentum_buffer"] = grad.clone().detach()
+            else:
+                s.state["momentum_buffer"].mul_(mom).add_(grad)
+            grad = s.state["momentum_buffer"]
+        rate = self._rate(s)
+        if isinstance(rate, float):
+            p.add_(grad, alpha=rate)
+        else:
+            p.add_(rate * grad)
+
+    # the per-run torch optimizers hold the state in checkpoints (the single-run format)
+    STATE_KEYS = {"adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
+
+    def export(self, run: int, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
+        """Write run ``run``'s rows of the state into its torch optimizer (``owner``: id(param) -> (slot, row))."""
+        for group in opt.param_groups:
+            for p in group["params"]:
+                si, row = owner[id(p)]
+                st = self.slots[si].state
+                keys = [k for k in self.STATE_KEYS[self.opt.name] if k in st]
+                if not keys:
+                    continue
+                opt.state[p] = {k: st[k][row].clone() for k in keys}
+                if self.opt.name == "adam":
+                    opt.state[p]["step"] = torch.tensor(float(self.t))
+
+    def load(self, run: int, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
+        """Read run ``run``'s rows of the state from its torch optimizer (after a checkpoint was loaded)."""
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if p not in opt.state:
+                    continue
+                si, row = owner[id(p)]
+                slot, st = self.slots[si], opt.state[p]
+                for k in self.STATE_KEYS[self.opt.name]:
+                    if k in st:
+                        if k not in slot.state:
+                            slot.state[k] = torch.zeros_like(slot.param)
+                        slot.state[k][row].copy_(st[k])
+                if "step" in st:
+                    self.t = int(st["step"])
+
+
+# ---------------------------------------------------------------------------------------------- the group
+def _stack_batches(batches: tuple[Any, ...]) -> Any:
+    first = batches[0]
+    if first is None:
+        return None
+    if isinstance(first, Tensor):
+        return torch.stack(batches)
+    return type(first)(_stack_batches(b) for b in zip(*batches))
+
+
+@dataclass
+class Member:
+    """One run of a group: its task, its engine (records, checkpoints) and where it stands."""
+
+    task: Task
+    engine: Engine
+    logger: Logger
+    resume: Path | None = None  # its checkpoint, when it continues an interrupted run
+    active: bool = True
+    seg_first: int = 0
+
+
+class GroupEngine:
+    """Trains several set-up tasks of one group in one batched step (module docstring)."""
+
+    def __init__(self, members: list[Member], backend: Backend, progress: bool = False):
+        members = sorted(members, key=lambda m: estimator_key(m.task.cfg))  # one estimator config: contiguous rows
+        self.members, self.backend = members, backend
+        self.R = len(members)
+        tasks = [m.task for m in members]
+        for t in tasks:
+            nn.ModuleDict({"n": t.nets, "e": t.estimators}).to(backend.device)
+        template = tasks[0]
+        self.nets = Stacked([t.nets for t in tasks])
+        self.scorer = _Scorer(template)
+        self.net_state = ({f"nets.{k}": v for k, v in self.nets.params.items()},
+                          {f"nets.{k}": v for k, v in self.nets.buffers.items()})
+        # estimator subgroups: [lo, hi) rows with one estimator config
+        self.subgroups: list[tuple[int, int, _Estimating, Stacked | None]] = []
+        lo = 0
+        while lo < self.R:
+            key = estimator_key(tasks[lo].cfg)
+            hi = lo
+            while hi < self.R and estimator_key(tasks[hi].cfg) == key:
+                hi += 1
+            ests = [tasks[r].estimator for r in range(lo, hi)]
+            stacked = Stacked(ests) if any(True for _ in ests[0].parameters()) or any(True for _ in ests[0].buffers()) else None
+            self.subgroups.append((lo, hi, _Estimating(template, stacked.template if stacked else ests[0]), stacked))
+            lo = hi
+        self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
+                                 f"{template.name} x{self.R}")
+        for m in members:
+            m.engine.build_optimizers()  # per-run torch optimizers: parameter order and checkpoint format
+        self.optimizer, self.owner = self._build_optimizer()
+
+    def _build_optimizer(self) -> tuple[StackedOptimizer, list[dict[int, tuple[int, int]]]]:
+        """One slot per stacked tensor, each row on its run's learning rate for that parameter."""
+        slots: list[_Slot] = []
+        owner: list[dict[int, tuple[int, int]]] = [{} for _ in range(self.R)]
+        lr = [float(m.task.optim().lr) for m in self.members]
+        for name, t in self.nets.params.items():
+            slots.append(_Slot(t, list(lr), list(range(self.R))))
+            for r, m in enumerate(self.members):
+                owner[r][id(m.task.nets.get_parameter(name))] = (len(slots) - 1, r)
+        for lo, hi, _, st in self.subgroups:
+            if st is None:
+                continue
+            rates = []
+            for r in range(lo, hi):
+                est = self.members[r].task.estimator
+                names = st.index(est)
+                rates.append({names[id(p)]: float(g["lr"]) for g in est.param_groups(lr[r]) for p in g["params"]})
+            for name, t in st.params.items():
+                if name not in rates[0]:
+                    continue  # not trained through the main optimizer (e.g. Algorithm 1's eta)
+                slots.append(_Slot(t, [rates[i][name] for i in range(hi - lo)], list(range(lo, hi))))
+                for i, r in enumerate(range(lo, hi)):
+                    owner[r][id(self.members[r].task.estimator.get_parameter(name))] = (len(slots) - 1, i)
+        return StackedOptimizer(slots, self.members[0].task.optim()), owner
+
+    @property
+    def trainable(self) -> list[Tensor]:
+        return [s.param for s in self.optimizer.slots]
+
+    # ------------------------------------------------------------------ one batched step
+    def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Every run's loss [R] and record [R, columns] for one stacked batch."""
+        scored = vmap(lambda p, b, x: functional_call(self.scorer, (p, b), (x,)))(*self.net_state, batch)
+        losses, values = [], []
+        for lo, hi, est, st in self.subgroups:
+            part = scored if (lo, hi) == (0, self.R) else _rows(scored, lo, hi)
+            p, b = (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
+            loss, vals = vmap(lambda p_, b_, s_: functional_call(est, (p_, b_), (s_,)))(p, b, part)
+            losses.append(loss)
+            values.append(vals)
+        if len(losses) == 1:
+            return losses[0], values[0]
+        return torch.cat(losses), torch.cat(values)
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        members, be = self.members, self.backend
+        for r, m in enumerate(members):
+            if m.resume is not None:
+                m.engine.load_checkpoint(m.resume)
+                self.optimizer.load(r, self.owner[r], m.engine.optimizers[0])
+        starts = {m.engine.fit.t for m in members}
+        if len(starts) != 1:
+            raise ValueError(f"a group's runs must start at the same step (got {sorted(starts)})")
+        for m in members:
+            m.engine.modules().train()
+        t = members[0].engine.fit.t
+        segment0 = members[0].engine.fit.segment
+        block = max(1, members[0].task.block)
+        width = len(members[0].task.columns)
+        buf = torch.zeros(block, self.R, width, device=be.device)
+        lo = t
+        streams = [m.task.segments(segment0) for m in members]
+        for seg_index, segments in enumerate(zip(*streams), start=segment0):
+            t0 = time.perf_counter()
+            for m in members:
+                m.seg_first = len(m.engine.fit.rows)
+            for batches in zip(*segments):
+                batch = _stack_batches(batches)
+                with be.autocast():
+                    loss, values = self.forward(batch)
+                for p in self.trainable:
+                    p.grad = None
+                loss.sum().backward()
+                self.optimizer.step()
+                buf[t - lo] = values.detach()
+                t += 1
+                if t - lo == block:
+                    self._flush(buf, lo, t, seg_index, t0)
+                    lo = t
+                    if not any(m.active for m in members):
+                        break
+            if t > lo:
+                self._flush(buf, lo, t, seg_index, t0)
+                lo = t
+            for m in members:
+                if m.active:
+                    m.engine.end_segment(seg_index, m.seg_first, t0)
+            if not any(m.active for m in members):
+                break
+            self.checkpoint()
+        self.progress.close()
+        for m in members:
+            m.engine.modules().eval()
+
+    def _flush(self, buf: Tensor, lo: int, hi: int, seg_index: int, t0: float) -> None:
+        """One host copy for the group's block; each active run records its rows (and may leave the group)."""
+        rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
+        for r, m in enumerate(self.members):
+            if not m.active:
+                continue
+            m.engine.fit.t = hi
+            m.engine.record(rec[:, r, :], lo, hi)
+            if m.engine.fit.stopped:  # diverged: end its segment as alone, freeze it
+                m.active = False
+                self.optimizer.drop(r)
+                m.engine.end_segment(seg_index, m.seg_first, t0)
+        self.progress.update(hi - lo, runs=sum(m.active for m in self.members))
+
+    def checkpoint(self) -> None:
+        for r, m in enumerate(self.members):
+            if m.active and m.engine.checkpoint:
+                self.optimizer.export(r, self.owner[r], m.engine.optimizers[0])
+                m.engine.save_checkpoint()
+
+
+def _prefixed(d: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {f"est.{k}": v for k, v in d.items()}
+
+
+def _rows(tree: Any, lo: int, hi: int) -> Any:
+    if isinstance(tree, Tensor):
+        return tree[lo:hi]
+    if isinstance(tree, dict):
+        return {k: _rows(v, lo, hi) for k, v in tree.items()}
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def run_bytes(task: Task, batch: Any) -> int:
+    """Device bytes one run adds to a group: parameters x 4 (value, gradient, two optimizer moments), the
+    activations its step saves for backward (x 2: temporaries) and its data (``Task.data_bytes``)."""
+    saved = [0]
+
+    def pack(t: Tensor) -> Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    params = sum(p.numel() * p.element_size() for mod in (task.nets, task.estimators) for p in mod.parameters())
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        task.step(batch)
+    return 4 * params + 2 * saved[0] + task.data_bytes()
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def split_sizes(n: int, per_run: int, budget: int, cap: int | None = None) -> list[int]:
+    """Sizes of the groups ``n`` runs are cut into so that each fits ``budget`` bytes (and ``cap`` runs)."""
+    most = max(1, budget // max(1, per_run))
+    if cap:
+        most = min(most, int(cap))
+    k = math.ceil(n / most)
+    base, extra = divmod(n, k)
+    return [base + (i < extra) for i in range(k)]
+
+
+__all__ = ["GroupEngine", "Member", "PER_RUN_KEYS", "Stacked", "StackedOptimizer", "free_bytes", "group_key",
+           "run_bytes", "split_sizes", "why_alone"]

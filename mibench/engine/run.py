@@ -1,0 +1,117 @@
+"""Running tasks: one alone (:func:`run_task`) or a group of compatible ones as one batched model
+(:func:`train_group`, see :mod:`mibench.engine.group`)."""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from omegaconf import DictConfig
+
+from .backend import Backend, make_backend
+from .group import GroupEngine, Member
+from .logging import Logger, make_logger
+from .loop import Engine, seed_everything
+from .result import RunResult
+from .task import TASKS, Task
+
+
+class NoWorkError(RuntimeError):
+    """The run ended without a single training step (never recorded as ``completed``)."""
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None, device: torch.device) -> Iterator[None]:
+    before = torch.get_num_threads()
+    if n is not None and device.type == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Task:
+    """``benchmark=<name>``'s task, set up (data loaded, networks built from the global generator's state)."""
+    if cfg.trainer.get("deterministic", False):  # (the call imports torch._dynamo: only when asked for)
+        torch.use_deterministic_algorithms(True)
+    task = TASKS[cfg.benchmark.name](cfg, out_dir, backend.device)
+    task.backend = backend
+    task.setup()
+    return task
+
+
+def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | None, progress: bool | None = None) -> Engine:
+    cfg, b = task.cfg, task.cfg.benchmark
+    engine = Engine(task, backend, logger,
+                    progress=bool(cfg.trainer.get("enable_progress_bar", False)) if progress is None else progress,
+                    stop_on_divergence=bool(b.get("stop_on_divergence", True)),
+                    checkpoint=bool(b.get("checkpoint", False)), out_dir=out_dir,
+                    total_steps=task.total_steps(), int_columns=task.int_columns)
+    task.engine = engine
+    return engine
+
+
+def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) -> RunResult:
+    """After training: the records (steps.csv), the task's evaluation and outputs, the status."""
+    if engine is not None:
+        fit = engine.fit
+        result.steps = engine.write_steps()
+        result.steps_done, result.diverged_step = fit.t, fit.diverged_step
+        if fit.t == 0:
+            raise NoWorkError(f"benchmark={task.name} trained no step ({task.no_work_hint()})")
+    result.extra["train_wall_s"] = time.perf_counter() - t0
+    result.metrics.update(task.evaluate())
+    task.finish(result)
+    result.wall_time_s = time.perf_counter() - t0
+    result.status = "diverged" if result.diverged_step is not None else "completed"
+    if engine is not None:
+        engine.remove_checkpoint()
+    return result
+
+
+def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) -> RunResult:
+    """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs."""
+    backend = make_backend(cfg.hardware)
+    task = setup_task(cfg, out_dir, backend)
+    logger = make_logger(cfg, out_dir) if backend.is_global_zero else Logger()
+    result = RunResult(out_dir=Path(out_dir) if out_dir is not None else None)
+    engine = None
+    t0 = time.perf_counter()
+    try:
+        if task.trains:
+            engine = make_engine(task, backend, logger, out_dir)
+            with cpu_threads(task.cpu_threads, backend.device):
+                engine.train(resume)
+        return conclude(task, engine, result, t0)
+    finally:
+        logger.close()
+
+
+def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path | None] | None = None,
+                progress: bool = False) -> list[RunResult | Exception]:
+    """Train compatible runs (:func:`mibench.engine.group.group_key`) as one batched model; each run's
+    task is set up from its own seed exactly as alone, and concluded (records, evaluation, outputs) on its
+    own: a run whose evaluation fails gets its exception in the returned list, the others their results."""
+    backend = make_backend(cfgs[0].hardware)
+    members = []
+    for cfg, out, res in zip(cfgs, out_dirs, resumes or [None] * len(cfgs)):
+        seed_everything(int(cfg.seed))
+        task = setup_task(cfg, out, backend)
+        logger = make_logger(cfg, out)
+        members.append(Member(task, make_engine(task, backend, logger, out, progress=False), logger, resume=res))
+    t0 = time.perf_counter()
+    try:
+        GroupEngine(members, backend, progress).train()
+        results: list[RunResult | Exception] = []
+        for m, out in zip(members, out_dirs):
+            try:
+                results.append(conclude(m.task, m.engine, RunResult(out_dir=Path(out)), t0))
+            except Exception as e:  # noqa: BLE001 -- recorded as this run's crash
+                results.append(e)
+        return results
+    finally:
+        for m in members:
+            m.logger.close()
