@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,14 +63,24 @@ def _previous_run(cfg: DictConfig, out: Path) -> tuple[Path | None, Path | None,
     return None, None, None
 
 
-def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, reuse: bool = False) -> "RunResult":
-    """Run the benchmark ``cfg`` describes and write its records under ``out_dir`` (default: cfg.out_dir).
+@dataclass
+class Prepared:
+    """A run about to train: its config, directory, checkpoint to resume from and started record."""
 
-    ``reuse`` (the CLI sets it) looks for earlier runs of the same config under ``cfg.runs_root``:
-    a completed one is skipped unless ``overwrite=true``; ``resume=true`` continues an interrupted one.
-    """
+    cfg: DictConfig
+    out: Path
+    resume_from: Path | None
+    record: dict[str, Any]
+    t0: float
+    echo: bool = True
+
+
+def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True,
+            reuse: bool = False) -> "Prepared | RunResult":
+    """Validate ``cfg``, pick its directory (or the earlier run it skips to / resumes), write config.yaml and
+    the ``running`` record, seed the global generators. A skipped run comes back as its RunResult."""
     from .config import validate
-    from .engine import TASKS, RunResult, run_task, seed_everything
+    from .engine import TASKS, RunResult, seed_everything
 
     notes = validate(cfg)
     task = TASKS[cfg.benchmark.name]
@@ -94,36 +105,99 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
     out.mkdir(parents=True, exist_ok=True)
     if process_rank() > 0:  # DDP: rank 0 writes the records, the other ranks only train
         seed_everything(int(cfg.seed))
-        return run_task(cfg, out, resume=resume_from)
+        return Prepared(cfg, out, resume_from, {}, time.time(), echo)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["out_dir"] = str(out)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     for note in notes:
         print(f"mibench: note: {note}", file=sys.stderr)
     seed_everything(int(cfg.seed))
+    return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
 
-    record = start_record(cfg, out, git_commit())
-    t0 = time.time()
-    try:
-        result = run_task(cfg, out, resume=resume_from)
-    except BaseException as e:
-        kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
-        write_record(out, {**record, "status": kind, "wall_time_s": round(time.time() - t0, 3),
-                           "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
-        raise
+
+def record_crash(prep: Prepared, e: BaseException) -> None:
+    kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
+    write_record(prep.out, {**prep.record, "status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
+                            "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+
+
+def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResult":
+    """The finished run's record (status, metrics, levels, figures) written atomically; printed when ``echo``."""
+    record = prep.record
     record.update({
         "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "wall_time_s": round(time.time() - t0, 3), "resumed": resume_from is not None,
+        "wall_time_s": round(time.time() - prep.t0, 3), "resumed": prep.resume_from is not None,
         "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
-        "figures": [str(p.name) for p in result.figures],
+        "figures": [str(p.name) for p in result.figures], **extra,
     })
-    _log_to_wandb(cfg, out, record)
-    write_record(out, record)
-    if echo:
+    _log_to_wandb(prep.cfg, prep.out, record)
+    write_record(prep.out, record)
+    if prep.echo:
         print(result.text)
-        print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {out}")
+        print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {prep.out}")
     return result
+
+
+def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, reuse: bool = False) -> "RunResult":
+    """Run the benchmark ``cfg`` describes and write its records under ``out_dir`` (default: cfg.out_dir).
+
+    ``reuse`` (the CLI sets it) looks for earlier runs of the same config under ``cfg.runs_root``:
+    a completed one is skipped unless ``overwrite=true``; ``resume=true`` continues an interrupted one.
+    """
+    prep = prepare(cfg, out_dir, echo, reuse)
+    if not isinstance(prep, Prepared):
+        return prep
+    return _run_prepared(prep)
+
+
+def _run_prepared(prep: Prepared) -> "RunResult":
+    from .engine import run_task
+
+    cfg = prep.cfg
+    if process_rank() > 0:
+        return run_task(cfg, prep.out, resume=prep.resume_from)
+    try:
+        result = run_task(cfg, prep.out, resume=prep.resume_from)
+    except BaseException as e:
+        record_crash(prep, e)
+        raise
+    return record_result(prep, result)
+
+
+def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_fraction: float = 0.5,
+              progress: bool = False) -> list["RunResult | Exception"]:
+    """Train prepared runs of one group (:func:`mibench.engine.group.group_key`) together and record each.
+
+    Runs resuming from different steps train in separate groups; a group larger than ``memory_fraction`` of
+    the device's free memory (or than ``max_group_size`` runs) is split. Returns each run's result, or the
+    exception it crashed with (recorded as ``crashed``, as a run alone would be).
+    """
+    from .engine import seed_everything, train_group
+    from .engine.group import plan_groups
+
+    results: list[Any] = [None] * len(preps)
+    for idx in plan_groups([(p.cfg, p.resume_from) for p in preps], max_group_size, memory_fraction):
+        chunk = [preps[i] for i in idx]
+        if len(chunk) == 1:  # a group of one trains alone (the single-run step, not vmapped)
+            seed_everything(int(chunk[0].cfg.seed))  # (the other runs' preparation reseeded the generators)
+            try:
+                results[idx[0]] = _run_prepared(chunk[0])
+            except Exception as e:  # noqa: BLE001 -- recorded as crashed by run()
+                results[idx[0]] = e
+            continue
+        try:
+            outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
+                               progress=progress)
+        except Exception as e:  # noqa: BLE001 -- the shared training failed: every run of the chunk crashed
+            outs = [e] * len(chunk)
+        for i, p, out in zip(idx, chunk, outs):
+            if isinstance(out, Exception):
+                record_crash(p, out)
+                results[i] = out
+            else:
+                results[i] = record_result(p, out, vectorized={"group_size": len(chunk)})
+    return results
 
 
 def _log_to_wandb(cfg: DictConfig, out: Path, record: dict[str, Any]) -> None:
@@ -159,6 +233,16 @@ def _set_threads(cfg: DictConfig, hc: Any) -> None:
             threads = max(1, cores // max(1, jobs))
     if threads is not None:
         torch.set_num_threads(int(threads))
+
+
+def prepare_job(cfg: DictConfig) -> "Prepared | RunResult":
+    """The Hydra task function of a job in a vectorised group (mibench.launcher): its threads, its values
+    that need Hydra's runtime (out_dir) resolved while this job's Hydra config is current, its preparation."""
+    from hydra.core.hydra_config import HydraConfig
+
+    _set_threads(cfg, HydraConfig.get())
+    OmegaConf.resolve(cfg)
+    return prepare(cfg, reuse=True)
 
 
 def hydra_entry() -> Any:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -52,14 +52,11 @@ def group_key(cfg: DictConfig) -> str | None:
     :func:`why_alone`)."""
     if why_alone(cfg) is not None:
         return None
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for key in PER_RUN_KEYS:
-        *path, last = key.split(".")
-        d = c
-        for p in path:
-            d = d.get(p, {})
-        d.pop(last, None)
-    return json.dumps(c, sort_keys=True, default=str)
+    c = cfg.copy()
+    with open_dict(c):
+        for key in PER_RUN_KEYS:  # blanked before resolving: out_dir needs Hydra's runtime, estimator ${lambda}
+            OmegaConf.update(c, key, None, force_add=True)
+    return json.dumps(OmegaConf.to_container(c, resolve=True), sort_keys=True, default=str)
 
 
 def why_alone(cfg: DictConfig) -> str | None:
@@ -487,5 +484,43 @@ def split_sizes(n: int, per_run: int, budget: int, cap: int | None = None) -> li
     return [base + (i < extra) for i in range(k)]
 
 
+def start_step(resume: Path | None) -> int:
+    if resume is None:
+        return 0
+    return int(torch.load(resume, map_location="cpu", weights_only=False)["t"])
+
+
+def probe_bytes(cfg: DictConfig) -> tuple[int, torch.device]:
+    """:func:`run_bytes` of one run of ``cfg``, measured on a throw-away task (one step, no update)."""
+    from .backend import make_backend
+
+    backend = make_backend(cfg.hardware)
+    task = TASKS[cfg.benchmark.name](cfg, None, backend.device)
+    task.backend = backend
+    task.setup()
+    nn.ModuleDict({"n": task.nets, "e": task.estimators}).to(backend.device)
+    batch = next(iter(next(iter(task.segments(0)))))
+    return run_bytes(task, batch), backend.device
+
+
+def plan_groups(runs: list[tuple[DictConfig, Path | None]], max_group_size: int | None = None,
+                memory_fraction: float = 0.5) -> list[list[int]]:
+    """Indices of ``runs`` (configs of one :func:`group_key`, each with its checkpoint or None) per group:
+    runs that start at the same step, at most as many as fit ``memory_fraction`` of the device's free
+    memory (:func:`run_bytes`) and ``max_group_size``."""
+    by_start: dict[int, list[int]] = {}
+    for i, (_, resume) in enumerate(runs):
+        by_start.setdefault(start_step(resume), []).append(i)
+    plan: list[list[int]] = []
+    for idx in by_start.values():
+        per_run, device = probe_bytes(runs[idx[0]][0])
+        sizes = split_sizes(len(idx), per_run, int(memory_fraction * free_bytes(device)), max_group_size)
+        lo = 0
+        for n in sizes:
+            plan.append(idx[lo:lo + n])
+            lo += n
+    return plan
+
+
 __all__ = ["GroupEngine", "Member", "PER_RUN_KEYS", "Stacked", "StackedOptimizer", "free_bytes", "group_key",
-           "run_bytes", "split_sizes", "why_alone"]
+           "plan_groups", "run_bytes", "split_sizes", "why_alone"]
