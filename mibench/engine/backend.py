@@ -99,9 +99,13 @@ class FabricBackend(Backend):
 
 def make_backend(hw: Any) -> Backend:
     """The backend for the ``hardware`` group: Fabric only for several devices / DDP / fp16."""
-    strategy = str(hw.get("strategy", "auto"))
-    devices = hw.get("devices", 1)
     precision = str(hw.get("precision", "32-true"))
-    if strategy.startswith("ddp") or devices not in (1, "1") or precision.startswith("16"):
-        return FabricBackend(hw.accelerator, devices, strategy, precision)
+    if needs_fabric(hw):
+        return FabricBackend(hw.accelerator, hw.get("devices", 1), str(hw.get("strategy", "auto")), precision)
     return Backend(hw.accelerator, precision)
+
+
+def needs_fabric(hw: Any) -> bool:
+    """DDP, several devices or fp16 (a gradient scaler): the ``hardware`` choices that go through Fabric."""
+    return (str(hw.get("strategy", "auto")).startswith("ddp") or hw.get("devices", 1) not in (1, "1")
+            or str(hw.get("precision", "32-true")).startswith("16"))

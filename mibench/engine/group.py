@@ -37,9 +37,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .backend import Backend
+from .backend import Backend, needs_fabric
 from .logging import Logger, Progress
-from .loop import Engine
+from .loop import Engine, fault_injection
 from .task import TASKS, Optim, Scores, Task
 
 # config keys that may differ between the runs of a group (everything else must be equal)
@@ -64,9 +64,7 @@ def why_alone(cfg: DictConfig) -> str | None:
     task = TASKS.get(cfg.benchmark.name)
     if task is None or not task.vectorized_for(cfg):
         return f"benchmark={cfg.benchmark.name} trains one run per process"
-    from .backend import Backend, make_backend
-
-    if type(make_backend(cfg.hardware)) is not Backend:
+    if needs_fabric(cfg.hardware):
         return "DDP / several devices / fp16 (Lightning Fabric) runs train alone"
     if cfg.logger.name == "wandb":
         return "logger=wandb runs train alone"
@@ -262,6 +260,13 @@ def _dense(t: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- the group
+def _in_dims(batch: Any) -> Any:
+    """vmap's in_dims for a stacked batch: 0 for its tensors, None for its empty entries."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_in_dims(b) for b in batch)
+    return None if batch is None else 0
+
+
 def _stack_batches(batches: tuple[Any, ...]) -> Any:
     first = batches[0]
     if first is None:
@@ -348,7 +353,8 @@ class GroupEngine:
     # ------------------------------------------------------------------ one batched step
     def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
         """Every run's loss [R] and record [R, columns] for one stacked batch."""
-        scored = vmap(lambda p, b, x: functional_call(self.scorer, (p, b), (x,)))(*self.net_state, batch)
+        scored = vmap(lambda p, b, x: functional_call(self.scorer, (p, b), (x,)),
+                      in_dims=(0, 0, _in_dims(batch)))(*self.net_state, batch)
         losses, values = [], []
         for lo, hi, est, st in self.subgroups:
             part = scored if (lo, hi) == (0, self.R) else _rows(scored, lo, hi)
@@ -406,7 +412,7 @@ class GroupEngine:
                     m.engine.end_segment(seg_index, m.seg_first, t0)
             if not any(m.active for m in members):
                 break
-            self.checkpoint()
+            self.checkpoint(seg_index + 1)
         self.progress.close()
         for m in members:
             m.engine.modules().eval()
@@ -425,11 +431,12 @@ class GroupEngine:
                 m.engine.end_segment(seg_index, m.seg_first, t0)
         self.progress.update(hi - lo, runs=sum(m.active for m in self.members))
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, segment: int) -> None:
         for r, m in enumerate(self.members):
             if m.active and m.engine.checkpoint:
                 self.optimizer.export(r, self.owner[r], m.engine.optimizers[0])
                 m.engine.save_checkpoint()
+        fault_injection(segment)
 
 
 def _prefixed(d: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -45,6 +45,14 @@ def make_optimizer(groups: list[dict[str, Any]], opt: Optim) -> torch.optim.Opti
     return torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
+def fault_injection(segment: int) -> None:
+    """``MIBENCH_KILL_AFTER_SEGMENT=k``: SIGKILL this process once segment k's checkpoints are written
+    (the resume tests' crash)."""
+    kill_after = os.environ.get("MIBENCH_KILL_AFTER_SEGMENT")
+    if kill_after is not None and segment == int(kill_after) + 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @dataclass
 class Fit:
     """Where training stands: steps done, segments done, host rows, divergence."""
@@ -146,6 +154,7 @@ class Engine:
                 break
             if self.checkpoint:
                 self.save_checkpoint()
+                fault_injection(fit.segment)
         self.progress.close()
         self.modules().eval()
         return fit
@@ -222,9 +231,6 @@ class Engine:
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
-        kill_after = os.environ.get("MIBENCH_KILL_AFTER_SEGMENT")  # fault injection for the resume tests
-        if kill_after is not None and fit.segment == int(kill_after) + 1:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path, weights_only=False, map_location=self.backend.device)
