@@ -45,7 +45,7 @@ class VectorizedLauncher(Launcher):
         return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mibench.engine.group import group_key
+        from mibench.engine.group import group_key, why_alone
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -63,13 +63,15 @@ class VectorizedLauncher(Launcher):
         groups: dict[str, list[int]] = {}
         alone: list[int] = []
         for i, (_, cfg) in enumerate(jobs):
-            key = _key(cfg, group_key)
+            key = _on_task_config(cfg, group_key)
             (groups.setdefault(key, []) if key is not None else alone).append(i)
-        for members in list(groups.values()):
-            if len(members) == 1:
-                alone.extend(groups.pop(next(k for k, v in groups.items() if v is members)))
+        for key in [k for k, v in groups.items() if len(v) == 1]:
+            alone.extend(groups.pop(key))
         log.info(f"Launching {len(jobs)} jobs: {len(groups)} vectorised group(s) of "
                  f"{', '.join(str(len(v)) for v in groups.values()) or '-'} runs, {len(alone)} alone")
+        reasons = {_on_task_config(jobs[i][1], why_alone) or "no other job of its group" for i in alone}
+        for why in sorted(reasons):
+            log.info(f"\talone: {why}")
         returns: list[JobReturn | None] = [None] * len(jobs)
         for members in groups.values():
             for i, ret in zip(members, self._launch_group([jobs[i] for i in members])):
@@ -101,10 +103,11 @@ class VectorizedLauncher(Launcher):
         return rets
 
 
-def _key(cfg: DictConfig, group_key: Any) -> str | None:
+def _on_task_config(cfg: DictConfig, fn: Any) -> str | None:
+    """``fn`` (group_key, why_alone) of a job's config without its ``hydra`` node."""
     task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     try:
-        return group_key(task_cfg)
+        return fn(task_cfg)
     except Exception:  # noqa: BLE001 -- a config that does not even resolve runs alone and reports its error there
         return None
 

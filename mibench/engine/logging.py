@@ -84,11 +84,12 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
-    def update(self, n: int, **postfix: float) -> None:
+    def update(self, n: int, **postfix: float | int) -> None:
         if self.bar is not None:
             self.bar.update(n)
             if postfix:
-                self.bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
+                self.bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in postfix.items()},
+                                     refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
