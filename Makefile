@@ -31,9 +31,10 @@ test: $(STAMP)  ## run the test suite
 test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop (prints the ratios)
+bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)
 	$(PY) -W ignore bench/staircase_speed.py --repeats 3
 	$(PY) -W ignore bench/slb_speed.py --repeats 3
+	$(PY) -W ignore bench/vectorized_speed.py --repeats 1
 
 clean:  ## remove the venv and caches (runs/ is kept)
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -104,19 +104,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="best (min) of this many timings of each side")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: hardware=gpu")
     a = p.parse_args()
-    hw = ["hardware=gpu"] if a.device == "cuda" else []
+    common = COMMON + (["hardware=gpu"] if a.device == "cuda" else [])
     gpu = f", {torch.cuda.get_device_name()}" if a.device == "cuda" else ""
-    print(f"torch {torch.__version__}, device {a.device}{gpu}, threads={torch.get_num_threads()}; the one-run-at-a-time "
-          "side trains each run through run_task in this process (no per-process Python / torch start-up)", flush=True)
-    lines = []
+    print(f"torch {torch.__version__}, device {a.device}{gpu}, threads={torch.get_num_threads()}; one run at a time: "
+          "run_task in this process (no per-process Python / torch start-up)", flush=True)
     spl = a.steps // 5
-    fig7 = [["experiment=remine_fig7", "critic=separable", f"estimator={e}", f"seed={s}", f"dataset.steps_per_level={spl}",
-             *COMMON, *hw] for s in range(a.seeds) for e in FIG7]
-    lines.append(compare("Fig. 7 separable", fig7, a.alone_runs, 5 * spl, a.repeats, a.device))
+    fig7 = [["experiment=remine_fig7", "critic=separable", f"estimator={e}", f"seed={s}",
+             f"dataset.steps_per_level={spl}", *common] for s in range(a.seeds) for e in FIG7]
+    lines = [compare("Fig. 7 separable", fig7, a.alone_runs, 5 * spl, a.repeats, a.device)]
     if a.concat_steps:
         cspl = a.concat_steps // 5
-        poole = [["experiment=poole_fig2_concat", f"estimator={e}", "seed=0", f"dataset.steps_per_level={cspl}", *COMMON, *hw]
-                 for e in POOLE]
+        poole = [["experiment=poole_fig2_concat", f"estimator={e}", "seed=0", f"dataset.steps_per_level={cspl}",
+                  *common] for e in POOLE]
         lines.append(compare("Poole Fig. 2 concat", poole, 0, 5 * cspl, a.repeats, a.device))
     print(f"\nvectorised sweeps ({a.device}{gpu}, {torch.get_num_threads()} threads)", *lines, sep="\n")
 

@@ -17,7 +17,7 @@ from mibench.app import run
 from mibench.checks import ConfigError
 from mibench.compose import compose_config
 from mibench.config import validate
-from mibench.engine import TASKS, RunResult, Step, Task, register
+from mibench.engine import TASKS, RunResult, Scores, Task, register, train_group
 from mibench.estimators import REGISTRY, Estimate, Spec, masked_logmeanexp, masked_mean, resolve_masks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,8 @@ def test_new_estimator_runs_through_two_benchmarks(plugin_conf, bench, tmp_path)
 class Gauss1D(Task):
     """A whole benchmark in a few lines: a 1-D Gaussian with correlation rho, I = -1/2 log(1 - rho^2)."""
 
+    vectorized = True  # its sweeps may train as one batched model
+
     def setup(self) -> None:
         self.rho = float(self.cfg.benchmark.rho)
         self.nets["critic"] = self.build_critic(1, 1)
@@ -73,10 +75,9 @@ class Gauss1D(Task):
         x, e = torch.randn(2, steps, b, 1, generator=g)
         yield zip(x, self.rho * x + math.sqrt(1 - self.rho**2) * e)
 
-    def step(self, batch) -> Step:
+    def score(self, batch) -> Scores:  # the default step: the estimator on these scores
         x, y = batch
-        est = self.estimator(self.nets["critic"](x, y), y=y)
-        return Step(est.loss, [est.mi, est.loss, est.joint, est.marginal])
+        return Scores(self.nets["critic"](x, y), y=y)
 
     def finish(self, result: RunResult) -> None:
         true = -0.5 * math.log(1 - self.rho**2)
@@ -106,6 +107,16 @@ def test_a_new_benchmark_is_one_task_class_and_one_yaml(gauss1d, tmp_path):
     rec = json.loads((out / "result.json").read_text())
     assert rec["status"] == "completed" and rec["steps_done"] == 400 and rec["benchmark"] == "gauss1d"
     assert abs(res.metrics["final"] - res.metrics["true_mi"]) < 0.15, res.metrics  # InfoNCE, 0.51 nats, batch 64
+    # ... and its sweeps train as one batched model: that run, grouped with two others, has the same numbers
+    over = ["benchmark=gauss1d", gauss1d, "critic=concat", "critic.hidden=32", "dataset.batch_size=64", *QUIET]
+    cfgs = [compose_config(over + extra, out_dir=tmp_path / f"g{i}")
+            for i, extra in enumerate([[], ["estimator=nwj"], ["seed=3", "benchmark.lr=1e-3"]])]
+    for c in cfgs:
+        validate(c)
+        Path(c.out_dir).mkdir()
+    grouped = train_group(cfgs, [Path(c.out_dir) for c in cfgs])
+    assert all(r.status == "completed" for r in grouped)
+    assert np.abs(pd.read_csv(tmp_path / "g0" / "steps.csv")["estimate"] - steps["estimate"]).max() < 1e-4
 
 
 @pytest.mark.slow
