@@ -1,5 +1,5 @@
 # mibench: `make run` (default benchmark), `make test` (pytest), `make test-fast` (tests not marked slow),
-# `make bench` (speed vs raw PyTorch).
+# `make bench` (speed vs raw PyTorch; vectorised sweeps vs one run at a time).
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
