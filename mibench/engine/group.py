@@ -311,9 +311,12 @@ class GroupEngine:
             while hi < self.R and estimator_key(tasks[hi].cfg) == key:
                 hi += 1
             ests = [tasks[r].estimator for r in range(lo, hi)]
-            stacked = Stacked(ests) if any(True for _ in ests[0].parameters()) or any(True for _ in ests[0].buffers()) else None
+            has_state = any(True for _ in ests[0].parameters()) or any(True for _ in ests[0].buffers())
+            stacked = Stacked(ests) if has_state else None
             self.subgroups.append((lo, hi, _Estimating(template, stacked.template if stacked else ests[0]), stacked))
             lo = hi
+        self.est_state = {(lo, hi): (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
+                          for lo, hi, _, st in self.subgroups}
         self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
                                  f"{template.name} x{self.R}")
         for m in members:
@@ -357,7 +360,7 @@ class GroupEngine:
         losses, values = [], []
         for lo, hi, est, st in self.subgroups:
             part = scored if (lo, hi) == (0, self.R) else _rows(scored, lo, hi)
-            p, b = (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
+            p, b = self.est_state[(lo, hi)]
             loss, vals = vmap(lambda p_, b_, s_: functional_call(est, (p_, b_), (s_,)))(p, b, part)
             losses.append(loss)
             values.append(vals)
