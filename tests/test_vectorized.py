@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from mibench.compose import compose_config
 from mibench.config import validate
@@ -99,15 +100,22 @@ def test_divergence_stays_with_its_run(tmp_path):
 def test_grouping_rules():
     base = compose_config(["dataset.steps_per_level=10"], out_dir="x")
     key = group_key(base)
-    same = [["estimator=remine", "lambda=0.01"], ["seed=7"], ["benchmark.lr=0.01"], ["estimator=tuba"],
-            ["estimator=mine", "estimator.ema=true"], ["c_star=1.0", "estimator=remine"]]
-    for over in same:  # per-run keys: these train together
-        assert group_key(compose_config(["dataset.steps_per_level=10", *over], out_dir="y")) == key, over
-    differ = [["critic=concat"], ["critic.hidden=64"], ["dataset.dim=5"], ["dataset.batch_size=32"],
-              ["dataset.steps_per_level=11"], ["dataset=cubic"]]
-    for over in differ:
-        k = group_key(compose_config(["dataset.steps_per_level=10", *over], out_dir="y"))
-        assert k is not None and k != key, over
+
+    def variant(**values):
+        cfg = base.copy()
+        for k, v in values.items():
+            OmegaConf.update(cfg, k.replace("__", "."), v, force_add=True)
+        return cfg
+
+    same = [{"estimator__name": "remine", "lambda": 0.01}, {"seed": 7}, {"benchmark__lr": 0.01},
+            {"estimator__name": "mine", "estimator__ema": True}, {"c_star": 1.0}, {"out_dir": "elsewhere"}]
+    for values in same:  # per-run keys: these train together
+        assert group_key(variant(**values)) == key, values
+    differ = [{"critic__name": "concat"}, {"critic__hidden": 64}, {"dataset__dim": 5}, {"dataset__batch_size": 32},
+              {"dataset__steps_per_level": 11}, {"dataset__transform": "cubic"}]
+    for values in differ:
+        k = group_key(variant(**values))
+        assert k is not None and k != key, values
     alone = {("benchmark=slb", "dataset=cifar10"): "one run per process", ("benchmark=dim",): "one run per process",
              ("hardware=ddp",): "DDP", ("logger=wandb",): "wandb",
              ("benchmark=eta_gaussian", "estimator=eta_mine", "benchmark.eta_schedule=alternating"): "one run"}
