@@ -25,11 +25,11 @@ install: $(STAMP)  ## create .venv and install mibench with its pinned dependenc
 run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separable critic, CPU)
 	$(PY) -m mibench
 
-test: $(STAMP)  ## run the test suite
-	$(PY) -m pytest -q
+test: $(STAMP)  ## run the test suite (2 worker processes, one thread each: pytest-xdist)
+	$(PY) -m pytest -q -n 2
 
 test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)
 	$(PY) -W ignore bench/staircase_speed.py --repeats 3
