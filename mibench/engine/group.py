@@ -220,8 +220,8 @@ class StackedOptimizer:
     # the per-run torch optimizers hold the state in checkpoints (the single-run format)
     STATE_KEYS = {"adam": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
 
-    def export(self, run: int, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
-        """Write run ``run``'s rows of the state into its torch optimizer (``owner``: id(param) -> (slot, row))."""
+    def export(self, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
+        """Write one run's rows of the state into its torch optimizer (``owner``: id(param) -> (slot, row))."""
         for group in opt.param_groups:
             for p in group["params"]:
                 si, row = owner[id(p)]
@@ -233,8 +233,8 @@ class StackedOptimizer:
                 if self.opt.name == "adam":
                     opt.state[p]["step"] = torch.tensor(float(self.t))
 
-    def load(self, run: int, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
-        """Read run ``run``'s rows of the state from its torch optimizer (after a checkpoint was loaded)."""
+    def load(self, owner: dict[int, tuple[int, int]], opt: torch.optim.Optimizer) -> None:
+        """Read one run's rows of the state from its torch optimizer (after a checkpoint was loaded)."""
         for group in opt.param_groups:
             for p in group["params"]:
                 if p not in opt.state:
@@ -374,7 +374,7 @@ class GroupEngine:
         for r, m in enumerate(members):
             if m.resume is not None:
                 m.engine.load_checkpoint(m.resume)
-                self.optimizer.load(r, self.owner[r], m.engine.optimizers[0])
+                self.optimizer.load(self.owner[r], m.engine.optimizers[0])
         starts = {m.engine.fit.t for m in members}
         if len(starts) != 1:
             raise ValueError(f"a group's runs must start at the same step (got {sorted(starts)})")
@@ -436,7 +436,7 @@ class GroupEngine:
     def checkpoint(self, segment: int) -> None:
         for r, m in enumerate(self.members):
             if m.active and m.engine.checkpoint:
-                self.optimizer.export(r, self.owner[r], m.engine.optimizers[0])
+                self.optimizer.export(self.owner[r], m.engine.optimizers[0])
                 m.engine.save_checkpoint()
         fault_injection(segment)
 
