@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mibench.app import run
-from mibench.benchmarks.eta_gaussian import (block_masks, block_scores, fit_convex, grid_features,
+from mibench.engine.heldout import block_masks, block_scores
+from mibench.benchmarks.eta_gaussian import (fit_convex, grid_features,
                                              initial_witness, pair_features)
 from mibench.compose import compose_config
 from mibench.config import ConfigError, validate

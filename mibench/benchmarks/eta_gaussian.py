@@ -29,12 +29,13 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.utils.data import IterableDataset
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_critic
 from ..critics import ConcatCritic, SeparableCritic
+from ..data.batches import IndexStream
 from ..data.random_gaussian import random_gaussian
 from ..engine import RunResult, Scores, Step, Task, register
+from ..engine.heldout import block_masks, block_scores, heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
 from ..figures.eta import plot_curves
@@ -43,19 +44,6 @@ from ..results import atomic_write_csv
 CURVE_COLUMNS = ["step", "test_estimate", "train_estimate", "true_mi"]
 ETA_SCHEDULES = ("joint", "alternating")  # one Adam step on (critic, eta) | Algorithm 1's block-coordinate schedule
 MARGINALS = ("pairs", "permutation")  # all off-diagonal pairs | one permutation of y per batch (Algorithm 1)
-
-
-def block_masks(n: int, block: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """Joint / marginal masks of the [n, block] test score matrix: (i, i mod block) is the joint pair."""
-    joint = torch.zeros(n, block, dtype=torch.bool, device=device)
-    joint[torch.arange(n, device=device), torch.arange(n, device=device) % block] = True
-    return joint, ~joint
-
-
-def block_scores(score_fn, x: Tensor, y: Tensor, block: int) -> Tensor:
-    """[n, block] with row i = T(x_i, y_j) for the y_j in x_i's block (n = len(x) cut to a multiple of block)."""
-    n = (x.shape[0] // block) * block
-    return torch.cat([score_fn(x[lo:lo + block], y[lo:lo + block]) for lo in range(0, n, block)])
 
 
 def grid_features(critic: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -118,23 +106,6 @@ def fit_convex(f_joint: Tensor, f_marg: Tensor, w0: Tensor, l2: float = 0.0, ite
     with torch.no_grad():
         value = float(bounds.eta_dv(scores(), eta, joint, marginal).mi)
     return w.detach(), eta.detach(), value
-
-
-class IndexStream(IterableDataset):
-    """Yields [chunk, batch] tensors of training-set indices (each row a batch drawn without replacement)."""
-
-    def __init__(self, n: int, batch_size: int, steps: int, chunk: int, seed: int):
-        super().__init__()
-        self.n, self.b, self.steps, self.chunk, self.seed = n, batch_size, steps, chunk, seed
-
-    def __len__(self) -> int:
-        return math.ceil(self.steps / self.chunk)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed)
-        for lo in range(0, self.steps, self.chunk):
-            k = min(self.chunk, self.steps - lo)
-            yield torch.rand(k, self.n, generator=g).argsort(dim=1)[:, : self.b]
 
 
 @register("eta_gaussian")
@@ -241,17 +212,9 @@ class EtaGaussian(Task):
         est = self.estimator(s.scores, s.joint, s.marginal, y=s.y)
         return Step(est.loss, self.values(est, s))
 
-    @torch.no_grad()
     def test_estimate(self) -> Tensor:
-        block = int(self.cfg.benchmark.eval_block)
-        if self.per_block:  # paired bounds (I_alpha) and learned baselines: one square paired matrix per block, with y
-            n = (self.x_te.shape[0] // block) * block
-            return torch.stack([self.estimator(self.nets["critic"](self.x_te[lo:lo + block], self.y_te[lo:lo + block])
-                                               .float(), y=self.y_te[lo:lo + block]).mi
-                                for lo in range(0, n, block)]).mean()
-        s = block_scores(self.nets["critic"], self.x_te, self.y_te, block).float()
-        joint, marginal = block_masks(s.shape[0], block, s.device)
-        return self.estimator(s, joint, marginal).mi
+        return heldout_estimate(self.nets["critic"], self.estimator, self.x_te, self.y_te,
+                                int(self.cfg.benchmark.eval_block), self.per_block)
 
     def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:
         test = float(self.test_estimate())
