@@ -34,7 +34,7 @@ def check_seed(seed: Any) -> None:
 
 def check_critic(cfg: Any, dim_x: int, dim_y: int) -> None:
     """Check the critic group's values and build it once for inputs of the given sizes."""
-    from omegaconf import OmegaConf
+    from omegaconf import ListConfig, OmegaConf
 
     from .critics import REGISTRY, build_critic
 
@@ -42,8 +42,13 @@ def check_critic(cfg: Any, dim_x: int, dim_y: int) -> None:
     if crit.name not in REGISTRY:
         raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(REGISTRY))})")
     for key, lo in (("hidden", 1), ("layers", 0), ("embed", 1)):
-        if key in crit and not (isinstance(crit[key], int) and crit[key] >= lo):
-            raise ConfigError(f"critic.{key}={crit[key]} is invalid (valid: an integer >= {lo})")
+        v = crit.get(key)
+        if key == "hidden" and isinstance(v, ListConfig):
+            if len(v) and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v):
+                continue
+            raise ConfigError(f"critic.hidden={list(v)} is invalid (valid: an integer >= 1, or a non-empty list of them)")
+        if key in crit and not (key == "layers" and v is None) and not (isinstance(v, int) and v >= lo):
+            raise ConfigError(f"critic.{key}={v} is invalid (valid: an integer >= {lo})")
     try:
         build_critic(OmegaConf.to_container(crit, resolve=True), dim_x, dim_y)
     except (ValueError, TypeError) as e:

@@ -17,7 +17,7 @@ arithmetic is shared:
   run on its own learning rate.
 
 A run whose record turns non-finite is recorded as diverged at the end of that block, exactly as when
-alone, and leaves the group: its update is masked out from then on (its values stay frozen), the
+alone, and leaves the group (so does a run whose task is ``done``: early stopping): its update is masked out from then on (its values stay frozen), the
 other runs go on untouched. Checkpoints are the single-run format, one per run directory, so a
 killed group resumes (grouped or alone) to the same numbers.
 """
@@ -427,7 +427,7 @@ class GroupEngine:
                 continue
             m.engine.fit.t = hi
             m.engine.record(rec[:, r, :], lo, hi)
-            if m.engine.fit.stopped:  # diverged: end its segment as alone, freeze it
+            if m.engine.fit.stopped:  # diverged or done (early stopping): end its segment as alone, freeze it
                 m.active = False
                 self.optimizer.drop(r)
                 m.engine.end_segment(seg_index, m.seg_first, t0)

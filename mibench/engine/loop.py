@@ -193,7 +193,7 @@ class Engine:
             fit.diverged_step, diverged = hi, True
         elif diverged and fit.diverged_step is None:
             fit.diverged_step = lo  # another rank went non-finite in this block
-        if diverged and self.stop_on_divergence:
+        if (diverged and self.stop_on_divergence) or task.done():
             fit.stopped = True
         if self._partial is not None and self.backend.is_global_zero:
             df = pd.DataFrame(block, columns=self.columns).astype({c: int for c in ("step", *self.int_columns)})

@@ -180,6 +180,10 @@ class Task:
         """After each block: return True when the run diverged here (e.g. a non-finite test estimate)."""
         return False
 
+    def done(self) -> bool:
+        """After each block (once ``on_block`` has run): True ends training cleanly here (early stopping)."""
+        return False
+
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         """After each segment (rows: its steps' records); return metrics to log (e.g. ``level/mse``)."""
         return {}

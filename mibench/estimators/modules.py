@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,20 +18,28 @@ from .base import Estimate
 from .regularized import regularize
 
 
-def mlp(dim_in: int, dim_out: int, hidden: int = 256, layers: int = 2, activation: str = "relu",
+def mlp(dim_in: int, dim_out: int, hidden: int | Sequence[int] = 256, layers: int | None = 2, activation: str = "relu",
         out_bias: bool = True) -> nn.Sequential:
-    """``layers`` hidden layers of width ``hidden`` (Poole et al. / Choi & Lee critics: 2 x 256, ReLU).
+    """``layers`` hidden layers of width ``hidden`` (Poole et al. / Choi & Lee critics: 2 x 256, ReLU), or one
+    hidden layer per width of a list (the Beyond-Normal critic: ``hidden=[16, 8]``).
 
     ``out_bias=False`` drops the last layer's bias (Choi & Lee's one-hot critic).
     """
     acts = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU}
     if activation not in acts:
         raise ValueError(f"unknown activation {activation!r} (valid: {', '.join(acts)})")
+    if isinstance(hidden, int):
+        widths = [hidden] * int(layers if layers is not None else 2)
+    else:
+        widths = [int(h) for h in hidden]
+        if layers is not None and layers != len(widths):
+            raise ValueError(f"critic.layers={layers} does not match critic.hidden={widths} "
+                             f"(valid: layers={len(widths)} or null with a list of widths)")
     mods: list[nn.Module] = []
     d = dim_in
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), acts[activation]()]
-        d = hidden
+    for width in widths:
+        mods += [nn.Linear(d, width), acts[activation]()]
+        d = width
     mods.append(nn.Linear(d, dim_out, bias=out_bias))
     return nn.Sequential(*mods)
 
