@@ -432,13 +432,16 @@ def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
             + "".join(f"- {r}\n" for r in rows))
 
 
+def _tex(cell: str) -> str:
+    """A Markdown cell or header as LaTeX text."""
+    return cell.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
+
+
 def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
     if latex:
-        body = "\n".join(" & ".join(c.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
-                                     for c in row) + r" \\"
-                         for row in lines)
+        body = "\n".join(" & ".join(_tex(c) for c in row) + r" \\" for row in lines)
         return ("\\begin{tabular}{" + "l" * len(head) + "}\n\\toprule\n"
-                + " & ".join(h.replace("λ", r"$\lambda$") for h in head) + " \\\\\n\\midrule\n" + body
+                + " & ".join(_tex(h) for h in head) + " \\\\\n\\midrule\n" + body
                 + "\n\\bottomrule\n\\end{tabular}\n")
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                      + ["| " + " | ".join(row) + " |" for row in lines]) + "\n"

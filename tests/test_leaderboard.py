@@ -266,3 +266,8 @@ def test_old_run_directory_still_makes_the_leaderboard(tmp_path):
     st = lb.build(tmp_path)["staircase"]
     assert (st["seeds"] == 2).all() and st["group"].nunique() == 1
     assert st["mixed"].iloc[0] == "mibench 0.1.0 / unknown; torch 2.13.0 / unknown; conventions {} / unknown"
+
+
+def test_latex_escapes_headers_like_cells():
+    tex = lb._render(["true_mi", "λ"], [["a_b‡", "0.1"]], latex=True)
+    assert r"true\_mi & $\lambda$ \\" in tex and r"a\_b$^\ddagger$ & 0.1 \\" in tex
