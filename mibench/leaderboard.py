@@ -15,7 +15,8 @@ Tables, each written only when such runs exist:
   (NeurIPS 2023): task x estimator, mean ± sd over seeds of the best held-out estimate beside the true MI;
   in LaTeX each cell coloured by its relative error;
 - **failures**: crashed, diverged, killed and missing runs, naming the seeds of each config.
-Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7) and the lambda ablation (Fig. 6).
+Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7), the lambda ablation (Fig. 6) and the
+Beyond-Normal heat map (``bmi_suite.png``).
 
 A configuration is everything that can change its numbers (the record's ``variant_hash``): seeds of
 one configuration are pooled, any other difference makes a row (a panel) of its own, and rows that
@@ -682,6 +683,59 @@ def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def bmi_suite(bt: pd.DataFrame, path: Path) -> bool:
+    """The Beyond-Normal paper's table as a heat map (from :func:`bmi_table`): tasks (with their true MI) as rows,
+    estimators as columns, each cell coloured by its relative error (diverging, centred at 0, clipped to ±1;
+    grey without a true MI or an estimate, white without runs) and labelled mean ± sd over seeds."""
+    if bt.empty:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols, cells = _bmi_grid(bt)
+    cmap, norm = plt.get_cmap("RdBu_r"), matplotlib.colors.Normalize(-1, 1)
+    rgba = np.ones((len(rows), len(cols), 4))
+    fig, ax = plt.subplots(figsize=(3.4 + 1.25 * len(cols), max(3.0, 1.8 + 0.36 * len(rows))), dpi=100,
+                           layout="constrained")
+    for i, (task, _) in enumerate(rows):
+        for j, col in enumerate(cols):
+            r = cells.get((task, col))
+            if r is None:
+                continue
+            rel = float(r["rel_error"])
+            rgba[i, j] = (0.85, 0.85, 0.85, 1.0) if math.isnan(rel) else cmap(norm(np.clip(rel, -1, 1)))
+            ax.text(j, i, _bmi_text(r), ha="center", va="center", fontsize=8,
+                    color="white" if abs(rel) > 0.6 else "black")
+    ax.imshow(rgba, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(cols)), [_wrap(c, 20) for c in cols], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(rows)), [f"{t}  ({'no true MI' if math.isnan(m) else f'{m:.2f}'})" for t, m in rows],
+                  fontsize=8)
+    ax.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="both", length=0)
+    ax.set_ylabel("task  (true MI, nats)")
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, extend="both", fraction=0.04,
+                       pad=0.02, aspect=max(20, 2 * len(rows)))
+    bar.set_label("relative error, clipped to ±1", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    fig.suptitle("Best held-out estimate: mean ± sd over seeds\ncolour: (mean − true MI) / true MI", fontsize=9)
+    save_figure(fig, path)
+    return True
+
+
+def _bmi_text(r: pd.Series) -> str:
+    """A heat-map cell: mean over ± sd (one seed: the mean), marked like :func:`_bmi_cell`."""
+    text = "–" if math.isnan(r["mean"]) else f"{r['mean']:.2f}" + (MIXED if _text(r, "mixed") else "")
+    lower = "" if math.isnan(r["sd"]) else f"± {r['sd']:.2f}"
+    if r["seeds"] < r["runs"]:
+        lower = f"{lower} [{r['seeds']}/{r['runs']}]".strip()
+    return f"{text}\n{lower}" if lower else text
+
+
 # ----------------------------------------------------------------------------------------- command
 def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Write leaderboard.md / .tex, one CSV per table and the figures under ``out``; return what was made."""
@@ -750,6 +804,8 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         figs.append("staircase_grid.png")
     if lambda_ablation(runs, out / "lambda_ablation.png"):
         figs.append("lambda_ablation.png")
+    if bmi_suite(bt, out / "bmi_suite.png"):
+        figs.append("bmi_suite.png")
     if figs:
         md.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figs) + "\n")
     made["figures"] = [out / f for f in figs]

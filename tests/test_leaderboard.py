@@ -298,7 +298,7 @@ def write_bmi_runs(root):
                       **extra)
 
 
-def test_bmi_table_means_sd_relative_errors_and_markdown(tmp_path):
+def test_bmi_table_means_sd_relative_errors_markdown_and_figure(tmp_path):
     import statistics
 
     write_bmi_runs(tmp_path)
@@ -335,6 +335,8 @@ def test_bmi_table_means_sd_relative_errors_and_markdown(tmp_path):
     assert r"\usepackage[table]{xcolor}" in tex  # 1v1 infonce: (0.6 - 0.8) / 0.8 = -25 % of 60, nwj: +21.25 %
     assert r"1v1-normal-0.75 & 0.800 & \cellcolor{blue!15}0.600 $\pm$ 0.040 & \cellcolor{red!13}0.970" in tex
     assert r"pairs.npz & – & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
+    png = out / "bmi_suite.png"
+    assert png in made["figures"] and png.read_bytes()[:4] == b"\x89PNG" and "![bmi_suite.png]" in md
 
 
 def test_bmi_configurations_stay_apart_and_files_are_told_apart(tmp_path, monkeypatch):
@@ -347,6 +349,7 @@ def test_bmi_configurations_stay_apart_and_files_are_told_apart(tmp_path, monkey
         write_run(tmp_path, f"file_{d}", benchmark="samples", dataset="samples", estimator="infonce",
                   metrics={"true_mi": None, "best_test_estimate": 2.0},
                   cfg_extra={"dataset": {"path": f"/x/{d}/pairs.npz"}, "critic": {"name": "concat"}})
+    monkeypatch.setattr(lb, "bmi_suite", lambda bt, path: False)
     made = lb.build(tmp_path)
     bt = made["bmi"].set_index(["task", "variant"])
     assert bt.loc[("1v1-normal-0.75", "critic.name=concat"), "mean"] == 1.0
