@@ -11,8 +11,12 @@ Tables, each written only when such runs exist:
 - **staircase**: per estimator x critic x dataset and MI level, over all steps of all seeds: mean and
   median estimate, bias, variance, MSE (the median matters: NWJ/JS throw rare huge negative spikes);
 - **onehot**: drift slope and explosion step per estimator;
+- **bmi** (the ``samples`` benchmark: Beyond-Normal tasks and users' sample files) in the layout of Czyż et al.
+  (NeurIPS 2023): task x estimator, mean ± sd over seeds of the best held-out estimate beside the true MI;
+  in LaTeX each cell coloured by its relative error;
 - **failures**: crashed, diverged, killed and missing runs, naming the seeds of each config.
-Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7) and the lambda ablation (Fig. 6).
+Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7), the lambda ablation (Fig. 6) and the
+Beyond-Normal heat map (``bmi_suite.png``).
 
 A configuration is everything that can change its numbers (the record's ``variant_hash``): seeds of
 one configuration are pooled, any other difference makes a row (a panel) of its own, and rows that
@@ -26,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import re
 import socket
 import textwrap
 from importlib import resources
@@ -361,6 +366,82 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def bmi_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of the ``samples`` benchmark with ``task`` (the Beyond-Normal task id, or the sample file's name with as
+    much of its folder as tells two files apart), ``setting`` (the ``dataset.*`` keys that differ between the
+    configurations of one task) and ``variant`` (the other keys that differ between those of one estimator)."""
+    sm = runs[runs["benchmark"] == "samples"]
+    if sm.empty:
+        return sm
+    sm = sm.assign(task=_tasks(sm))
+    sm = sm.assign(setting=variant_labels(sm, ["task"], lambda k: k.startswith("dataset.")))
+    return sm.assign(variant=variant_labels(sm, ["estimator"], lambda k: not k.startswith("dataset.")))
+
+
+def _tasks(runs: pd.DataFrame) -> pd.Series:
+    """Per run: ``dataset.task``, else the label of ``dataset.path`` (see :func:`file_labels`), else the dataset
+    and the configuration's hash."""
+    configs = [c if isinstance(c, dict) else {} for c in runs["config"]]
+    files = file_labels(c["dataset.path"] for c in configs if c.get("dataset.path"))
+    return pd.Series([c.get("dataset.task") or files.get(c.get("dataset.path")) or f"{ds} (config {str(grp)[:8]})"
+                      for c, ds, grp in zip(configs, runs["dataset"], runs["group"])], index=runs.index, dtype=object)
+
+
+def file_labels(paths: Iterable[str]) -> dict[str, str]:
+    """Per path: its file name, or the shortest tail of it that no other of ``paths`` ends with
+    (``/a/pairs.npz``, ``/b/pairs.npz`` -> ``a/pairs.npz``, ``b/pairs.npz``)."""
+    parts = {p: Path(p).parts for p in set(paths)}
+    out = {}
+    for p, ps in parts.items():
+        k = next((k for k in range(1, len(ps)) if all(q[-k:] != ps[-k:] for o, q in parts.items() if o != p)), len(ps))
+        out[p] = str(Path(*ps[-k:]))
+    return out
+
+
+def bmi_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The Beyond-Normal table (Czyż et al. 2023): one row per task x configuration, seeds pooled.
+
+    ``mean`` / ``sd``: over seeds of the best held-out estimate over evaluation points (the protocol's reported
+    value); ``final_mean``: of the last evaluation's; ``rel_error`` = (mean - true) / true and ``abs_error`` =
+    |mean - true| (NaN without a true MI); ``seeds``: finished runs (completed or diverged) with a finite
+    estimate, of ``runs``; ``diverged`` / ``crashed``: how many runs ended so."""
+    sm = bmi_runs(runs)
+    out = [{**_bmi_row(g), "group": group} for group, g in sm.groupby("group", sort=False)]
+    if not out:
+        return pd.DataFrame()
+    bt = pd.DataFrame(out)
+    key = bt.apply(lambda r: (_task_order(r["task"], r["dataset"]), r["setting"], _estimator_order(r["estimator"]),
+                              r["variant"]), axis=1)
+    return bt.loc[sorted(bt.index, key=key.get)].reset_index(drop=True)
+
+
+def _bmi_row(g: pd.DataFrame) -> dict[str, Any]:
+    """One configuration's numbers (see :func:`bmi_table`)."""
+    first, done = g.iloc[0], g[g["status"].isin(FINISHED)]
+    best, truth = _finite(done, "m_best_test_estimate"), _finite(g, "m_true_mi").mean()
+    m = best.mean()
+    return {"task": first["task"], "setting": first["setting"], "dataset": first["dataset"], "true_mi": truth,
+            "estimator": first["estimator"], "variant": first["variant"], "critic": first["critic"],
+            "seeds": len(best), "runs": len(g), "mean": m, "sd": best.std(ddof=1),
+            "final_mean": _finite(done, "m_test_estimate").mean(),
+            "rel_error": (m - truth) / truth if truth else math.nan, "abs_error": abs(m - truth),
+            "wall_time_s": _finite(done, "wall_time_s").mean(),
+            "stopped_early": int(done["m_stopped_early"].eq(True).sum()) if "m_stopped_early" in done else 0,
+            "diverged": int((g["status"] == "diverged").sum()), "crashed": int((g["status"] == "crashed").sum()),
+            "mixed": mixed(done)}
+
+
+def _finite(g: pd.DataFrame, col: str) -> pd.Series:
+    """The finite numbers of column ``col`` (none when it is absent)."""
+    x = pd.to_numeric(g[col], errors="coerce") if col in g else pd.Series(dtype=float)
+    return x[np.isfinite(x)]
+
+
+def _task_order(task: str, dataset: str) -> tuple[bool, list[Any]]:
+    """Beyond-Normal tasks before sample files, each in natural order (``dense-5-5`` before ``dense-25-25``)."""
+    return dataset != "bmi", [int(p) if p.isdigit() else p.casefold() for p in re.split(r"(\d+)", task)]
+
+
 # ----------------------------------------------------------------------------------------- rendering
 def _fmt(m: float, h: float) -> str:
     if math.isnan(m):
@@ -432,16 +513,65 @@ def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
             + "".join(f"- {r}\n" for r in rows))
 
 
+def _tex(cell: str) -> str:
+    """A Markdown cell or header as LaTeX text."""
+    return cell.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
+
+
 def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
     if latex:
-        body = "\n".join(" & ".join(c.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
-                                     for c in row) + r" \\"
-                         for row in lines)
+        body = "\n".join(" & ".join(_tex(c) for c in row) + r" \\" for row in lines)
         return ("\\begin{tabular}{" + "l" * len(head) + "}\n\\toprule\n"
-                + " & ".join(h.replace("λ", r"$\lambda$") for h in head) + " \\\\\n\\midrule\n" + body
+                + " & ".join(_tex(h) for h in head) + " \\\\\n\\midrule\n" + body
                 + "\n\\bottomrule\n\\end{tabular}\n")
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                      + ["| " + " | ".join(row) + " |" for row in lines]) + "\n"
+
+
+BMI_TEX = ("% Beyond-Normal and sample-file runs: mean ± sd over seeds of the best held-out estimate. Cells\n"
+           "% coloured by the relative error (mean - true MI) / true MI: blue below, red above, deepest (60 %)\n"
+           "% from 100 % on, none without a true MI. \\cellcolor is colortbl's: \\usepackage[table]{xcolor}.\n")
+
+
+def _bmi_task(r: pd.Series) -> str:
+    return r["task"] + (f" ({r['setting']})" if _text(r, "setting") else "")
+
+
+def _bmi_estimator(r: pd.Series) -> str:
+    return r["estimator"] + (f" ({r['variant']})" if _text(r, "variant") else "")
+
+
+def _bmi_grid(bt: pd.DataFrame) -> tuple[list[tuple[str, float]], list[str], dict[tuple[str, str], pd.Series]]:
+    """:func:`bmi_table` as task x estimator: rows (label, true MI) in the table's order, estimator columns in
+    Choi & Lee's order, and the table row of each (row, column) that has runs."""
+    rows: dict[str, float] = {}
+    for _, r in bt.iterrows():
+        if math.isnan(rows.get(_bmi_task(r), math.nan)):
+            rows[_bmi_task(r)] = r["true_mi"]
+    cols = sorted({(_estimator_order(r["estimator"]), _text(r, "variant"), _bmi_estimator(r))
+                   for _, r in bt.iterrows()})
+    return list(rows.items()), [c[-1] for c in cols], {(_bmi_task(r), _bmi_estimator(r)): r for _, r in bt.iterrows()}
+
+
+def _bmi_cell(r: pd.Series, latex: bool = False) -> str:
+    """``mean ± sd``, ``‡`` where it pools versions, ``[n/N]`` where only n of its N runs gave an estimate."""
+    text = _fmt(r["mean"], r["sd"]) + (MIXED if _text(r, "mixed") else "")
+    text += f" [{r['seeds']}/{r['runs']}]" if r["seeds"] < r["runs"] else ""
+    return _tex_color(r["rel_error"]) + text.replace("±", r"$\pm$") if latex else text
+
+
+def _tex_color(rel: float) -> str:
+    """The ``\\cellcolor`` of a relative error: blue under, red over the true MI, deeper with |error| up to 100 %."""
+    pct = 0 if math.isnan(rel) else round(60 * min(abs(rel), 1.0))
+    return rf"\cellcolor{{{'red' if rel > 0 else 'blue'}!{pct}}}" if pct else ""
+
+
+def render_bmi(bt: pd.DataFrame, latex: bool = False) -> str:
+    """The Beyond-Normal task x estimator table: mean ± sd per cell; in LaTeX coloured by relative error."""
+    rows, cols, cells = _bmi_grid(bt)
+    lines = [[task, "–" if math.isnan(truth) else f"{truth:.3f}"]
+             + [_bmi_cell(cells[task, c], latex) if (task, c) in cells else "" for c in cols] for task, truth in rows]
+    return _render(["Task", "true MI"] + cols, lines, latex)
 
 
 def _df_lines(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
@@ -553,6 +683,59 @@ def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
     return True
 
 
+def bmi_suite(bt: pd.DataFrame, path: Path) -> bool:
+    """The Beyond-Normal paper's table as a heat map (from :func:`bmi_table`): tasks (with their true MI) as rows,
+    estimators as columns, each cell coloured by its relative error (diverging, centred at 0, clipped to ±1;
+    grey without a true MI or an estimate, white without runs) and labelled mean ± sd over seeds."""
+    if bt.empty:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols, cells = _bmi_grid(bt)
+    cmap, norm = plt.get_cmap("RdBu_r"), matplotlib.colors.Normalize(-1, 1)
+    rgba = np.ones((len(rows), len(cols), 4))
+    fig, ax = plt.subplots(figsize=(3.4 + 1.25 * len(cols), max(3.0, 1.8 + 0.36 * len(rows))), dpi=100,
+                           layout="constrained")
+    for i, (task, _) in enumerate(rows):
+        for j, col in enumerate(cols):
+            r = cells.get((task, col))
+            if r is None:
+                continue
+            rel = float(r["rel_error"])
+            rgba[i, j] = (0.85, 0.85, 0.85, 1.0) if math.isnan(rel) else cmap(norm(np.clip(rel, -1, 1)))
+            ax.text(j, i, _bmi_text(r), ha="center", va="center", fontsize=8,
+                    color="white" if abs(rel) > 0.6 else "black")
+    ax.imshow(rgba, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(cols)), [_wrap(c, 20) for c in cols], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(rows)), [f"{t}  ({'no true MI' if math.isnan(m) else f'{m:.2f}'})" for t, m in rows],
+                  fontsize=8)
+    ax.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="both", length=0)
+    ax.set_ylabel("task  (true MI, nats)")
+    bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, extend="both", fraction=0.04,
+                       pad=0.02, aspect=max(20, 2 * len(rows)))
+    bar.set_label("relative error, clipped to ±1", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
+    fig.suptitle("Best held-out estimate: mean ± sd over seeds\ncolour: (mean − true MI) / true MI", fontsize=9)
+    save_figure(fig, path)
+    return True
+
+
+def _bmi_text(r: pd.Series) -> str:
+    """A heat-map cell: mean over ± sd (one seed: the mean), marked like :func:`_bmi_cell`."""
+    text = "–" if math.isnan(r["mean"]) else f"{r['mean']:.2f}" + (MIXED if _text(r, "mixed") else "")
+    lower = "" if math.isnan(r["sd"]) else f"± {r['sd']:.2f}"
+    if r["seeds"] < r["runs"]:
+        lower = f"{lower} [{r['seeds']}/{r['runs']}]".strip()
+    return f"{text}\n{lower}" if lower else text
+
+
 # ----------------------------------------------------------------------------------------- command
 def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Write leaderboard.md / .tex, one CSV per table and the figures under ``out``; return what was made."""
@@ -596,6 +779,17 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                mixed_note(shown, lambda r: r["estimator"].rstrip(MIXED))]
         tex += ["% one-hot\n", _render(cols, _df_lines(shown, cols), True)]
         made["onehot"] = oh
+    bt = bmi_table(runs)
+    if not bt.empty:
+        atomic_write_csv(out / "bmi.csv", bt)
+        md += ["\n## Beyond-Normal and sample-file runs\n\nMean ± sd over seeds of the best held-out estimate over "
+               "evaluation points (the Beyond-Normal protocol, Czyż et al. 2023) beside the true MI (– where a sample "
+               "file has none). The final evaluation's estimate, relative errors, wall times and failure counts are "
+               "in `bmi.csv`. [n/N]: n of the configuration's N runs gave an estimate (the others are in the "
+               "failures table); diverged runs count with the best estimate they recorded.\n\n", render_bmi(bt),
+               mixed_note(bt, lambda r: f"{_bmi_task(r)} / {_bmi_estimator(r)}")]
+        tex += [BMI_TEX, render_bmi(bt, latex=True)]
+        made["bmi"] = bt
     fl = failures(runs)
     md.append("\n## Crashed, diverged, killed and missing runs\n\n")
     if fl.empty:
@@ -610,11 +804,13 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         figs.append("staircase_grid.png")
     if lambda_ablation(runs, out / "lambda_ablation.png"):
         figs.append("lambda_ablation.png")
+    if bmi_suite(bt, out / "bmi_suite.png"):
+        figs.append("bmi_suite.png")
     if figs:
         md.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figs) + "\n")
     made["figures"] = [out / f for f in figs]
     atomic_write_text(out / "leaderboard.md", "".join(md))
-    atomic_write_text(out / "leaderboard.tex", "".join(tex) or "% no SLB/CLB, staircase or one-hot runs\n")
+    atomic_write_text(out / "leaderboard.tex", "".join(tex) or "% no SLB/CLB, staircase, one-hot or samples runs\n")
     atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels", "config") if c in runs]))
     made["out"] = out
     return made

@@ -266,3 +266,98 @@ def test_old_run_directory_still_makes_the_leaderboard(tmp_path):
     st = lb.build(tmp_path)["staircase"]
     assert (st["seeds"] == 2).all() and st["group"].nunique() == 1
     assert st["mixed"].iloc[0] == "mibench 0.1.0 / unknown; torch 2.13.0 / unknown; conventions {} / unknown"
+
+
+def test_latex_escapes_headers_like_cells():
+    tex = lb._render(["true_mi", "λ"], [["a_b‡", "0.1"]], latex=True)
+    assert r"true\_mi & $\lambda$ \\" in tex and r"a\_b$^\ddagger$ & 0.1 \\" in tex
+
+
+BMI_TRUE = {"1v1-normal-0.75": 0.8, "multinormal-dense-5-5-0.5": 1.6}
+BMI_BEST = {("1v1-normal-0.75", "infonce"): [0.60, 0.64, 0.56], ("1v1-normal-0.75", "nwj"): [0.95, 1.10, 0.86],
+            ("multinormal-dense-5-5-0.5", "infonce"): [1.20, 1.31, 1.25],
+            ("multinormal-dense-5-5-0.5", "nwj"): [1.50, 1.62],
+            ("pairs.npz", "infonce"): [2.0, 2.3, 2.1], ("pairs.npz", "nwj"): [1.9, 2.6, 2.2]}
+
+
+def write_bmi_runs(root):
+    """Two Beyond-Normal tasks and a sample file without a true MI, x infonce / nwj x 3 seeds; the dense
+    task's nwj seed 2 crashed. The final estimate is the best minus 0.05 * (seed + 1)."""
+    for (task, est), best in BMI_BEST.items():
+        data = {"name": "samples", "path": f"/data/{task}"} if task == "pairs.npz" else {"name": "bmi", "task": task}
+        for s in range(3):
+            name = f"{task}_{est}_{s}"
+            extra = {"cfg_extra": {"dataset": data}, "rec_extra": {"wall_time_s": 10.0 * (s + 1), "steps_done": 500}}
+            if s == len(best):
+                write_run(root, name, benchmark="samples", dataset=data["name"], estimator=est, seed=s,
+                          status="crashed", **extra)
+                continue
+            metrics = {"true_mi": BMI_TRUE.get(task), "best_test_estimate": best[s],
+                       "test_estimate": best[s] - 0.05 * (s + 1), "best_step": 400, "stopped_early": s == 0}
+            write_run(root, name, benchmark="samples", dataset=data["name"], estimator=est, seed=s, metrics=metrics,
+                      **extra)
+
+
+def test_bmi_table_means_sd_relative_errors_markdown_and_figure(tmp_path):
+    import statistics
+
+    write_bmi_runs(tmp_path)
+    write_run(tmp_path, "other", benchmark="onehot", estimator="infonce", metrics={"best_test_estimate": 9.0})
+    made = lb.build(tmp_path)
+    out = made["out"]
+    bt = pd.read_csv(out / "bmi.csv", keep_default_na=False, na_values=[""])
+    assert list(dict.fromkeys(bt["task"])) == ["1v1-normal-0.75", "multinormal-dense-5-5-0.5", "pairs.npz"]
+    assert list(bt["estimator"]) == ["infonce", "nwj"] * 3 and len(made["bmi"]) == 6  # no onehot row
+    cells = {}
+    for r in bt.to_dict("records"):
+        best = BMI_BEST[r["task"], r["estimator"]]
+        mean, sd = statistics.fmean(best), statistics.stdev(best)
+        truth = BMI_TRUE.get(r["task"], math.nan)
+        assert r["seeds"] == len(best) and r["runs"] == 3 and r["crashed"] == 3 - len(best) and r["diverged"] == 0
+        assert r["mean"] == pytest.approx(mean, rel=1e-8) and r["sd"] == pytest.approx(sd, rel=1e-8)
+        assert r["final_mean"] == pytest.approx(mean - 0.05 * (len(best) + 1) / 2, rel=1e-8)
+        assert r["wall_time_s"] == pytest.approx(statistics.fmean(10.0 * (s + 1) for s in range(len(best))))
+        assert r["stopped_early"] == 1 and r["variant"] != r["variant"]  # NaN: one configuration each
+        if math.isnan(truth):
+            assert math.isnan(r["true_mi"]) and math.isnan(r["rel_error"]) and math.isnan(r["abs_error"])
+        else:
+            assert r["true_mi"] == truth and r["rel_error"] == pytest.approx((mean - truth) / truth, rel=1e-8)
+            assert r["abs_error"] == pytest.approx(abs(mean - truth), rel=1e-8)
+        cells[r["task"], r["estimator"]] = f"{mean:.3f} ± {sd:.3f}" + (" [2/3]" if len(best) == 2 else "")
+    md = (out / "leaderboard.md").read_text()
+    assert "## Beyond-Normal and sample-file runs" in md and "best held-out estimate" in md
+    assert "| Task | true MI | infonce | nwj |" in md
+    for task in ("1v1-normal-0.75", "multinormal-dense-5-5-0.5", "pairs.npz"):
+        truth = f"{BMI_TRUE[task]:.3f}" if task in BMI_TRUE else "–"
+        assert f"| {task} | {truth} | {cells[task, 'infonce']} | {cells[task, 'nwj']} |" in md
+    assert cells["multinormal-dense-5-5-0.5", "nwj"] == "1.560 ± 0.085 [2/3]"
+    tex = (out / "leaderboard.tex").read_text()
+    assert r"\usepackage[table]{xcolor}" in tex  # 1v1 infonce: (0.6 - 0.8) / 0.8 = -25 % of 60, nwj: +21.25 %
+    assert r"1v1-normal-0.75 & 0.800 & \cellcolor{blue!15}0.600 $\pm$ 0.040 & \cellcolor{red!13}0.970" in tex
+    assert r"pairs.npz & – & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
+    png = out / "bmi_suite.png"
+    assert png in made["figures"] and png.read_bytes()[:4] == b"\x89PNG" and "![bmi_suite.png]" in md
+
+
+def test_bmi_configurations_stay_apart_and_files_are_told_apart(tmp_path, monkeypatch):
+    for critic in ("separable", "concat"):
+        for s in range(2):
+            write_run(tmp_path, f"{critic}{s}", benchmark="samples", dataset="bmi", estimator="infonce", seed=s,
+                      metrics={"true_mi": 1.0, "best_test_estimate": 1.0 if critic == "concat" else 0.5},
+                      cfg_extra={"dataset": {"task": "1v1-normal-0.75"}, "critic": {"name": critic}})
+    for d in ("a", "b"):
+        write_run(tmp_path, f"file_{d}", benchmark="samples", dataset="samples", estimator="infonce",
+                  metrics={"true_mi": None, "best_test_estimate": 2.0},
+                  cfg_extra={"dataset": {"path": f"/x/{d}/pairs.npz"}, "critic": {"name": "concat"}})
+    monkeypatch.setattr(lb, "bmi_suite", lambda bt, path: False)
+    made = lb.build(tmp_path)
+    bt = made["bmi"].set_index(["task", "variant"])
+    assert bt.loc[("1v1-normal-0.75", "critic.name=concat"), "mean"] == 1.0
+    assert bt.loc[("1v1-normal-0.75", "critic.name=separable"), "mean"] == 0.5
+    assert set(made["bmi"]["task"]) == {"1v1-normal-0.75", "a/pairs.npz", "b/pairs.npz"}
+    md = (made["out"] / "leaderboard.md").read_text()
+    assert "| Task | true MI | infonce (critic.name=concat) | infonce (critic.name=separable) |" in md
+    assert "| 1v1-normal-0.75 | 1.000 | 1.000 ± 0.000 | 0.500 ± 0.000 |" in md
+    assert "| a/pairs.npz | – | 2.000 |  |" in md  # one seed: no sd; no separable run of the file
+    assert lb.file_labels(["/d/x.npz", "/e/y.npz", "x.npz"]) == {"/d/x.npz": "d/x.npz", "/e/y.npz": "y.npz",
+                                                                  "x.npz": "x.npz"}
