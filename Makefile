@@ -15,12 +15,12 @@ $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (mibench needs Python 3.11; set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml requirements/lock.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install mibench with its pinned dependencies
+install: $(STAMP)  ## create .venv and install mibench with its tested dependencies (requirements/lock.txt)
 
 run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separable critic, CPU)
 	$(PY) -m mibench
