@@ -1,26 +1,37 @@
 # mibench: `make run` (default benchmark), `make test` (pytest), `make test-fast` (tests not marked slow),
-# `make bench` (speed vs raw PyTorch; vectorised sweeps vs one run at a time).
-PYTHON ?= python3.11
-VENV   ?= .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# `make bench` (speed vs raw PyTorch; vectorised sweeps vs one run at a time), `make install-bmi` (a second
+# venv with the Beyond-Normal extra). Each venv installs its exact tested set: requirements/lock.txt, requirements/bmi.txt.
+PYTHON   ?= python3.11
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+BMI_VENV ?= .venv-bmi
+BMI_PY   := $(BMI_VENV)/bin/python
+BMI_STAMP := $(BMI_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench clean
+.PHONY: help install install-bmi run test test-fast bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(PY):
+$(PY) $(BMI_PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (mibench needs Python 3.11; set PYTHON=...)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(patsubst %/bin/python,%,$@)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml requirements/lock.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c requirements/lock.txt -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install mibench with its pinned dependencies
+$(BMI_STAMP): pyproject.toml requirements/bmi.txt | $(BMI_PY)
+	$(BMI_PY) -m pip install --quiet --upgrade pip
+	$(BMI_PY) -m pip install --quiet -c requirements/bmi.txt -e ".[bmi,test]"
+	touch $(BMI_STAMP)
+
+install: $(STAMP)  ## create .venv and install mibench with its tested dependencies (requirements/lock.txt)
+
+install-bmi: $(BMI_STAMP)  ## create .venv-bmi with the Beyond-Normal extra, mibench[bmi] (requirements/bmi.txt: numpy 1.26, pandas 1.5)
 
 run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separable critic, CPU)
 	$(PY) -m mibench
@@ -36,5 +47,5 @@ bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw
 	$(PY) -W ignore bench/slb_speed.py --repeats 3
 	$(PY) -W ignore bench/vectorized_speed.py --repeats 1
 
-clean:  ## remove the venv and caches (runs/ is kept)
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+clean:  ## remove the venvs and caches (runs/ is kept)
+	rm -rf $(VENV) $(BMI_VENV) .pytest_cache build *.egg-info
