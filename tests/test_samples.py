@@ -280,7 +280,7 @@ def test_bmi_without_the_extra_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "bmi", None)  # import bmi raises ImportError
     with pytest.raises(ConfigError) as e:
         validate(compose_config(["dataset=bmi", f"dataset.cache={tmp_path}", *QUIET]))
-    assert "needs the Beyond-Normal package" in str(e.value) and 'pip install -c requirements/bmi.txt "mibench[bmi]"' in str(e.value)
+    assert "needs the Beyond-Normal package" in str(e.value) and 'pip install -c requirements/bmi.txt -e ".[bmi]"' in str(e.value)
 
 
 def test_suite_presets_compose():

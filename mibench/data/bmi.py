@@ -13,7 +13,7 @@ from typing import Any
 
 from .samples import save_samples
 
-INSTALL = 'pip install -c requirements/bmi.txt "mibench[bmi]"  (or: make install-bmi)'
+INSTALL = 'make install-bmi, or in a checkout: pip install -c requirements/bmi.txt -e ".[bmi]"'
 
 
 def tasks() -> dict[str, Any]:
