@@ -27,7 +27,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--estimators", nargs="+", default=["infonce", "nwj", "mine"])
+    p.add_argument("--estimators", nargs="*", default=["infonce", "nwj", "mine"],
+                   help="the package's estimators to run (none: only draw and cache the samples)")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("MIBENCH_DATA", Path.home() / ".cache/mibench")) / "bmi")
     p.add_argument("--out", type=Path, required=True)
