@@ -9,7 +9,7 @@ mibench runs ``benchmark=samples`` with the Beyond-Normal protocol (experiment=b
 ``dataset=bmi`` (the cached files, so the package is not needed here). The runs of one task (estimators x
 seeds) train as one vectorised group (``hydra/launcher=vectorized``'s code path, ``--alone``: one at a
 time); a (task, estimator)'s time is its share of its group's wall time (the group's wall time / the
-number of estimators), the reference's is the sum of its seeds' wall times. Writes ``mibench.csv`` (one row
+number of estimators; with ``--alone`` the sum of its seeds' wall times), the reference's is the sum of its seeds' wall times. Writes ``mibench.csv`` (one row
 per run) and ``compare.csv`` / ``compare.md`` (one row per task x estimator).
 """
 from __future__ import annotations
@@ -39,18 +39,20 @@ def run_mibench(tasks: list[str], estimators: list[str], seeds: list[int], out: 
                 p = prepare(cfg, d, echo=False)
                 assert isinstance(p, Prepared)
                 preps.append(p)
-        t0 = time.perf_counter()
-        results = run_group(preps, max_group_size=1 if alone else None)
-        wall = time.perf_counter() - t0
-        for p, r in zip(preps, results):
+        results, walls = [], []
+        for chunk in ([[p] for p in preps] if alone else [preps]):
+            t0 = time.perf_counter()
+            results += run_group(chunk)
+            walls += [time.perf_counter() - t0] * len(chunk)
+        for p, r, wall in zip(preps, results, walls):
             if isinstance(r, Exception):
                 print(f"{task} {p.cfg.estimator.name} seed={p.cfg.seed}: crashed: {r}")
                 continue
             m = r.metrics
             rows.append({"task": task, "estimator": p.cfg.estimator.name, "seed": int(p.cfg.seed), "true_mi": m["true_mi"],
                          "estimate": m["best_test_estimate"], "final": m["test_estimate"], "steps": r.steps_done,
-                         "status": r.status, "group_wall_s": wall, "group_size": 1 if alone else len(preps)})
-        print(f"{task}: {len(preps)} runs in {wall:.1f} s", flush=True)
+                         "status": r.status, "wall_s": wall, "group_size": 1 if alone else len(preps)})
+        print(f"{task}: {len(preps)} runs in {sum(walls) if alone else walls[0]:.1f} s", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -58,7 +60,7 @@ def compare(mb: pd.DataFrame, ref: pd.DataFrame, n_estimators: int, alone: bool)
     out = []
     for (task, est), g in mb.groupby(["task", "estimator"], sort=False):
         r = ref[(ref["task"] == task) & (ref["estimator"] == est) & ref["seed"].isin(g["seed"])]
-        mb_time = g["group_wall_s"].iloc[0] / n_estimators if not alone else g["group_wall_s"].iloc[0] / n_estimators
+        mb_time = g["wall_s"].sum() if alone else g["wall_s"].iloc[0] / n_estimators
         true = float(g["true_mi"].iloc[0])
         row = {"task": task, "estimator": est, "true_mi": true, "seeds": len(g),
                "mibench": g["estimate"].mean(), "mibench_sd": g["estimate"].std(),
