@@ -22,16 +22,50 @@ from pathlib import Path
 import pandas as pd
 
 
+def _row(task: str, cfg, metrics: dict, steps: int, status: str, wall: float, group_size: int) -> dict:
+    return {"task": task, "estimator": cfg["estimator"]["name"], "seed": int(cfg["seed"]), "true_mi": metrics["true_mi"],
+            "estimate": metrics["best_test_estimate"], "final": metrics["test_estimate"], "steps": steps,
+            "status": status, "wall_s": wall, "group_size": group_size}
+
+
+def _finished(task_dir: Path, n: int) -> list[dict] | None:
+    """The rows of a task that an earlier (killed) process finished alone: its records' training wall times."""
+    import json
+
+    recs = sorted(task_dir.glob("*/result.json"))
+    if len(recs) != n:
+        return None
+    rows = []
+    for rec in map(lambda p: json.loads(p.read_text()), recs):
+        if rec.get("status") not in ("completed", "diverged"):
+            return None
+        rows.append(_row(task_dir.name, {"estimator": {"name": rec["estimator"]}, "seed": rec["seed"]},
+                         rec["metrics"], rec["steps_done"], rec["status"], rec["metrics"]["train_wall_s"], 1))
+    return rows
+
+
 def run_mibench(tasks: list[str], estimators: list[str], seeds: list[int], out: Path, alone: bool) -> pd.DataFrame:
+    """Each task's runs (alone: one at a time, timed each; else one group). A task another process has claimed
+    (``<out>/runs/<task>/.claimed``) is skipped, so two processes can share a task list (one from each end)."""
     from mibench.app import Prepared, prepare, run_group
     from mibench.compose import compose_config
 
-    rows = []
+    rows: list[dict] = []
     for task in tasks:
+        task_dir = out / "runs" / task
+        task_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (task_dir / ".claimed").open("x").close()
+        except FileExistsError:
+            done = _finished(task_dir, len(estimators) * len(seeds)) if alone else None
+            if done:
+                rows += done
+            print(f"{task}: {'finished earlier' if done else 'claimed by another process'}", flush=True)
+            continue
         preps = []
         for est in estimators:
             for seed in seeds:
-                d = out / "runs" / task / f"{est}-{seed}"
+                d = task_dir / f"{est}-{seed}"
                 d.mkdir(parents=True, exist_ok=True)
                 cfg = compose_config(["experiment=bmi_suite", f"dataset.task={task}", f"estimator={est}", f"seed={seed}",
                                       "trainer.enable_progress_bar=false", "logger=none", "benchmark.plot=false",
@@ -39,20 +73,17 @@ def run_mibench(tasks: list[str], estimators: list[str], seeds: list[int], out: 
                 p = prepare(cfg, d, echo=False)
                 assert isinstance(p, Prepared)
                 preps.append(p)
-        results, walls = [], []
-        for chunk in ([[p] for p in preps] if alone else [preps]):
-            t0 = time.perf_counter()
-            results += run_group(chunk)
-            walls += [time.perf_counter() - t0] * len(chunk)
-        for p, r, wall in zip(preps, results, walls):
+        t0 = time.perf_counter()
+        results = run_group(preps, max_group_size=1 if alone else None)
+        wall = time.perf_counter() - t0
+        for p, r in zip(preps, results):
             if isinstance(r, Exception):
                 print(f"{task} {p.cfg.estimator.name} seed={p.cfg.seed}: crashed: {r}")
-                continue
-            m = r.metrics
-            rows.append({"task": task, "estimator": p.cfg.estimator.name, "seed": int(p.cfg.seed), "true_mi": m["true_mi"],
-                         "estimate": m["best_test_estimate"], "final": m["test_estimate"], "steps": r.steps_done,
-                         "status": r.status, "wall_s": wall, "group_size": 1 if alone else len(preps)})
-        print(f"{task}: {len(preps)} runs in {sum(walls) if alone else walls[0]:.1f} s", flush=True)
+                continue  # alone: a run's time is its training + evaluation wall time; grouped: the group's
+            rows.append(_row(task, p.cfg, r.metrics, r.steps_done, r.status,
+                             r.metrics["train_wall_s"] if alone else wall, 1 if alone else len(preps)))
+        print(f"{task}: {len(preps)} runs in {wall:.1f} s", flush=True)
+        pd.DataFrame(rows).to_csv(out / "mibench.partial.csv", index=False)
     return pd.DataFrame(rows)
 
 
