@@ -315,3 +315,16 @@ def test_api_numpy_and_torch_give_the_same_run(tmp_path):
         estimate(x, y, overrides=["benchmark.batch_size=500"])
     with pytest.raises(ValueError, match="x has 600 samples but y has 599"):
         estimate(x, y[:-1])
+
+
+def test_critic_widths_as_a_list(pairs):
+    """The protocol's critic: hidden layers of widths [16, 8] (the Beyond-Normal MLP), checked before training."""
+    from mibench.critics import build_critic
+
+    net = build_critic({"name": "concat", "hidden": [16, 8], "layers": 2}, 3, 2)
+    widths = [m.out_features for m in [net.first, *net.rest] if isinstance(m, torch.nn.Linear)]
+    assert widths == [16, 8, 1] and net.first.in_features == 5
+    with pytest.raises(ConfigError, match="critic.layers=3 does not match critic.hidden=\\[16, 8\\]"):
+        validate(cfg_for(pairs, None, "critic.layers=3"))
+    with pytest.raises(ConfigError, match="critic.hidden=\\[16, 0\\] is invalid"):
+        validate(cfg_for(pairs, None, "critic.hidden=[16,0]"))
