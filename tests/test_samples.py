@@ -25,14 +25,6 @@ FAKE_BMI = Path(__file__).parent / "fixtures" / "fake_bmi"
 QUIET = ["trainer.enable_progress_bar=false", "logger=none", "benchmark.plot=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gaussian(n: int, d: int, rho: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d))

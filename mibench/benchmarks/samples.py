@@ -29,7 +29,7 @@ from torch import Tensor
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number, check_critic
 from ..data import bmi
 from ..data.batches import IndexStream
-from ..data.samples import Samples, load_samples, split, standardize
+from ..data.samples import Samples, load_samples, split, split_sizes, standardize
 from ..engine import RunResult, Scores, Task, data_error, register
 from ..engine.heldout import heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
@@ -56,12 +56,6 @@ def read(cfg: Any) -> Samples:
     xs, ys = d.get("x"), d.get("y")
     return load_samples(path, list(xs) if xs is not None else None, list(ys) if ys is not None else None,
                         d.get("true_mi"))
-
-
-def split_sizes(n: int, d: Any) -> tuple[int, int]:
-    n_train = int(round(n * float(d.train_fraction)))
-    n_test = n - n_train if d.get("test_fraction") is None else int(round(n * float(d.test_fraction)))
-    return n_train, n_test
 
 
 @register("samples")
@@ -92,7 +86,7 @@ class SampleTask(Task):
             s = read(cfg)
         except ValueError as e:
             raise data_error(e) from None
-        n_train, n_test = split_sizes(s.n, d)
+        n_train, n_test = split_sizes(s.n, float(d.train_fraction), d.get("test_fraction"))
         where = f"the {n_train} training pairs (dataset.train_fraction={d.train_fraction} of {s.n})"
         if b.batch_size > n_train:
             raise ConfigError(f"benchmark.batch_size={b.batch_size} is invalid (valid: <= {where})")

@@ -140,14 +140,19 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
+def split_sizes(n: int, train_fraction: float, test_fraction: float | None) -> tuple[int, int]:
+    """(train, test) pair counts: round(n * fraction) each (test: the rest when None)."""
+    n_train = int(round(n * train_fraction))
+    return n_train, n - n_train if test_fraction is None else int(round(n * test_fraction))
+
+
 def split(n: int, train_fraction: float, test_fraction: float | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint random train / test index sets: round(n * fraction) each (test: the rest when None)."""
+    """Disjoint random train / test index sets of :func:`split_sizes` pairs."""
     import torch
 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    n_train = int(round(n * train_fraction))
-    n_test = n - n_train if test_fraction is None else int(round(n * test_fraction))
+    n_train, n_test = split_sizes(n, train_fraction, test_fraction)
     return perm[:n_train], perm[n_train:n_train + n_test]
 
 
-__all__ = ["FORMATS", "Samples", "load_samples", "save_samples", "standardize", "split"]
+__all__ = ["FORMATS", "Samples", "load_samples", "save_samples", "standardize", "split", "split_sizes"]
