@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..results import atomic_write_csv
+from ..results import atomic_write_csv, save_figure
 
 
 def collect_eta_runs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,12 +68,7 @@ def eta_fig3a(root: str | Path, out: str | Path | None = None) -> pd.DataFrame:
     axes[0, 0].set_ylabel("test-set MI estimate (nats)")
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    import os
-
-    tmp = out / ".eta_fig3a.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out / "eta_fig3a.png")
+    save_figure(fig, out / "eta_fig3a.png")
     return table
 
 
@@ -87,8 +82,6 @@ def make_figures(root: Path, out: Path) -> list[Path]:
 def plot_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str, true_mi: float,
                 convex: float | None = None, bands: dict[str, pd.DataFrame] | None = None) -> None:
     """Test estimate vs step per estimator (mean ± std band when ``bands`` gives std), truth in red (Fig. 3a)."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +103,4 @@ def plot_curves(curves: dict[str, pd.DataFrame], path: str | Path, title: str, t
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
