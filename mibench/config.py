@@ -2,8 +2,8 @@
 
 Generic checks live here; each benchmark checks its own values (``Task.validate``), and whether an
 estimator fits a benchmark is decided from what the registry says the estimator needs
-(``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.ranges``) against what the task
-gives (``Task.layout_for``, ``Task.gives_y``): no benchmark keeps a list of estimators.
+(``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.conditional``, ``Spec.ranges``) against
+what the task gives (``Task.layout_for``, ``Task.gives_y``, ``Task.conditional_for``): no benchmark keeps a list of estimators.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import plugins
-from .benchmarks import TASKS
+from .benchmarks import TASKS, Task
 from .checks import ConfigError, check_int, check_seed, num
 from .estimators import LAYOUTS
 from .estimators import REGISTRY as ESTIMATORS
@@ -68,9 +68,13 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
     spec = ESTIMATORS[est.name]
     if not task.uses_estimator:
         return
-    layout, gives_y = task.layout_for(cfg), task.gives_y_for(cfg)
+    layout, gives_y, cond = task.layout_for(cfg), task.gives_y_for(cfg), task.conditional_for(cfg)
     trains = task.trains_critic
-    valid = ", ".join(usable(layout, gives_y, trains))
+    valid = ", ".join(usable(layout, gives_y, trains, cond))
+    if spec.conditional and not cond:
+        raise ConfigError(f"estimator={est.name} is a structured bound: its scores must be a known encoder's "
+                          f"log p(y|x), which benchmark={task.name} does not give here (valid: {valid}; or a "
+                          f"benchmark with a tractable encoder: {', '.join(conditional_benchmarks())})")
     if trains and not spec.trainable:
         raise ConfigError(f"estimator={est.name} needs the true critic and cannot be trained "
                           f"(valid: use it in benchmark=optimal, or one of {valid})")
@@ -81,6 +85,11 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
         raise ConfigError(f"estimator={est.name} with estimator.baseline=learned needs the y of every score column, which "
                           f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
     smoke_call(cfg, layout, gives_y)
+
+
+def conditional_benchmarks() -> list[str]:
+    """Benchmarks whose scores can be a known encoder's log p(y|x) (with their option where one is needed)."""
+    return sorted(n for n, t in TASKS.items() if t.conditional or t.conditional_for.__func__ is not Task.conditional_for.__func__)
 
 
 def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
@@ -135,6 +144,9 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=int(cfg.dataset.get("dim", 2)))
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e).splitlines()[0]) from None
+    if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.conditional_for(cfg):
+        raise ConfigError(f"critic=conditional is a known encoder's log p(y|x), which benchmark={bench.name} does "
+                          f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")
     task.validate(cfg)
     check_estimator_fits(cfg, task)
     return notes

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 import torch
-from ..checks import LEARNING_RATE, Choice, Int, Number, Numbers, check_critic
-from ..data.gaussian import TRANSFORMS, StaircaseStream
+from ..checks import LEARNING_RATE, Choice, ConfigError, Int, Number, Numbers, check_critic
+from ..data.gaussian import TRANSFORMS, StaircaseStream, rho_from_mi
 from ..engine import RunResult, Scores, Task, register
 from ..results import STEP_COLUMNS, atomic_write_csv, format_summary, level_summary, plot_staircase
 
@@ -36,6 +36,17 @@ class Staircase(Task):
     @classmethod
     def check(cls, cfg) -> None:
         check_critic(cfg, int(cfg.dataset.dim), int(cfg.dataset.dim))
+        if cls.conditional_for(cfg) and cfg.dataset.transform != "none":
+            raise ConfigError(f"critic=conditional is the Gaussian log p(y|x), which dataset.transform="
+                              f"{cfg.dataset.transform} changes (valid: dataset.transform=none)")
+
+    @classmethod
+    def conditional_for(cls, cfg) -> bool:
+        return cfg.critic.name == "conditional"  # the known encoder's log p(y|x) as the scores (Poole §2.5)
+
+    @classmethod
+    def vectorized_for(cls, cfg) -> bool:
+        return not cls.conditional_for(cfg)
 
     def setup(self) -> None:
         d = self.cfg.dataset
@@ -62,6 +73,8 @@ class Staircase(Task):
         for level in range(len(self.mi_levels)):
             xs, ys = self.stream.level_data(level, g)  # drawn even when skipped: advances the generator
             if level >= start:
+                if hasattr(self.nets["critic"], "set_rho"):  # critic=conditional: this level's encoder
+                    self.nets["critic"].set_rho(rho_from_mi(self.mi_levels[level], int(self.cfg.dataset.dim)))
                 yield zip(xs.to(self.device), ys.to(self.device))
 
     def score(self, batch) -> Scores:

@@ -7,12 +7,14 @@ from torch import nn
 
 from .bilinear import BilinearCritic
 from .concat import ConcatCritic
+from .conditional import GaussianConditional
 from .separable import SeparableCritic
 
 REGISTRY: dict[str, type[nn.Module]] = {
     "separable": SeparableCritic,
     "concat": ConcatCritic,
     "bilinear": BilinearCritic,
+    "conditional": GaussianConditional,  # the known log p(y|x), for the structured bounds (not learned)
 }
 
 
@@ -24,4 +26,4 @@ def build_critic(cfg: Mapping[str, Any], dim_x: int, dim_y: int) -> nn.Module:
     return REGISTRY[name](dim_x, dim_y, **params)
 
 
-__all__ = ["REGISTRY", "build_critic", "SeparableCritic", "ConcatCritic", "BilinearCritic"]
+__all__ = ["REGISTRY", "build_critic", "SeparableCritic", "ConcatCritic", "BilinearCritic", "GaussianConditional"]

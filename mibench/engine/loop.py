@@ -126,10 +126,11 @@ class Engine:
             for batch in segment:
                 with be.autocast():
                     s = task.step(batch)
-                opt = self.optimizers[0]
-                opt.zero_grad(set_to_none=True)
-                be.backward(s.loss, self.params)
-                be.step(opt)
+                if self.params:  # nothing to learn (a known critic and a parameter-free bound): evaluate only
+                    opt = self.optimizers[0]
+                    opt.zero_grad(set_to_none=True)
+                    be.backward(s.loss, self.params)
+                    be.step(opt)
                 values = s.values
                 if s.adversary is not None:
                     with be.autocast():

@@ -88,6 +88,7 @@ class Task:
     # what the task gives an estimator (checked against the registry's Spec before training)
     layout: ClassVar[str] = "paired"  # any | rows | paired (see mibench.estimators.Spec)
     gives_y: ClassVar[bool] = True  # passes the y of every score column (learned baselines need it)
+    conditional: ClassVar[bool] = False  # the scores are a known encoder's log p(y_j | x_i) (structured bounds)
     uses_estimator: ClassVar[bool] = True  # False: the estimator group is not used (benchmark=optimal)
     trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
     int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
@@ -124,6 +125,11 @@ class Task:
     @classmethod
     def gives_y_for(cls, cfg: DictConfig) -> bool:
         return cls.gives_y
+
+    @classmethod
+    def conditional_for(cls, cfg: DictConfig) -> bool:
+        """Whether this config's scores are the encoder's log p(y_j | x_i) (``conditional``, or by option)."""
+        return cls.conditional
 
     @classmethod
     def vectorized_for(cls, cfg: DictConfig) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 from . import bounds
 from .base import Estimate, masked_logmeanexp, masked_mean, resolve_masks
-from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, mlp
+from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, LearnedDensity, mlp
 from .regularized import DISTANCES, REG_TERMS, regularize, regularizer
 
 
@@ -70,7 +70,9 @@ class Spec:
             positives and negatives, e.g. InfoNCE) or ``paired`` (a square matrix of paired samples with
             the joint pairs on the diagonal, e.g. I_alpha, the leave-one-out bound)
     learns: what the estimator learns besides the critic (``ema``, ``baseline`` (a(y) / q(y), from y when
-            ``baseline: learned``), ``eta``), or None
+            ``baseline: learned``), ``eta``, ``density`` (a normalised q(y), from y)), or None
+    conditional: True when the scores must be the known encoder's log p(y_j | x_i) (Poole §2.5's structured
+            bounds): only a benchmark with a tractable encoder gives them (``Task.conditional_for``)
     """
 
     fn: Callable[..., Estimate]
@@ -81,11 +83,12 @@ class Spec:
     trainable: bool = True  # False: a bound that needs the true critic (evaluation only, e.g. loo_upper)
     layout: str = "any"
     learns: str | None = None
+    conditional: bool = False
 
     def params(self) -> tuple[str, ...]:
         """The parameters its YAML may set."""
         sig = [p for p in inspect.signature(self.fn).parameters if p not in ("scores", "joint", "marginal",
-                                                                             "log_baseline", "eta")]
+                                                                             "log_baseline", "eta", "log_q")]
         return tuple(sig) + self.module.own_params + (REG_KEYS if self.regularized else ())
 
     @property
@@ -94,6 +97,8 @@ class Spec:
 
     def needs_y(self, cfg: Mapping[str, Any]) -> bool:
         """True when it learns a per-y baseline, i.e. needs the y of every score column."""
+        if self.learns == "density":
+            return True
         return self.learns == "baseline" and {**dict(self.defaults), **cfg}.get("baseline") == "learned"
 
 
@@ -109,7 +114,17 @@ REGISTRY: dict[str, Spec] = {
     "alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned")),
                   layout="paired", learns="baseline"),
     "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),), learns="eta"),
-    "loo_upper": Spec(bounds.loo, trainable=False, layout="paired"),  # Poole eq. 13, needs log p(y|x) + c(y) as scores
+    # Poole §2.5, structured bounds: the scores are the known encoder's log p(y|x) (a tractable conditional)
+    "loo_upper": Spec(bounds.loo, trainable=False, layout="paired", conditional=True),  # eq. 13 (+ any c(y))
+    "tnce": Spec(bounds.tnce, layout="paired", conditional=True),  # eq. 12: InfoNCE with f = log p(y|x)
+    "rate": Spec(bounds.rate, LearnedDensity, defaults=(("components", 1),), learns="density",
+                 conditional=True),  # eq. 1, upper bound, learned normalised q(y)
+    "struct_nwj": Spec(bounds.tuba, LearnedBaseline, defaults=(("baseline", "learned"),), learns="baseline",
+                       conditional=True),  # eq. 14: f = 1 + log p(y|x)/q(y), unnormalised q
+    "struct_alpha": Spec(bounds.interpolated, LearnedBaseline, defaults=(("alpha", 0.01), ("baseline", "learned")),
+                         layout="paired", learns="baseline", conditional=True),  # I_alpha, f = log p(y|x)
+    "struct_js": Spec(bounds.js, LearnedBaseline, defaults=(("baseline", "learned"), ("value", "nwj_shifted")),
+                      learns="baseline", conditional=True),  # I_JS, f = log p(y|x) - log q(y) (§3.1)
     # Choi & Lee Table 1: distance, C* and tau per regularized estimator
     "remine": Spec(bounds.dv, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0))),
     "renwj": Spec(bounds.nwj, regularized=True, shift=1.0,
@@ -154,11 +169,13 @@ def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimat
     return spec.module(spec.fn, params, reg, dim_y=dim_y)
 
 
-def usable(layout: str, gives_y: bool, trainable: bool = True) -> list[str]:
-    """Registry names whose needs a benchmark with this score ``layout`` (and y per column or not) meets."""
+def usable(layout: str, gives_y: bool, trainable: bool = True, conditional: bool = False) -> list[str]:
+    """Registry names whose needs a benchmark with this score ``layout`` (y per column or not, the encoder's
+    log p(y|x) as scores or not) meets."""
     rank = LAYOUTS.index(layout) if layout in LAYOUTS else 0
     return sorted(n for n, s in REGISTRY.items() if LAYOUTS.index(s.layout) <= rank
-                  and (gives_y or not s.needs_y({})) and (s.trainable or not trainable))
+                  and (gives_y or not s.needs_y({})) and (s.trainable or not trainable)
+                  and (conditional or not s.conditional))
 
 
 __all__ = ["Choice", "Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REG_TERMS", "REGISTRY", "Spec", "usable", "build_estimator", "bounds", "regularize", "regularizer",

@@ -111,6 +111,17 @@ def infonce(scores: Tensor, joint: Mask = None, marginal: Mask = None, partition
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
 
 
+def tnce(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Estimate:
+    """InfoNCE with a tractable conditional (Poole eq. 12): mean_i log p(y_i|x_i) / (1/K sum_j p(y_i|x_j)).
+
+    ``scores[i, j] = log p(y_j | x_i)``. The partition of eq. 12 runs over the x's for each y (a column of
+    ``scores``), where :func:`infonce`'s runs over the y's for each x: log p(y|x) is an optimal critic for
+    the former (a per-y term cancels), not for the latter. A lower bound with no learned parameters.
+    """
+    jm, mm = resolve_masks(scores, joint, marginal)
+    return infonce(scores.t(), jm.t(), mm.t())
+
+
 def js_fgan(scores: Tensor, joint: Mask = None, marginal: Mask = None) -> Tensor:
     """f-GAN lower bound on the Jensen-Shannon divergence: E_P[-sp(-T)] - E_Q[sp(T)] (Nowozin et al.)."""
     jm, mm = resolve_masks(scores, joint, marginal)
@@ -184,6 +195,41 @@ def interpolated(scores: Tensor, log_baseline: Tensor, alpha: float) -> Estimate
     j = masked_mean(critic_joint, mm)
     mi = 1.0 + j - m
     return Estimate(mi=mi, loss=-mi, joint=j, marginal=m)
+
+
+def rate(scores: Tensor, joint: Mask = None, marginal: Mask = None, log_q: Tensor | None = None) -> Estimate:
+    """Variational upper bound, the rate R = E_p(x)[KL(p(y|x) || q(y))] >= I(X; Y) (Poole eq. 1).
+
+    ``scores[i, j] = log p(y_j | x_i)``, the encoder's normalised log-density; ``log_q[j] = log q(y_j)``
+    for a normalised q (any constant dropped from one must be dropped from the other). The Monte Carlo
+    estimate is the mean over joint pairs of log p(y|x) - log q(y); it equals I(X; Y) in expectation
+    when q = p(y). The marginal entries are not used. loss = mi: q is fitted by minimising the bound.
+    """
+    if log_q is None:
+        raise ValueError("the rate needs log q(y) for every score column")
+    jm, _ = resolve_masks(scores, joint, marginal)
+    j = masked_mean(scores, jm)
+    m = masked_mean(log_q.reshape(1, -1).expand_as(scores), jm)
+    mi = j - m
+    return Estimate(mi=mi, loss=mi, joint=j, marginal=m)
+
+
+def tc_upper(dim_scores: Tensor, lower: Tensor) -> Tensor:
+    """Upper bound on the total correlation of a mean-field representation (Poole §2.5):
+    TC(Y) = sum_k I(X; Y_k) - I(X; Y) <= sum_k LOO_k - lower.
+
+    ``dim_scores[k, i, j] = log p(y_jk | x_i)``, the encoder's log-density of coordinate k (a
+    mean-field encoder: log p(y|x) = sum_k of these); each I(X; Y_k) is bounded above by the
+    leave-one-out bound (eq. 13) and ``lower`` is any lower bound on I(X; Y) (eq. 12, I_JS, ...).
+    """
+    n = dim_scores.shape[-1]
+    if dim_scores.dim() != 3 or dim_scores.shape[-2] != n:
+        raise ValueError(f"tc_upper needs [dims, K, K] log-densities, got {tuple(dim_scores.shape)}")
+    eye = torch.eye(n, dtype=torch.bool, device=dim_scores.device)
+    joint = torch.diagonal(dim_scores, dim1=-2, dim2=-1).mean(-1)  # [dims]
+    by_y = dim_scores.transpose(-2, -1).masked_fill(eye, float("-inf"))  # [k, y_i, x_j], x_i left out
+    other = (torch.logsumexp(by_y, dim=-1) - math.log(n - 1)).mean(-1)  # [dims]
+    return (joint - other).sum() - lower
 
 
 def loo_upper(log_cond: Tensor) -> Tensor:

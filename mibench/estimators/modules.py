@@ -140,7 +140,44 @@ class LearnedBaseline(Estimator):
             return bounds.interpolated(scores, self.log_baseline(scores, y), **self.params)
         if self.net is None:
             return self.fn(scores, joint, marginal, **self.params)
-        return self.fn(scores, joint, marginal, log_baseline=self.log_baseline(scores, y), **self.params)
+        log_b = self.log_baseline(scores, y)
+        if "log_baseline" in inspect.signature(self.fn).parameters:
+            return self.fn(scores, joint, marginal, log_baseline=log_b, **self.params)
+        # a bound without a baseline argument: the critic is T(x, y) - log q(y) (Poole §2.5's structured critics)
+        return self.fn(scores - log_b.reshape(1, -1), joint, marginal, **self.params)
+
+
+class LearnedDensity(Estimator):
+    """A normalised q(y) for the rate (Poole eq. 1): a mixture of ``components`` diagonal Gaussians.
+
+    log q(y) = logsumexp_c [log pi_c + sum_k log N(y_k; mu_ck, sigma_ck^2)], exact (normalised),
+    so that E[log p(y|x) - log q(y)] stays an upper bound for every parameter value.
+    """
+
+    own_params = ("components",)
+
+    def __init__(self, *args: Any, dim_y: int | None = None, **kwargs: Any):
+        super().__init__(*args, dim_y=dim_y, **kwargs)
+        if dim_y is None:
+            raise ValueError("a learned q(y) needs the dimension of y")
+        c = int(self.options.get("components", 1))
+        if c < 1:
+            raise ValueError(f"components={c} is invalid (valid: an integer >= 1)")
+        g = torch.Generator().manual_seed(0)  # the component means start spread, not on top of each other
+        self.mean = nn.Parameter(0.1 * torch.randn(c, dim_y, generator=g) if c > 1 else torch.zeros(c, dim_y))
+        self.log_std = nn.Parameter(torch.zeros(c, dim_y))
+        self.logits = nn.Parameter(torch.zeros(c))
+
+    def log_q(self, y: Tensor) -> Tensor:
+        y = y.reshape(y.shape[0], 1, -1)
+        z = (y - self.mean) / self.log_std.exp()
+        comp = (-0.5 * z**2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)  # [N, C]
+        return torch.logsumexp(comp + torch.log_softmax(self.logits, 0), dim=1)
+
+    def base(self, scores, joint, marginal, y):
+        if y is None:
+            raise ValueError("a learned q(y) needs y")
+        return self.fn(scores, joint, marginal, log_q=self.log_q(y).to(scores.dtype), **self.params)
 
 
 class EtaDV(Estimator):
