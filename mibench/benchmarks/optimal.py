@@ -18,7 +18,10 @@ Which critic each bound gets (its optimum, so the numbers show the estimator's o
 * alpha: f = log p(y|x) with q(y) = p(y), Poole's stated choice for I_alpha with optimal critics
   (§2.4, "we conjecture that the optimal critic ... is f(x,y) = log p(y|x) and q(y) = p(y)");
   dividing numerator and denominator by p(y) gives scores f* and log q = 0, which is what is passed;
-* loo_upper: the leave-one-out upper bound (Poole eq. 13) on the same f* (any c(y) cancels).
+* loo_upper: the leave-one-out upper bound (Poole eq. 13) on the same f* (any c(y) cancels);
+* the structured bounds of Poole §2.5 with their optimum q(y) = p(y): tnce (eq. 12) on f* (its partition
+  over x cancels any c(y)), rate (eq. 1) with log q = 0 on f*, struct_nwj (eq. 14) as tuba with a(y) = 1
+  (see ``benchmark=sandwich`` for eq. 12 <= MI <= eq. 13).
 
 Poole et al. do not list the alphas of Fig. 3 in the text; the default [0.01, 0.5, 0.99] spans
 the NWJ-like, middle and InfoNCE-like ends (0.01 and 0.5 are the values of their Fig. 2).
@@ -57,6 +60,9 @@ def estimator_fns(names: list[str], alphas: list[float]) -> list[tuple[str, floa
             for a in alphas:
                 out.append((name, float(a), lambda s, a=float(a): bounds.interpolated(
                     s, torch.zeros(s.shape[-1], dtype=s.dtype, device=s.device), a).mi))
+        elif spec.learns == "density":  # the rate with q(y) = p(y): f* = log p(y|x) - log p(y), log q = 0
+            out.append((name, math.nan, lambda s, fn=spec.fn: fn(s, log_q=torch.zeros(
+                s.shape[-1], dtype=s.dtype, device=s.device)).mi))
         else:
             out.append((name, math.nan, lambda s, fn=spec.fn, c=spec.shift: fn(s + c).mi))
     return out
@@ -128,7 +134,7 @@ class Optimal(Task):
         b = cfg.benchmark
         names = list(b.get("estimators") or [])
         # a regularizer changes only the training loss (with f* its value is its base bound's); eta needs learning
-        supported = [n for n, s in REGISTRY.items() if not s.regularized and s.learns != "eta"]
+        supported = [n for n, s in REGISTRY.items() if not s.regularized and s.learns != "eta" and n != "struct_js"]
         bad = [n for n in names if n not in supported]
         if not names or bad:
             raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
