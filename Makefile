@@ -10,7 +10,7 @@ BMI_PY   := $(BMI_VENV)/bin/python
 BMI_STAMP := $(BMI_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-bmi run test test-fast bench clean
+.PHONY: help install install-bmi check-install run test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,18 @@ install: $(STAMP)  ## create .venv and install mibench with its tested dependenc
 
 install-bmi: $(BMI_STAMP)  ## create .venv-bmi with the Beyond-Normal extra, mibench[bmi] (requirements/bmi.txt: numpy 1.26, pandas 1.5)
 
+CHECK_PYTHON ?= $(shell PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null || command -v python3.12)
+
+check-install:  ## resolve `pip install -e .` on Python 3.12 against the lock minus torch (dry run: metadata only, no wheel downloaded)
+	@test -n "$(CHECK_PYTHON)" || { echo "make: no Python 3.12 found (set CHECK_PYTHON=/path/to/python3.12)"; exit 1; }
+	rm -rf .venv-check && $(CHECK_PYTHON) -m venv .venv-check && .venv-check/bin/python -m pip install --quiet --upgrade pip
+	grep -v '^torch==' requirements/lock.txt > .venv-check/constraints.txt
+	.venv-check/bin/python -m pip install --quiet --dry-run --ignore-installed --report .venv-check/report.json \
+	  -c .venv-check/constraints.txt -e ".[test]"
+	.venv-check/bin/python -c "import json; r = json.load(open('.venv-check/report.json')); \
+	  v = {i['metadata']['name'].lower(): i['metadata']['version'] for i in r['install']}; \
+	  print('Python', r['environment']['python_version'], '->', len(v), 'packages:', ', '.join(f'{k} {v[k]}' for k in ('mibench', 'torch', 'lightning', 'hydra-core', 'numpy', 'pandas') if k in v))"
+
 run: $(STAMP)  ## run the default benchmark (Gaussian staircase, InfoNCE, separable critic, CPU)
 	$(PY) -m mibench
 
@@ -48,4 +60,4 @@ bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw
 	$(PY) -W ignore bench/vectorized_speed.py --repeats 1
 
 clean:  ## remove the venvs and caches (runs/ is kept)
-	rm -rf $(VENV) $(BMI_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(BMI_VENV) .venv-check .pytest_cache build *.egg-info
