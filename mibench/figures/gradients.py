@@ -100,7 +100,7 @@ def plot_gradients(df: pd.DataFrame, best: pd.DataFrame, path: str | Path, title
     handles, names = first.get_legend_handles_labels()
     if len(best) and best["best_alpha"].notna().any():
         draw_best_alpha(fig.add_subplot(gs[:, ncol]), best, list(alphas))
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 7), fontsize=7, frameon=False)
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 7), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     # fixed margins in inches (tight_layout costs seconds on these log axes)
     w, h = fig.get_size_inches()
