@@ -122,3 +122,19 @@ def optimal_scores_bmm(x: Tensor, y: Tensor, rho: float) -> Tensor:
     yy = (y**2).sum(-1).unsqueeze(-2)  # [..., 1, M]
     xx = (x**2).sum(-1).unsqueeze(-1)  # [..., N, 1]
     return (rho * xy - 0.5 * rho**2 * xx) / s2 + 0.5 * yy * (1.0 - 1.0 / s2) - 0.5 * x.shape[-1] * math.log(s2)
+
+
+def optimal_scores_per_dim(x: Tensor, y: Tensor, rho: Tensor) -> Tensor:
+    """f*(x_i, y_j) = log p_rho(y_j|x_i) - log p(y_j) with one correlation per dimension (a tensor, differentiable).
+
+    ``rho``: [d] (or [..., d], batched like x and y: [..., N, d]); p(y_k|x_k) = N(rho_k x_k, 1 - rho_k^2),
+    p(y) = N(0, I). As :func:`optimal_scores_bmm`, one batched matmul per score matrix:
+    f* = sum_k [ (rho_k x_ik y_jk - rho_k^2 (x_ik^2 + y_jk^2) / 2) / s2_k - log(s2_k) / 2 ], s2_k = 1 - rho_k^2.
+    """
+    s2 = 1.0 - rho**2
+    a = (rho / s2).unsqueeze(-2)  # [..., 1, d]
+    c = (rho**2 / s2).unsqueeze(-1)  # [..., d, 1]
+    xy = (x * a) @ y.transpose(-1, -2)  # [..., N, M]
+    xx = (x**2) @ c  # [..., N, 1]
+    yy = ((y**2) @ c).transpose(-1, -2)  # [..., 1, M]
+    return xy - 0.5 * (xx + yy) - 0.5 * torch.log(s2).sum(-1)[..., None, None]
