@@ -116,8 +116,8 @@ def table2_markdown(cells: pd.DataFrame) -> str:
     label.update({r.test_dataset: r.test_dataset + (" (generated)" if r.test_data == "generated" else "")
                   for r in cells.itertuples()})
     pub = published_table2()
-    trains = list(dict.fromkeys(cells.train_dataset))
-    tests = list(dict.fromkeys(cells.test_dataset))
+    order = lambda names: sorted(dict.fromkeys(names), key=lambda n: (DATASETS + (n,)).index(n))  # noqa: E731
+    trains, tests = order(cells.train_dataset), order(cells.test_dataset)  # Table 2's order: C10, then S10
     methods = [m for m in TABLE_METHODS if m in set(cells.method) or m in set(pub.method)]
     methods += [m for m in dict.fromkeys(cells.method) if m not in methods]
     head = ["train \\ test"] + [f"{SHORT.get(t, t)} {m}" for t in tests for m in methods]
