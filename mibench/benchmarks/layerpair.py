@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Rule
 from ..data import cifar, stl10
 from ..engine import Optim, RunResult, Step, Task, data_error, register
-from ..models.layerpair import ORDER, SHAPES, LayerEncoder, PairWitness, Supervised
+from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text
 
@@ -261,7 +261,7 @@ class LayerPair(Task):
     def evaluate(self) -> dict[str, Any]:
         """Top-1 per test dataset: a linear probe on the frozen encoder's layer-k features (the supervised
         reference: its own classifier, on its own dataset). NaN for a diverged, non-finite encoder."""
-        b, d, p = self.cfg.benchmark, self.cfg.dataset, self.cfg.benchmark.probe
+        d, p = self.cfg.dataset, self.cfg.benchmark.probe
         self.nets.to(self.device)
         finite = all(torch.isfinite(q).all() for q in self.nets.parameters())
         seed = int(self.cfg.seed)
