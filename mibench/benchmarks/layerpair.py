@@ -109,7 +109,7 @@ def with_published(cells: pd.DataFrame) -> pd.DataFrame:
 def table2_markdown(cells: pd.DataFrame) -> str:
     """Table 2's layout: rows = training (pretraining) data, columns = test data x method; each cell
     "measured (published)"; "—" where nothing was measured and nothing published. A dataset name
-    carries " (generated)" when its files were generated (``data`` column)."""
+    carries " (generated)" when its files were generated (``train_data`` / ``test_data`` columns)."""
     cells = with_published(cells) if "published_top1_acc" not in cells else cells
     label = {r.train_dataset: r.train_dataset + (" (generated)" if r.train_data == "generated" else "")
              for r in cells.itertuples()}
