@@ -21,15 +21,16 @@ PROBES = ("mlp", "linear")
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, x_uint8: Tensor, normalise, device: torch.device | str = "cpu",
-                     batch_size: int = 500) -> dict[str, Tensor]:
-    """conv / fc / Y features of the frozen encoder (eval mode, no augmentation) for all of ``x_uint8``."""
+                     batch_size: int = 500, layers: tuple[str, ...] = LAYERS) -> dict[str, Tensor]:
+    """The frozen encoder's ``layers`` features (its output dict's keys; default DIM's conv / fc / Y), eval
+    mode, no augmentation, for all of ``x_uint8``."""
     was = encoder.training
     encoder.eval()
     dev = torch.device(device)
-    parts: dict[str, list[Tensor]] = {k: [] for k in LAYERS}
+    parts: dict[str, list[Tensor]] = {k: [] for k in layers}
     for i in range(0, x_uint8.shape[0], batch_size):
         out = encoder(normalise(x_uint8[i: i + batch_size].to(dev), False))
-        for k in LAYERS:
+        for k in layers:
             parts[k].append(out[k].flatten(1).float())
     encoder.train(was)
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -58,7 +59,7 @@ class Probes(Task):
         self.gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         for k in self.kinds:
-            for layer in LAYERS:
+            for layer in self.train_f:  # every layer given (DIM: conv / fc / Y)
                 self.nets[f"{k}_{layer}"] = make_probe(k, self.train_f[layer].shape[1], self.num_classes,
                                                        self.hidden, self.dropout)
 
