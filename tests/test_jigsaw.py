@@ -221,3 +221,17 @@ def test_bad_input_is_rejected_before_training_with_one_line(tree, tmp_path):
     with pytest.raises(ImageFolderError) as e2:
         ImageFolder(bad, "val").verify()
     assert "cannot decode image" in str(e2.value) and "\n" not in str(e2.value)
+
+
+def test_presets_carry_the_papers_settings():
+    c = compose_config(["experiment=eta_table3"])
+    b = c.benchmark
+    assert (c.benchmark.name, c.dataset.name, c.model.name, list(c.model.blocks), c.model.width) == (
+        "jigsaw", "imagenet10", "resnet50", [3, 4, 6, 3], 64)
+    assert (b.epochs, b.images_per_batch, b.perms_per_batch, b.n_perms, b.lr, c.dataset.fraction) == (
+        200, 10, 16, 100, 1e-4, 0.1)
+    assert (c.estimator.name, c.estimator.eta_lr, c.estimator.eta_init) == ("eta_mine", 0.01, 0.0)
+    assert (b.probe.epochs, b.probe.lr, list(b.probe.seeds)) == (200, 1e-4, [0, 1])
+    g = b.geometry
+    assert (g.resize, g.crop, g.patch, g.target_resize, g.target_crop) == (292, 255, 64, 232, 192)
+    assert compose_config(["experiment=jigsaw_fast"]).dataset.generated is True
