@@ -6,11 +6,12 @@ from typing import Any, Mapping
 from torch import nn
 
 from .convnet import ConvNet
-from .resnet import CifarResNet18, ResNet18
+from .resnet import CifarResNet18, ResNet18, ResNet50
 
 REGISTRY: dict[str, type[nn.Module]] = {
     "resnet18": CifarResNet18,      # 32 px CIFAR ResNet-18 (default)
     "resnet18_224": ResNet18,       # torchvision-style ResNet-18 on 224 px resized inputs (Choi & Lee's code)
+    "resnet50": ResNet50,           # ImageNet ResNet-50 (bottleneck [3, 4, 6, 3], 2048 features; the jigsaw encoder)
     "convnet": ConvNet,             # small, for CPU runs
 }
 
@@ -24,4 +25,4 @@ def build_model(cfg: Mapping[str, Any], out_dim: int | None) -> nn.Module:
     return REGISTRY[name](out_dim, **{k: v for k, v in cfg.items() if k != "name"})
 
 
-__all__ = ["REGISTRY", "build_model", "ConvNet", "CifarResNet18", "ResNet18"]
+__all__ = ["REGISTRY", "build_model", "ConvNet", "CifarResNet18", "ResNet18", "ResNet50"]
