@@ -7,7 +7,8 @@ factor      sizes  values
 ==========  =====  ===========================================
 shape       3      square, ellipse, heart
 scale       6      linearly spaced in [0.5, 1]
-orientation 40     radians (official: linspace(0, 2 pi, 40), so the last equals the first;
+orientation 40     radians (official: linspace(0, 2 pi, 40), so the last equals the first (the metadata
+                   printed in the repository's dsprites_reloading_example.ipynb);
                    generated: 2 pi k / 40, k = 0..39, i.e. [0, 2 pi))
 posX, posY  32     linearly spaced in [0, 1]
 ==========  =====  ===========================================
