@@ -59,8 +59,9 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def default_dataset(benchmark: str) -> str | None:
-    """``benchmark.default_dataset`` of conf/benchmark/<benchmark>.yaml (plain or ``_global_`` package)."""
+def benchmark_default(benchmark: str, key: str) -> str | None:
+    """``benchmark.<key>`` (``default_dataset``, ``default_estimator``) of conf/benchmark/<benchmark>.yaml
+    (plain or ``_global_`` package)."""
     from omegaconf import OmegaConf
 
     path = CONF_DIR / "benchmark" / f"{benchmark}.yaml"
@@ -68,17 +69,23 @@ def default_dataset(benchmark: str) -> str | None:
         return None
     node = OmegaConf.load(path)
     node = node.get("benchmark", node)
-    return node.get("default_dataset")
+    return node.get(key)
 
 
 def implied(args: list[str]) -> list[str]:
-    """``benchmark=X`` without ``dataset=``: add X's default dataset (``benchmark=onehot`` -> ``dataset=onehot``)."""
+    """``benchmark=X`` alone: add X's default dataset (``benchmark=onehot`` -> ``dataset=onehot``) unless
+    ``dataset=`` is given, and X's default estimator (``benchmark=dsprites`` -> ``estimator=struct_js``)
+    unless ``estimator=`` is given. (A benchmark YAML cannot pick these itself: both groups come after it.)"""
     plain = [a for a in args if not a.startswith("-")]
     bench = [a.split("=", 1)[1] for a in plain if a.startswith("benchmark=")]
-    if len(bench) != 1 or "," in bench[0] or any(a.startswith(("dataset=", "experiment=")) for a in plain):
+    if len(bench) != 1 or "," in bench[0] or any(a.startswith("experiment=") for a in plain):
         return args
-    ds = default_dataset(bench[0])
-    return args + [f"dataset={ds}"] if ds else args
+    extra = []
+    for group, key in (("dataset", "default_dataset"), ("estimator", "default_estimator")):
+        choice = benchmark_default(bench[0], key)
+        if choice and not any(a.startswith(f"{group}=") for a in plain):
+            extra.append(f"{group}={choice}")
+    return args + extra
 
 
 def sweep_preset(args: list[str]) -> str | None:

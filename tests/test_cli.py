@@ -174,3 +174,14 @@ def test_unknown_key_fails_before_torch_is_imported():
     assert p.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("mibench: error:") and "dataset.nope" in lines[0], lines
     assert "torch" not in heavy, heavy
+
+
+def test_benchmark_alone_adds_its_default_dataset_and_estimator():
+    from mibench.cli import implied
+    from mibench.compose import compose_config
+
+    assert implied(["benchmark=dsprites"]) == ["benchmark=dsprites", "dataset=dsprites", "estimator=struct_js"]
+    assert implied(["benchmark=dsprites", "estimator=tnce"]) == ["benchmark=dsprites", "estimator=tnce", "dataset=dsprites"]
+    assert implied(["benchmark=staircase"]) == ["benchmark=staircase", "dataset=gaussian"]  # no default_estimator
+    assert implied(["benchmark=migan", "experiment=migan_fast"]) == ["benchmark=migan", "experiment=migan_fast"]
+    assert compose_config(["benchmark=migan"]).estimator.name == "eta_mine"
