@@ -1,0 +1,175 @@
+"""The HTML report: one self-contained page with the leaderboard's tables, figures, failures and configs."""
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mibench.report import write_report
+from test_leaderboard import staircase_steps, write_run
+
+ROOT = Path(__file__).resolve().parents[1]
+# the smallest valid PNG (1x1, grey)
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+
+
+class Page(HTMLParser):
+    """Tables (id -> header, rows of cell text), details blocks, img srcs, and every src/href."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.imgs, self.links, self.details = {}, [], [], 0
+        self._table = self._row = self._cell = None
+        self._depth = 0  # <details> nesting inside a cell: its text is not the cell's
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ("src", "href"):
+            if k in a:
+                self.links.append(a[k])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "table":
+            self._table = self.tables.setdefault(a.get("id"), {"head": [], "rows": []})
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "details":
+            self.details += 1
+            self._depth += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._table["head"]:
+                self._table["rows"].append(self._row)
+            else:
+                self._table["head"] = self._row
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "details":
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._cell is not None and self._depth == 0:
+            self._cell.append(data)
+
+
+def parse(path):
+    p = Page()
+    p.feed(Path(path).read_text())
+    return p
+
+
+def make_runs(root):
+    rng = np.random.default_rng(0)
+    for s in (0, 1):
+        d = write_run(root, f"stair_infonce_s{s}", benchmark="staircase", dataset="gaussian", estimator="infonce",
+                      seed=s, steps=staircase_steps(rng), metrics={"mse": 0.1 + s}, rec_extra={"wall_time_s": 3.5})
+        (d / "staircase.png").write_bytes(PNG)
+    write_run(root, "stair_nwj_s0", benchmark="staircase", dataset="gaussian", estimator="nwj", seed=0,
+              steps=staircase_steps(rng), metrics={"mse": 0.5})
+    write_run(root, "stair_nwj_s1", benchmark="staircase", dataset="gaussian", estimator="nwj", seed=1,
+              status="crashed", rec_extra={"error": "RuntimeError: CUDA <out> of & memory"})
+    write_run(root, "stair_js_s0", benchmark="staircase", dataset="gaussian", estimator="js", seed=0,
+              status="no record")  # config.yaml but no result.json: a run that died at start
+    return root
+
+
+def test_report_tables_failures_configs_and_self_contained(tmp_path):
+    root = make_runs(tmp_path / "runs")
+    out = write_report(root)
+    assert out == root / "report.html"
+    page = parse(out)
+
+    assert page.tables["summary"]["head"] == ["status", "runs"]
+    summary = dict(map(tuple, page.tables["summary"]["rows"]))
+    assert summary["completed"] == "3" and summary["crashed"] == "1" and summary["no record"] == "1"
+
+    st = page.tables["staircase"]  # the leaderboard's staircase table: one row per estimator x level
+    assert st["head"][:3] == ["dataset", "critic", "estimator"]
+    assert sorted((r[2], r[5]) for r in st["rows"]) == [("infonce", "2.000"), ("infonce", "4.000"),
+                                                         ("nwj", "2.000"), ("nwj", "4.000")]
+    assert [r[4] for r in st["rows"] if r[2] == "infonce"] == ["2", "2"]  # seeds pooled
+
+    fl = page.tables["failures"]  # the leaderboard's per-configuration failures
+    (nwj,) = [r for r in fl["rows"] if r[2] == "nwj"]
+    assert nwj[fl["head"].index("crashed")] == "1" and "CUDA <out> of & memory" in nwj[-1]  # escaped, read back
+    failed = {r[0]: r for r in page.tables["failed-runs"]["rows"]}
+    assert set(failed) == {"stair_nwj_s1", "stair_js_s0"}
+    assert failed["stair_nwj_s1"][1:3] == ["crashed", "RuntimeError: CUDA <out> of & memory"]
+    assert failed["stair_js_s0"][1] == "no record" and failed["stair_js_s0"][3] == "no result.json"
+
+    runs = page.tables["runs"]
+    assert len(runs["rows"]) == 5 and page.details == 5  # each run's config one click away
+    html = out.read_text()
+    assert "estimator:\n  name: nwj" in html and "&lt;out&gt; of &amp; memory" in html
+    assert "no result.json (crashed before writing its record" in html
+
+    # figures inline: the leaderboard's grid and the runs' own PNGs; nothing outside the page
+    assert len(page.imgs) == 3 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
+    assert all(s.startswith("data:") or s.startswith("#") for s in page.links)
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+def test_report_cli_errors_and_out(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mibench", "report", *map(str, a)], cwd=ROOT, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=60)
+    r = run(tmp_path / "nope")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such folder" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run(tmp_path / "empty")
+    assert r.returncode == 2 and "no runs found" in r.stderr
+    write_run(tmp_path / "one", "r0", benchmark="staircase", dataset="gaussian", estimator="nwj", status="crashed",
+              rec_extra={"error": "ValueError: boom"})
+    r = run(tmp_path / "one", "--out", tmp_path / "x" / "page.html")
+    assert r.returncode == 0, r.stderr
+    page = parse(tmp_path / "x" / "page.html")
+    assert page.tables["failed-runs"]["rows"][0][:3] == ["r0", "crashed", "ValueError: boom"]
+
+
+def chromium():
+    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if c and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def test_report_in_headless_chromium(tmp_path):
+    exe = chromium()
+    if exe is None:
+        pytest.skip("no chromium")
+    out = write_report(make_runs(tmp_path / "runs"))
+    flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
+    # the DOM after the page's script ran its self-test: every table with a numeric column sorted both ways
+    dom = subprocess.run(flags + ["--dump-dom", out.as_uri() + "#selftest"], capture_output=True, text=True,
+                         timeout=90)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = Page()
+    page.feed(dom.stdout)
+    assert {"summary", "staircase", "failures", "failed-runs", "runs"} <= set(page.tables)
+    assert 'data-selftest="ok' in dom.stdout, dom.stdout[-500:]
+    checked = int(dom.stdout.split('data-selftest="ok ')[1].split('"')[0])
+    assert checked >= 3  # summary, staircase, runs at least
+    # the self-test clicked the staircase table's first numeric column ("seeds") twice: now descending
+    assert '<th data-dir="desc">seeds</th>' in dom.stdout
+    seeds = [r[page.tables["staircase"]["head"].index("seeds")] for r in page.tables["staircase"]["rows"]]
+    assert seeds == ["2", "2", "1", "1"]
+    shot = tmp_path / "shot.png"
+    r = subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1280,2000", out.as_uri()],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a rendered page, not a blank one
