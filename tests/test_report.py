@@ -3,7 +3,6 @@ import base64
 import os
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 from mibench.report import write_report
 from test_leaderboard import staircase_steps, write_run
 
-ROOT = Path(__file__).resolve().parents[1]
 # the smallest valid PNG (1x1, grey)
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
 
@@ -121,21 +119,28 @@ def test_report_tables_failures_configs_and_self_contained(tmp_path):
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
 
 
-def test_report_cli_errors_and_out(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "mibench", "report", *map(str, a)], cwd=ROOT, env=env,  # noqa: E731
-                                    capture_output=True, text=True, timeout=60)
-    r = run(tmp_path / "nope")
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such folder" in r.stderr
+def test_report_cli_errors_and_out(tmp_path, capsys):
+    from mibench.cli import _dispatch  # what `python -m mibench report ...` runs
+
+    def run(*a):
+        try:
+            _dispatch(["report", *map(str, a)])
+        except SystemExit as e:
+            return e.code, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    code, err = run(tmp_path / "nope")
+    assert code == 2 and err.count("\n") == 1 and "no such folder" in err
     (tmp_path / "empty").mkdir()
-    r = run(tmp_path / "empty")
-    assert r.returncode == 2 and "no runs found" in r.stderr
+    code, err = run(tmp_path / "empty")
+    assert code == 2 and err.count("\n") == 1 and "no runs found" in err
     write_run(tmp_path / "one", "r0", benchmark="staircase", dataset="gaussian", estimator="nwj", status="crashed",
               rec_extra={"error": "ValueError: boom"})
-    r = run(tmp_path / "one", "--out", tmp_path / "x" / "page.html")
-    assert r.returncode == 0, r.stderr
+    code, err = run(tmp_path / "one", "--out", tmp_path / "x" / "page.html")
+    assert code == 0, err
     page = parse(tmp_path / "x" / "page.html")
     assert page.tables["failed-runs"]["rows"][0][:3] == ["r0", "crashed", "ValueError: boom"]
+    assert not (tmp_path / "one" / "report.html").exists()
 
 
 def chromium():
