@@ -285,6 +285,15 @@ def _known(v: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- page
+def _tolerant(problems: list[str], f: Any, args: Any, what: str, default: Any) -> Any:
+    """``f(*args)``, or ``default`` and a note on the page when odd records make it fail."""
+    try:
+        return f(*args) if isinstance(args, tuple) else f(args)
+    except Exception as e:  # a report of broken runs should still show the rest
+        problems.append(f"Could not make {what}: {type(e).__name__}: {e}")
+        return default
+
+
 def render(root: str | Path) -> str:
     """The report page for the runs under ``root`` (SystemExit when there are none)."""
     root = Path(root)
@@ -293,25 +302,25 @@ def render(root: str | Path) -> str:
         raise SystemExit(f"mibench report: no runs found under {root} (looked for */config.yaml and */result.json)")
     counts = runs["status"].value_counts()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    budget = [MAX_TOTAL_IMAGE_BYTES]
+    budget, problems = [MAX_TOTAL_IMAGE_BYTES], []
     body = [f"<h1>mibench report</h1><p>{len(runs)} runs under <code>{_e(root.resolve())}</code>, "
             f"written {_e(now)}. Click a column header to sort.</p>",
             html_table(["status", "runs"], [[s, str(int(counts.get(s, 0)))] for s in STATUSES
                                             if s in counts or s != "no record"]
                        + [[str(s), str(int(n))] for s, n in counts.items() if s not in STATUSES], "summary")]
-    tables = leaderboard_tables(runs)
+    tables = _tolerant(problems, leaderboard_tables, runs, "the leaderboard tables", [])
     body.append("<h2>Leaderboard</h2>" if tables else "<h2>Leaderboard</h2><p>No leaderboard table for these runs.</p>")
     for tid, title, table, note in tables:
         body.append(f'<h3 id="h-{_e(tid)}">{_e(title)}</h3>{table}{note}')
     body.append("<h2>Failures</h2><h3>Per configuration (the leaderboard's failures table)</h3>")
-    fl = lb.failures(runs)
+    fl = _tolerant(problems, lb.failures, runs, "the failures table", pd.DataFrame())
     if fl.empty:
         body.append("<p>None: every run completed.</p>")
     else:
         fl = lb._labelled(fl.reindex(columns=lb.FAIL_COLS + ["variant"]))
         body.append(html_table(lb.FAIL_COLS, lb._df_lines(fl, lb.FAIL_COLS), "failures"))
     body.append("<h3>Failed runs</h3>" + failed_runs(runs, root))
-    figs = leaderboard_figures(runs, budget)
+    figs = _tolerant(problems, leaderboard_figures, (runs, budget), "the leaderboard figures", [])
     body.append("<h2>Figures</h2>" + ("".join(figs) if figs else "<p>No leaderboard figure for these runs.</p>"))
     own = []
     for d in runs["run_dir"]:
@@ -321,6 +330,8 @@ def render(root: str | Path) -> str:
         body.append("<h3>Runs' own figures</h3>" + "".join(own))
     body.append("<h2>Runs</h2><p class=\"note\">Re-runs of an identical config count once (the newest finished). "
                 "Click <em>config</em> for a run's resolved config.yaml and metrics.</p>" + runs_table(runs, root))
+    if problems:
+        body.insert(2, "".join(f'<p class="note problem">{_e(p)}</p>' for p in problems))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>mibench report: {_e(root.name or root)}</title><style>{CSS}</style></head>"
             f"<body>{''.join(body)}<script>{JS}</script></body></html>\n")

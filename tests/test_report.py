@@ -143,6 +143,25 @@ def test_report_cli_errors_and_out(tmp_path, capsys):
     assert not (tmp_path / "one" / "report.html").exists()
 
 
+def test_report_notes_what_it_could_not_make_or_inline(tmp_path, monkeypatch):
+    import mibench.report as rp
+
+    d = write_run(tmp_path, "r0", benchmark="onehot", dataset="onehot", estimator="mine", status="crashed",
+                  rec_extra={"error": "ValueError: boom"})
+    (d / "big.png").write_bytes(PNG)
+    monkeypatch.setattr(rp, "MAX_IMAGE_BYTES", 10)
+
+    def broken(runs):
+        raise KeyError("odd record")
+
+    monkeypatch.setattr(rp.lb, "onehot_table", broken)
+    html = write_report(tmp_path).read_text()
+    assert "Could not make the leaderboard tables: KeyError" in html
+    assert "Figure r0/big.png not inlined:" in html and "<img" not in html
+    page = parse(tmp_path / "report.html")
+    assert page.tables["failed-runs"]["rows"][0][:3] == ["r0", "crashed", "ValueError: boom"]
+
+
 def chromium():
     for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
         if c and os.access(c, os.X_OK):
