@@ -44,7 +44,8 @@ tr:nth-child(even) td{background:#fafafa}
 .status-completed{color:#1a7f37}.status-diverged{color:#b35900}.status-crashed,.status-killed{color:#c00}
 pre{background:#f6f6f6;padding:.5em;max-height:30em;overflow:auto;font-size:12px;margin:.3em 0}
 details summary{cursor:pointer;color:#0550ae}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:12px;color:#555}
+figure{margin:1em 0;display:inline-block;vertical-align:top}figure img{max-width:100%;border:1px solid #eee}
+.own img{max-width:640px}figcaption{font-size:12px;color:#555}
 .note{color:#666;font-size:12px}
 """
 
@@ -327,7 +328,7 @@ def render(root: str | Path) -> str:
         for p in run_pngs(Path(d)):
             own.append(_figure(p, _rel(p, root), budget))
     if own:
-        body.append("<h3>Runs' own figures</h3>" + "".join(own))
+        body.append("<h3>Runs' own figures</h3><div class=\"own\">" + "".join(own) + "</div>")
     body.append("<h2>Runs</h2><p class=\"note\">Re-runs of an identical config count once (the newest finished). "
                 "Click <em>config</em> for a run's resolved config.yaml and metrics.</p>" + runs_table(runs, root))
     if problems:
@@ -346,6 +347,9 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     page = render(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out, 0o666 & ~umask)  # a page to share, not a private temp file
     return out
 
 
