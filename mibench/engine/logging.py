@@ -81,7 +81,8 @@ def format_fields(fields: dict[str, Any]) -> dict[str, str]:
 
 def describe(task: Any) -> str:
     """A progress bar's description: the benchmark and, when it uses one, the estimator (``staircase infonce``)."""
-    est = task.cfg.get("estimator") if getattr(task, "uses_estimator", True) else None
+    cfg = getattr(task, "cfg", None)  # (DIM's probes are tasks without a config)
+    est = cfg.get("estimator") if isinstance(cfg, DictConfig) and getattr(task, "uses_estimator", True) else None
     return f"{task.name} {est.name}" if est is not None and est.get("name") else task.name
 
 
