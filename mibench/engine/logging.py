@@ -86,6 +86,10 @@ def describe(task: Any) -> str:
     return f"{task.name} {est.name}" if est is not None and est.get("name") else task.name
 
 
+# a short bar, so the task's fields fit a terminal line: "staircase infonce:  67%|██████▋   | 600/900 [00:35<00:17, level=2/3, ...]"
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
+
 class Progress:
     """A tqdm bar over the run's steps (``trainer.enable_progress_bar``), advanced once per block with the
     task's own fields (:meth:`mibench.engine.task.Task.progress`). Only on a terminal: when stderr is not
@@ -96,7 +100,8 @@ class Progress:
         if enabled and _is_terminal():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+            fmt = (BAR_FORMAT if total else "{desc}: {n_fmt} steps [{elapsed}{postfix}]")
+            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, bar_format=fmt)
 
     @property
     def enabled(self) -> bool:
