@@ -86,7 +86,7 @@ def describe(task: Any) -> str:
     return f"{task.name} {est.name}" if est is not None and est.get("name") else task.name
 
 
-# a short bar, so the task's fields fit a terminal line: "staircase infonce:  67%|██████▋   | 600/900 [00:35<00:17, level=2/3, ...]"
+# a short bar, so the task's fields fit a terminal line: "staircase infonce:  33%|█████▎          | 300/900 [00:51<01:43, level=1/3, ...]"
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 
