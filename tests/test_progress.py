@@ -14,8 +14,8 @@ from mibench.engine.group import group_fields
 from mibench.engine.logging import Progress
 from mibench.engine.task import Task
 
-TINY = ["dataset.dim=2", "dataset.batch_size=8", "dataset.mi_levels=[1,2,3]", "dataset.steps_per_level=10",
-        "benchmark.ema_span=5", "benchmark.plot=false", "logger=none"]
+TINY = ["dataset.dim=2", "dataset.batch_size=8", "dataset.mi_levels=[1,2,3]", "dataset.steps_per_level=5",
+        "benchmark.ema_span=4", "benchmark.plot=false", "logger=none"]
 
 
 class FakeTerminal(io.StringIO):
@@ -59,8 +59,8 @@ def test_staircase_fields_match_the_records_and_the_figure_ema(runs):
     steps = pd.read_csv(out / "steps.csv")
     # the figure's smoothing (mibench.results.draw_staircase): ewm(span=ema_span) over every step so far
     # (steps.csv holds 9 significant digits, the bar the unrounded values)
-    ema = steps["estimate"].replace([np.inf, -np.inf], np.nan).ewm(span=5).mean()
-    assert [(lo, hi) for lo, hi, _ in seen] == [(0, 10), (10, 20), (20, 30)]
+    ema = steps["estimate"].replace([np.inf, -np.inf], np.nan).ewm(span=4).mean()
+    assert [(lo, hi) for lo, hi, _ in seen] == [(0, 5), (5, 10), (10, 15)]
     for k, (lo, hi, fields) in enumerate(seen):
         assert fields["level"] == f"{k + 1}/3"
         assert fields["true MI"] == float(steps["true_mi"].iloc[hi - 1]) == k + 1.0
