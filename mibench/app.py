@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 
 
+LAST_RECORD: dict[str, Any] = {}  # the record of this process's last finished run (a sweep's per-job line)
+
+
 def process_rank() -> int:
     """This process's rank under DDP (Fabric sets RANK / LOCAL_RANK in the processes it launches), else 0."""
     import os
@@ -96,6 +99,8 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
         if skip_to is not None:
             _discard_fresh(out)
             msg = f"skipped: this config already ran -> {skip_to} (overwrite=true runs it again)"
+            LAST_RECORD.clear()
+            LAST_RECORD.update(status="skipped", out_dir=str(skip_to))
             if echo:
                 print(f"mibench: {msg}")
             return RunResult(status="skipped", out_dir=skip_to, text=msg)
@@ -117,8 +122,11 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
 
 def record_crash(prep: Prepared, e: BaseException) -> None:
     kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
-    write_record(prep.out, {**prep.record, "status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
-                            "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+    prep.record.update({"status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
+                        "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+    write_record(prep.out, prep.record)
+    LAST_RECORD.clear()
+    LAST_RECORD.update(prep.record)
 
 
 def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResult":
@@ -133,6 +141,8 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     })
     _log_to_wandb(prep.cfg, prep.out, record)
     write_record(prep.out, record)
+    LAST_RECORD.clear()
+    LAST_RECORD.update(record)
     if prep.echo:
         print(result.text)
         print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {prep.out}")

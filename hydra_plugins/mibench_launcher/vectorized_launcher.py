@@ -91,7 +91,11 @@ class VectorizedLauncher(Launcher):
         if ready:
             results = run_group([p for _, p in ready], self.max_group_size, self.memory_fraction,
                                 progress=self.progress and sys.stderr.isatty())
-            for (k, _), res in zip(ready, results):
+            from .sweep_progress import report
+
+            for (k, p), res in zip(ready, results):
+                report(list(jobs[k][1].hydra.overrides.task), str(p.record.get("status", "completed")),
+                       p.record.get("wall_time_s"))
                 if isinstance(res, Exception):
                     print(f"mibench: error: run crashed: {type(res).__name__}: {res}".splitlines()[0], file=sys.stderr)
                     rets[k].return_value, rets[k].status = None, JobStatus.COMPLETED  # recorded; the sweep goes on

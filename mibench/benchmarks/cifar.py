@@ -244,6 +244,11 @@ class ImageTask(Task):
         est = self.estimator(scores, joint=jm, marginal=mm)
         return Step(est.loss, [est.mi, est.loss])
 
+    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+        """Epoch e/E and the block's mean MI estimate (test accuracy is measured once, after training)."""
+        return {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}",
+                **super().progress(lo, hi, rows)}
+
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         skipped = int(self.data.train_batches.skipped) - self.skipped_total
         self.skipped_total += skipped

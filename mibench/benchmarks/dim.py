@@ -257,6 +257,15 @@ class DIM(Task):
             return Step(loss, [loss, mi_local, mi_global, self.zero])
         return Step(loss, [loss, mi_local, mi_global], adversary=lambda: self.dim.discriminator_loss(z))
 
+    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+        """Epoch e/E and the block's mean local and global MI estimates (probe accuracy comes after training)."""
+        fields: dict[str, Any] = {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}"}
+        for c in ("mi_local", "mi_global"):
+            v = rows[:, 1 + COLUMNS.index(c)]
+            v = v[np.isfinite(v)]
+            fields[c.replace("_", " ")] = float(v.mean()) if len(v) else "nan"
+        return fields
+
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         n = len(rows)
         row: dict[str, Any] = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n * self.backend.world_size}

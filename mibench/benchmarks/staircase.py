@@ -85,6 +85,26 @@ class Staircase(Task):
         level = np.arange(lo, hi) // self.spl
         return {"level": level, "true_mi": np.asarray(self.mi_levels)[level]}
 
+    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+        """Level k/K, its true MI and the estimate smoothed as in staircase.png: pandas' ``ewm(span=ema_span)``
+        (adjust=True; inf and NaN left out) over every step so far, updated here once per block."""
+        span = float(self.cfg.benchmark.get("ema_span", 200))
+        decay = 1.0 - 2.0 / (span + 1.0)
+        num, den = getattr(self, "_ema", (0.0, 0.0))
+        fit = getattr(getattr(self, "engine", None), "fit", None)
+        if not hasattr(self, "_ema") and fit is not None and fit.rows and fit.rows[-1] is rows:
+            rows = np.concatenate(fit.rows)  # the first block seen here (a resumed run: every step so far)
+        x = rows[:, 1 + len(self.context_columns) + self.columns.index("estimate")]
+        ok = np.isfinite(x)
+        w = decay ** np.arange(len(x) - 1, -1, -1, dtype=np.float64)
+        scale = decay ** len(x)
+        num = scale * num + float((w * np.where(ok, x, 0.0)).sum())
+        den = scale * den + float((w * ok).sum())
+        self._ema = (num, den)
+        level = int(rows[-1, 1]) if len(rows) else (hi - 1) // self.spl
+        return {"level": f"{level + 1}/{len(self.mi_levels)}", "true MI": float(self.mi_levels[level]),
+                "est (EMA)": num / den if den > 0 else "nan"}
+
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int, "level": int})
         self.level_summaries.append(level_summary(df))

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from .backend import Backend, needs_fabric
-from .logging import Logger, Progress
+from .logging import Logger, Progress, describe
 from .loop import Engine, fault_injection
 from .task import TASKS, Optim, Scores, Task
 
@@ -318,7 +318,8 @@ class GroupEngine:
         self.est_state = {(lo, hi): (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
                           for lo, hi, _, st in self.subgroups}
         self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
-                                 f"{template.name} x{self.R}")
+                                 f"{template.name} x{self.R}" if len({describe(t) for t in tasks}) > 1
+                                 else f"{describe(template)} x{self.R}")
         for m in members:
             m.engine.build_optimizers()  # per-run torch optimizers: parameter order and checkpoint format
         self.optimizer, self.owner = self._build_optimizer()
@@ -422,16 +423,20 @@ class GroupEngine:
     def _flush(self, buf: Tensor, lo: int, hi: int, seg_index: int, t0: float) -> None:
         """One host copy for the group's block; each active run records its rows (and may leave the group)."""
         rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
+        fields: list[dict[str, Any]] = []
         for r, m in enumerate(self.members):
             if not m.active:
                 continue
             m.engine.fit.t = hi
             m.engine.record(rec[:, r, :], lo, hi)
+            if self.progress.enabled:  # this run's fields from the rows it just recorded
+                fields.append(m.task.progress(lo, hi, m.engine.fit.rows[-1]))
             if m.engine.fit.stopped:  # diverged or done (early stopping): end its segment as alone, freeze it
                 m.active = False
                 self.optimizer.drop(r)
                 m.engine.end_segment(seg_index, m.seg_first, t0)
-        self.progress.update(hi - lo, runs=sum(m.active for m in self.members))
+        if self.progress.enabled:
+            self.progress.update(hi - lo, group_fields(fields, sum(m.active for m in self.members)))
 
     def checkpoint(self, segment: int) -> None:
         for r, m in enumerate(self.members):
@@ -439,6 +444,20 @@ class GroupEngine:
                 self.optimizer.export(self.owner[r], m.engine.optimizers[0])
                 m.engine.save_checkpoint()
         fault_injection(segment)
+
+
+def group_fields(fields: list[dict[str, Any]], active: int) -> dict[str, Any]:
+    """A group's bar: each field its runs share once (level 3/5), a float that differs as its range over
+    the runs (est 4.91..5.73), and the number of runs still training."""
+    out: dict[str, Any] = {}
+    for k in dict.fromkeys(k for f in fields for k in f):
+        vals = [f[k] for f in fields if k in f]
+        if all(v == vals[0] for v in vals):
+            out[k] = vals[0]
+        elif all(isinstance(v, float) for v in vals):
+            out[k] = f"{min(vals):.3f}..{max(vals):.3f}"
+    out["runs"] = active
+    return out
 
 
 def _prefixed(d: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -74,23 +74,55 @@ def make_logger(cfg: DictConfig, out_dir: Path | None) -> Logger:
     return Logger()
 
 
+def format_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """A task's progress fields as the bar shows them: floats to 3 decimals, the rest as given."""
+    return {k: f"{v:.3f}" if isinstance(v, float) else str(v) for k, v in fields.items()}
+
+
+def describe(task: Any) -> str:
+    """A progress bar's description: the benchmark and, when it uses one, the estimator (``staircase infonce``)."""
+    cfg = getattr(task, "cfg", None)  # (DIM's probes are tasks without a config)
+    est = cfg.get("estimator") if isinstance(cfg, DictConfig) and getattr(task, "uses_estimator", True) else None
+    return f"{task.name} {est.name}" if est is not None and est.get("name") else task.name
+
+
+# a short bar, so the task's fields fit a terminal line: "staircase infonce:  33%|█████▎          | 300/900 [00:51<01:43, level=1/3, ...]"
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar:16}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
+
 class Progress:
-    """A tqdm bar over the run's steps (``trainer.enable_progress_bar``), advanced once per block."""
+    """A tqdm bar over the run's steps (``trainer.enable_progress_bar``), advanced once per block with the
+    task's own fields (:meth:`mibench.engine.task.Task.progress`). Only on a terminal: when stderr is not
+    a TTY (CI logs, redirected output) there is no bar at all, so no carriage returns reach the log."""
 
     def __init__(self, enabled: bool, total: int | None, desc: str):
         self.bar = None
-        if enabled:
+        if enabled and _is_terminal():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+            fmt = (BAR_FORMAT if total else "{desc}: {n_fmt} steps [{elapsed}{postfix}]")
+            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, bar_format=fmt)
 
-    def update(self, n: int, **postfix: float | int) -> None:
+    @property
+    def enabled(self) -> bool:
+        """Whether a bar is shown (callers compute fields only then: nothing is spent when it is off)."""
+        return self.bar is not None
+
+    def update(self, n: int, fields: dict[str, Any] | None = None) -> None:
         if self.bar is not None:
+            if fields:
+                self.bar.set_postfix(format_fields(fields), refresh=False)
             self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in postfix.items()},
-                                     refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False

@@ -26,7 +26,7 @@ from torch import nn
 from ..records import CHECKPOINT
 from ..results import atomic_write_csv
 from .backend import Backend
-from .logging import Logger, Progress
+from .logging import Logger, Progress, describe
 from .task import Optim, Task
 
 CHECKPOINT_VERSION = 2
@@ -77,7 +77,7 @@ class Engine:
         self.task, self.backend, self.logger = task, backend, logger or Logger()
         self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
         self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
-        self.progress = Progress(progress and backend.is_global_zero, total_steps, task.name)
+        self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task))
         self.columns = task.record_columns()
         self.int_columns = int_columns
         self.fit = Fit()
@@ -202,7 +202,8 @@ class Engine:
                       index=False, float_format="%.9g")
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
-        self.progress.update(hi - lo, **({"mi": float(rec[-1, 0])} if rec.size else {}))
+        if self.progress.enabled:  # the task's fields, from the host rows of this block (never per step)
+            self.progress.update(hi - lo, task.progress(lo, hi, block))
 
     def write_steps(self) -> pd.DataFrame:
         """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""

@@ -186,6 +186,17 @@ class Task:
         """After each block: return True when the run diverged here (e.g. a non-finite test estimate)."""
         return False
 
+    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+        """The progress bar's fields after the block of steps [lo, hi) (``rows``: its records, ``step``, the
+        context columns, then ``columns``), e.g. ``{"level": "3/5", "true MI": 6.0}``. Called only while a bar
+        is shown, on the host rows the engine already copied (never per step). Default: the block's mean
+        estimate when the task records an ``estimate`` column."""
+        if "estimate" not in self.columns or not len(rows):
+            return {}
+        col = rows[:, 1 + len(self.context_columns) + self.columns.index("estimate")]
+        col = col[np.isfinite(col)]
+        return {"est": float(col.mean())} if len(col) else {"est": "nan"}
+
     def done(self) -> bool:
         """After each block (once ``on_block`` has run): True ends training cleanly here (early stopping)."""
         return False

@@ -1,0 +1,104 @@
+"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed] <swept overrides> -> <status> <time>``.
+
+Registered as a Hydra callback in conf/hydra/default.yaml, so it works under Hydra's basic launcher and
+under ``hydra/launcher=vectorized`` (which reports the jobs it trains as a group itself, once they have
+finished). The status is the run's record (completed, diverged, skipped, crashed); a job whose exception
+reached Hydra is ``failed``. Plain lines, no carriage returns: they read the same in a terminal and in CI
+logs. Under launchers that run jobs in other processes (joblib) the workers do not print them.
+
+(In hydra_plugins/ beside the launcher: Hydra imports this package on every start, so it imports nothing heavy.)
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+FAILED = ("crashed", "interrupted", "failed")
+
+
+class SweepTally:
+    """Counts a sweep's finished jobs and formats each one's line."""
+
+    def __init__(self, total: int | None = None, swept: Sequence[str] = ()):
+        self.total, self.swept = total, tuple(swept)
+        self.done = self.failed = 0
+
+    def line(self, overrides: Sequence[str], status: str, seconds: float | None) -> str:
+        self.done += 1
+        self.failed += status in FAILED
+        shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept] or list(overrides)
+        total = self.total if self.total is not None else "?"
+        took = f" {seconds:.1f}s" if seconds is not None else ""
+        return f"[{self.done}/{total} done, {self.failed} failed] {' '.join(shown) or '(no overrides)'} -> {status}{took}"
+
+
+TALLY: SweepTally | None = None  # the running sweep's (on_multirun_start); None outside a sweep
+
+
+def sweep_plan(config: DictConfig) -> tuple[int | None, list[str]]:
+    """(number of jobs, swept keys) of the sweep ``config`` describes, as the basic sweeper expands it
+    (``hydra.sweeper.params`` and the command line's overrides); (None, []) when it cannot tell."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = config.hydra.sweeper.get("params") or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(args)
+        swept = [o.key_or_group for o in parsed if o.is_sweep_override()]
+        if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+            return None, swept  # another sweeper (optuna, ...) decides its own number of jobs
+        return sum(len(b) for b in BasicSweeper.split_arguments(parsed, None)), swept
+    except Exception:  # noqa: BLE001 -- the count is a nicety: '?' rather than a failed sweep
+        return None, []
+
+
+def report(overrides: Sequence[str], status: str, seconds: float | None) -> None:
+    """Print a finished job's line (nothing outside a sweep)."""
+    if TALLY is not None:
+        print(TALLY.line(overrides, status, seconds), flush=True)
+
+
+def last_status() -> str:
+    """The status this process's last run recorded (mibench.app.LAST_RECORD), if any."""
+    app = sys.modules.get("mibench.app")
+    rec: dict[str, Any] = getattr(app, "LAST_RECORD", None) or {}
+    return str(rec.get("status") or "completed")
+
+
+class SweepProgress(Callback):
+    """The Hydra callback: starts the tally, times each job, prints its line when it ends."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global TALLY
+        TALLY = SweepTally(*sweep_plan(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global TALLY
+        TALLY = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.t0 = time.perf_counter()
+        app = sys.modules.get("mibench.app")
+        if app is not None and getattr(app, "LAST_RECORD", None) is not None:
+            app.LAST_RECORD.clear()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if TALLY is None:
+            return
+        if type(job_return._return_value).__name__ == "Prepared":
+            return  # prepared for a vectorised group: the launcher reports it once the group has trained
+        status = "failed" if job_return.status == JobStatus.FAILED else last_status()
+        seconds = time.perf_counter() - self.t0 if self.t0 is not None else None
+        report(list(job_return.overrides or []), status, seconds)
+
+
+__all__ = ["SweepProgress", "SweepTally", "report", "sweep_plan"]
