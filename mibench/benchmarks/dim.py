@@ -54,6 +54,24 @@ _MILESTONES = _Milestones()
 COLUMNS = ("loss", "mi_local", "mi_global", "loss_prior_d")  # per-step values summed per epoch
 
 
+def epoch_segments(task: Task, start: int):
+    """``task.data``'s epochs from ``start`` as segments, ending once ``benchmark.max_steps`` (when >= 0) steps
+    are done (DIM, layer-pair DIM)."""
+    b = task.cfg.benchmark
+    limit = int(b.max_steps)
+
+    def until(loader):
+        for batch in loader:
+            if 0 <= limit <= task.engine.fit.t:
+                return
+            yield batch
+
+    for epoch in range(start, int(b.epochs)):
+        if 0 <= limit <= task.engine.fit.t:
+            return
+        yield until(task.data.epoch_loader(epoch))
+
+
 def local_estimator_cfg(est_cfg: dict[str, Any]) -> dict[str, Any]:
     """The estimator config for local DIM: bounds with a ``partition`` option (InfoNCE, ReInfoNCE) score
     each positive (image, location) pair against the row's negatives (``partition="pair"``, Hjelm et al.'s
@@ -237,18 +255,7 @@ class DIM(Task):
         return int(self.cfg.benchmark.check_every)
 
     def segments(self, start: int):
-        b = self.cfg.benchmark
-        limit = int(b.max_steps)
-        for epoch in range(start, int(b.epochs)):
-            if 0 <= limit <= self.engine.fit.t:
-                return
-            yield self._until(self.data.epoch_loader(epoch), limit)
-
-    def _until(self, loader, limit: int):
-        for batch in loader:
-            if 0 <= limit <= self.engine.fit.t:
-                return
-            yield batch
+        return epoch_segments(self, start)
 
     def step(self, batch) -> Step:
         x = self.data.normalise(batch[0].to(self.device, non_blocking=True), True)

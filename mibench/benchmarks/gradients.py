@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
 
-from ..checks import Choice, Int, Number, Numbers
+from ..checks import Choice
 from ..data.gaussian import optimal_scores_per_dim
 from ..engine import RunResult, Task, register
 from ..figures.gradients import plot_gradients
@@ -196,12 +196,8 @@ class Gradients(Task):
     trains_critic = False
     steps_file = None
 
-    schema = {"dataset": {"dim": Int(1)},
-              "benchmark": {"mi_values": Numbers(Number(0.0), "MI values in nats"),
-                            "batch_sizes": Numbers(Int(3), "batch sizes, e.g. [16, 64, 512]"),
-                            "n_batches": Int(2), "min_batches": Int(2), "pair_budget": Int(1), "chunk_pairs": Int(1),
-                            "report_batch_size": Int(1), "rho_split": Choice(*SPLITS),
-                            "dtype": Choice("float32", "float64")}}
+    schema = {"dataset": Optimal.schema["dataset"],
+              "benchmark": {**Optimal.schema["benchmark"], "rho_split": Choice(*SPLITS)}}
 
     @classmethod
     def check(cls, cfg) -> None:

@@ -43,6 +43,7 @@ from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text
+from .dim import epoch_segments
 
 COLUMNS = ("loss", "mi")
 DATASETS = (*cifar.SPECS, "stl10")
@@ -213,18 +214,7 @@ class LayerPair(Task):
         return int(self.cfg.benchmark.check_every)
 
     def segments(self, start: int):
-        b = self.cfg.benchmark
-        limit = int(b.max_steps)
-        for epoch in range(start, int(b.epochs)):
-            if 0 <= limit <= self.engine.fit.t:
-                return
-            yield self._until(self.data.epoch_loader(epoch), limit)
-
-    def _until(self, loader, limit: int):
-        for batch in loader:
-            if 0 <= limit <= self.engine.fit.t:
-                return
-            yield batch
+        return epoch_segments(self, start)
 
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores[i, j] = f(x'_i, y'_j) of the batch, g(y') for estimators with a learned baseline)."""
