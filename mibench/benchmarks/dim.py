@@ -72,6 +72,19 @@ def epoch_segments(task: Task, start: int):
         yield until(task.data.epoch_loader(epoch))
 
 
+def end_epoch(task: Task, index: int, rows: np.ndarray, wall: float, columns: tuple[str, ...]) -> dict[str, float]:
+    """Append the epoch's row (steps, the mean of each record column, wall time) to ``task.history``, rewrite
+    ``epochs.csv`` and return the ``epoch/*`` metrics (DIM, layer-pair DIM)."""
+    n = len(rows)
+    row: dict[str, Any] = {"epoch": index, "steps": task.engine.fit.t, "epoch_steps": n * task.backend.world_size}
+    row.update({f"{c}_mean": float(rows[:, 1 + k].mean()) if n else math.nan for k, c in enumerate(columns)})
+    row["wall_s"] = wall
+    task.history.append(row)
+    if task.out_dir is not None and task.backend.is_global_zero:
+        atomic_write_csv(task.out_dir / "epochs.csv", pd.DataFrame(task.history))
+    return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
+
+
 def local_estimator_cfg(est_cfg: dict[str, Any]) -> dict[str, Any]:
     """The estimator config for local DIM: bounds with a ``partition`` option (InfoNCE, ReInfoNCE) score
     each positive (image, location) pair against the row's negatives (``partition="pair"``, Hjelm et al.'s
@@ -274,14 +287,7 @@ class DIM(Task):
         return fields
 
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
-        n = len(rows)
-        row: dict[str, Any] = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n * self.backend.world_size}
-        row.update({f"{c}_mean": float(rows[:, 1 + k].mean()) if n else math.nan for k, c in enumerate(COLUMNS)})
-        row["wall_s"] = wall
-        self.history.append(row)
-        if self.out_dir is not None and self.backend.is_global_zero:
-            atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
-        return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
+        return end_epoch(self, index, rows, wall, COLUMNS)
 
     def evaluate(self) -> dict[str, Any]:
         """Probes on the frozen encoder for every probe dataset (NaN for a diverged, non-finite encoder)."""

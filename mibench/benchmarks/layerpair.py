@@ -43,7 +43,7 @@ from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text
-from .dim import epoch_segments
+from .dim import end_epoch, epoch_segments
 
 COLUMNS = ("loss", "mi")
 DATASETS = (*cifar.SPECS, "stl10")
@@ -231,14 +231,7 @@ class LayerPair(Task):
         return Step(est.loss, [est.loss, est.mi])
 
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
-        n = len(rows)
-        row: dict[str, Any] = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n * self.backend.world_size}
-        row.update({f"{c}_mean": float(rows[:, 1 + k].mean()) if n else math.nan for k, c in enumerate(COLUMNS)})
-        row["wall_s"] = wall
-        self.history.append(row)
-        if self.out_dir is not None and self.backend.is_global_zero:
-            atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
-        return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
+        return end_epoch(self, index, rows, wall, COLUMNS)
 
     @torch.no_grad()
     def _supervised_top1(self, pdm, idx) -> float:

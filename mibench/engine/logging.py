@@ -116,6 +116,7 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self.bar.refresh()  # the last block's fields, which tqdm's rate limit may not have drawn yet
             self.bar.close()
 
 
