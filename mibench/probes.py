@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +63,10 @@ class Probes(Task):
             for layer in self.train_f:  # every layer given (DIM: conv / fc / Y)
                 self.nets[f"{k}_{layer}"] = make_probe(k, self.train_f[layer].shape[1], self.num_classes,
                                                        self.hidden, self.dropout)
+        self.shown_columns = tuple(self.nets)  # each probe's training-batch accuracy, for the progress bar
+
+    def total_steps(self) -> int:
+        return self.epochs * self.block
 
     def optim(self) -> Optim:
         return Optim("adam", self.lr, milestones=tuple(self.milestones))
@@ -79,8 +84,18 @@ class Probes(Task):
 
     def step(self, idx: Tensor) -> Step:
         yb = self.train_y[idx]
-        loss = sum(F.cross_entropy(p(self.train_f[name.split("_", 1)[1]][idx]), yb) for name, p in self.nets.items())
-        return Step(loss, [loss])
+        logits = [p(self.train_f[name.split("_", 1)[1]][idx]) for name, p in self.nets.items()]
+        loss = sum(F.cross_entropy(out, yb) for out in logits)
+        with torch.no_grad():
+            acc = [(out.argmax(dim=1) == yb).float().mean() for out in logits]
+        return Step(loss, [loss], shown=acc)
+
+    def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
+        """Probe epoch e/E and each probe's mean training-batch accuracy over the block (``linear/fc=0.412``)."""
+        fields: dict[str, Any] = {"epoch": f"{self.engine.fit.segment + 1}/{self.epochs}"}
+        if shown is not None and len(shown):
+            fields.update({name.replace("_", "/", 1): float(v) for name, v in zip(self.shown_columns, shown.mean(0))})
+        return fields
 
     @torch.no_grad()
     def accuracy(self, test_f: dict[str, Tensor], test_y: Tensor) -> dict[tuple[str, str], float]:
@@ -97,11 +112,14 @@ class Probes(Task):
 def train_probes(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, Tensor], test_y: Tensor,
                  num_classes: int, kinds: tuple[str, ...] = PROBES, epochs: int = 20, lr: float = 1e-3,
                  batch_size: int = 256, milestones: tuple[int, ...] = (), hidden: int = 200, dropout: float = 0.1,
-                 seed: int = 0, backend: Any = None) -> dict[tuple[str, str], float]:
-    """Train the probes through the engine (nothing written) and return test top-1 (%) per (kind, layer)."""
+                 seed: int = 0, backend: Any = None, progress: bool = False) -> dict[tuple[str, str], float]:
+    """Train the probes through the engine (nothing written) and return test top-1 (%) per (kind, layer)
+    (``progress``: a bar with each probe's training accuracy, on a terminal)."""
     be = backend or Backend("cuda" if train_y.device.type == "cuda" else "cpu")
     task = Probes(train_y.device, train_f, train_y, num_classes, kinds, epochs, lr, batch_size, milestones, hidden,
                   dropout, seed)
     task.setup()
-    Engine(task, be, stop_on_divergence=False).train()
+    engine = Engine(task, be, progress=progress, stop_on_divergence=False, total_steps=task.total_steps())
+    task.engine = engine
+    engine.train()
     return task.accuracy(test_f, test_y)

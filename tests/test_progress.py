@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from hydra_plugins.mibench_launcher.sweep_progress import SweepTally
 from mibench.app import run
@@ -30,8 +31,8 @@ def _train(tmp_path, name, extra, monkeypatch, terminal=True):
     seen: list[tuple[int, int, dict]] = []
     orig = Staircase.progress
 
-    def spy(self, lo, hi, rows):
-        fields = orig(self, lo, hi, rows)
+    def spy(self, lo, hi, rows, shown=None):
+        fields = orig(self, lo, hi, rows, shown)
         seen.append((lo, hi, fields))
         return fields
 
@@ -111,3 +112,107 @@ def test_sweep_lines_count_done_and_failed():
                      "[3/4 done, 1 failed] estimator=infonce seed=1 -> diverged 2.0s",
                      "[4/4 done, 2 failed] estimator=nwj seed=1 -> failed"]
     assert SweepTally().line(["seed=3"], "skipped", 0.0) == "[1/? done, 0 failed] seed=3 -> skipped 0.0s"
+
+
+# ------------------------------------------------------------------ SLB / CLB / DIM probes: accuracy on the bar
+IMG = ["dataset=cifar10", "dataset.batch_size=16", "benchmark.epochs=2", "benchmark.check_every=2",
+       "model=convnet", "model.width=8", "logger=none"]
+
+
+def test_batch_accuracy_against_loops():
+    from mibench.benchmarks.cifar import batch_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(12, 5, generator=g), torch.randint(0, 5, (12,), generator=g)
+    assert float(batch_accuracy(logits, y, "slb")) == sum(
+        max(range(5), key=lambda c: logits[i, c]) == y[i] for i in range(12)) / 12
+    s, y = torch.randn(12, 12, generator=g), torch.randint(0, 3, (12,), generator=g)
+    nn_label = [y[max((j for j in range(12) if j != i), key=lambda j: s[i, j])] for i in range(12)]
+    assert float(batch_accuracy(s, y, "clb")) == sum(nn_label[i] == y[i] for i in range(12)) / 12
+
+
+@pytest.fixture(scope="module")
+def fake_cifar(tmp_path_factory):
+    from mibench.data.fake_cifar import write_fake_cifar
+
+    root = tmp_path_factory.mktemp("cifar")
+    write_fake_cifar(root, classes=10, train_per_class=8, test_per_class=2, seed=1)
+    return root
+
+
+@pytest.mark.parametrize("task", ["slb", "clb"])
+def test_image_bar_shows_epoch_estimate_and_training_accuracy(task, fake_cifar, tmp_path, monkeypatch):
+    """The bar's accuracy is the block mean of each batch's accuracy, recomputed here by a loop from the
+    scores the step produced; the records are byte-identical with the bar off."""
+    from mibench.benchmarks.cifar import ImageTask
+
+    batches, seen = [], []
+    orig_scores, orig_progress = ImageTask.batch_scores, ImageTask.progress
+
+    def scores_spy(self, x, y):
+        out = orig_scores(self, x, y)
+        batches.append((out[0].detach().clone(), y.clone()))
+        return out
+
+    def progress_spy(self, lo, hi, rows, shown=None):
+        fields = orig_progress(self, lo, hi, rows, shown)
+        seen.append((lo, hi, fields))
+        return fields
+
+    def loop_accuracy(s, y):
+        if task == "slb":
+            return sum(int(s[i].argmax()) == int(y[i]) for i in range(len(y))) / len(y)
+        return sum(int(y[max((j for j in range(len(y)) if j != i), key=lambda j: float(s[i, j]))]) == int(y[i])
+                   for i in range(len(y))) / len(y)
+
+    extra = [f"benchmark={task}", f"dataset.root={fake_cifar}"] + (["critic.embed=8"] if task == "clb" else [])
+    monkeypatch.setattr(ImageTask, "batch_scores", scores_spy)
+    monkeypatch.setattr(ImageTask, "progress", progress_spy)
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    run(compose_config(IMG + extra + ["trainer.enable_progress_bar=true"], out_dir=tmp_path / "on"), echo=False)
+    err = sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    steps = pd.read_csv(tmp_path / "on" / "steps.csv")
+    assert len(seen) >= 4 and len(batches) == len(steps)
+    for lo, hi, fields in seen:
+        assert fields["train acc"] == pytest.approx(np.mean([loop_accuracy(*b) for b in batches[lo:hi]]), abs=1e-6)
+        assert fields["est"] == pytest.approx(steps["estimate"].iloc[lo:hi].mean(), rel=1e-6)
+    assert seen[0][2]["epoch"] == "1/2" and seen[-1][2]["epoch"] == "2/2"
+    assert f"{task} infonce" in err and "train acc=" in err and "epoch=2/2" in err
+    assert ("10/10 [" in err) == (task == "slb")  # SLB's planned steps are known (CLB's random batches may skip)
+    monkeypatch.setattr(ImageTask, "progress", orig_progress)
+    run(compose_config(IMG + extra + ["trainer.enable_progress_bar=false"], out_dir=tmp_path / "off"), echo=False)
+    assert (tmp_path / "on" / "steps.csv").read_bytes() == (tmp_path / "off" / "steps.csv").read_bytes()
+    on, off = (pd.read_csv(tmp_path / k / "epochs.csv").drop(columns="wall_s") for k in ("on", "off"))
+    pd.testing.assert_frame_equal(on, off)
+
+
+def test_dim_probe_bar_shows_each_probes_training_accuracy(monkeypatch):
+    """DIM pretraining is unsupervised; its accuracy is the probes', shown per probe while they train. The
+    bar changes no number: the same probes reach the same test accuracy with it off."""
+    from mibench.probes import Probes, train_probes
+
+    torch.manual_seed(0)
+    y = torch.arange(40) % 4
+    sep = {layer: torch.nn.functional.one_hot(y, 4).float().repeat(1, 3) + 0.01 * torch.randn(40, 12)
+           for layer in ("fc", "y")}
+    seen = []
+    orig = Probes.progress
+
+    def spy(self, lo, hi, rows, shown=None):
+        fields = orig(self, lo, hi, rows, shown)
+        seen.append(fields)
+        return fields
+
+    monkeypatch.setattr(Probes, "progress", spy)
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    torch.manual_seed(1)
+    on = train_probes(sep, y, sep, y, 4, epochs=30, lr=1e-2, batch_size=8, progress=True)
+    err = sys.stderr.getvalue()
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    torch.manual_seed(1)
+    off = train_probes(sep, y, sep, y, 4, epochs=30, lr=1e-2, batch_size=8, progress=False)
+    assert on == off and len(seen) == 30
+    assert set(seen[-1]) == {"epoch", "mlp/fc", "mlp/y", "linear/fc", "linear/y"} and seen[-1]["epoch"] == "30/30"
+    assert seen[-1]["linear/y"] == 1.0 and seen[0]["linear/y"] < 1.0  # learned the separable labels
+    assert "dim_probes" in err and "linear/y=1.000" in err

@@ -50,6 +50,16 @@ def slb_scores(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return logits, joint, torch.ones_like(joint)
 
 
+@torch.no_grad()
+def batch_accuracy(scores: Tensor, y: Tensor, task: str) -> Tensor:
+    """The batch's training accuracy by the benchmark's own test rule: SLB the argmax logit; CLB the label of
+    the most similar other sample in the batch (nearest neighbour, the diagonal excluded)."""
+    if task == "slb":
+        return (scores.argmax(dim=1) == y).float().mean()
+    off = scores.masked_fill(torch.eye(y.numel(), dtype=torch.bool, device=scores.device), float("-inf"))
+    return (y[off.argmax(dim=1)] == y).float().mean()
+
+
 def clb_scores(feats: Tensor, y: Tensor, marginal: str = "distinct") -> tuple[Tensor, Tensor, Tensor]:
     """CLB (Choi & Lee Theorem 8): scores = f f^T, joint = same label and i != j, marginal per ``marginal``."""
     scores = feats @ feats.t()
@@ -153,6 +163,7 @@ class ImageTask(Task):
     """One encoder trained by one registry estimator on SLB or CLB score matrices; segment = epoch."""
 
     columns = ("estimate", "loss")
+    shown_columns = ("acc",)  # the progress bar's training-batch accuracy (not recorded)
     resumable = True
     gives_y = False
     sgd_momentum = 0.9
@@ -230,6 +241,12 @@ class ImageTask(Task):
         for epoch in range(start, int(self.cfg.benchmark.epochs)):
             yield self.data.epoch_loader(epoch)
 
+    def total_steps(self) -> int | None:
+        """Rank 0's planned steps, when known before the epoch runs (CLB's random batches may be skipped)."""
+        if self.name == "clb" and self.cfg.benchmark.get("sampler", "random") != "balanced":
+            return None
+        return int(self.cfg.benchmark.epochs) * -(-len(self.data.train_batches) // self.backend.world_size)
+
     def no_work_hint(self) -> str:
         return (f"dataset.batch_size={self.cfg.dataset.batch_size}: no batch"
                 + (" held a positive pair" if self.name == "clb" else " fitted the training set"))
@@ -242,12 +259,16 @@ class ImageTask(Task):
         x, y = (v.to(self.device, non_blocking=True) for v in batch)
         scores, jm, mm = self.batch_scores(self.data.normalise(x, True), y)
         est = self.estimator(scores, joint=jm, marginal=mm)
-        return Step(est.loss, [est.mi, est.loss])
+        return Step(est.loss, [est.mi, est.loss], shown=[batch_accuracy(scores, y, self.name)])
 
-    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
-        """Epoch e/E and the block's mean MI estimate (test accuracy is measured once, after training)."""
-        return {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}",
-                **super().progress(lo, hi, rows)}
+    def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
+        """Epoch e/E, the block's mean MI estimate and its mean training-batch accuracy (test accuracy is
+        measured once, after training)."""
+        fields = {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}",
+                  **super().progress(lo, hi, rows)}
+        if shown is not None and len(shown):
+            fields["train acc"] = float(shown[:, 0].mean())
+        return fields
 
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         skipped = int(self.data.train_batches.skipped) - self.skipped_total

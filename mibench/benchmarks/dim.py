@@ -277,8 +277,9 @@ class DIM(Task):
             return Step(loss, [loss, mi_local, mi_global, self.zero])
         return Step(loss, [loss, mi_local, mi_global], adversary=lambda: self.dim.discriminator_loss(z))
 
-    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
-        """Epoch e/E and the block's mean local and global MI estimates (probe accuracy comes after training)."""
+    def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
+        """Epoch e/E and the block's mean local and global MI estimates (the probes' bar, after pretraining, shows
+        each probe's training accuracy: pretraining itself is unsupervised)."""
         fields: dict[str, Any] = {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}"}
         for c in ("mi_local", "mi_global"):
             v = rows[:, 1 + COLUMNS.index(c)]
@@ -304,7 +305,9 @@ class DIM(Task):
                 tr = extract_features(enc, pdm.train_x, pdm.normalise, self.device)
                 te = extract_features(enc, pdm.test_x, pdm.normalise, self.device)
                 acc = train_probes(tr, pdm.train_y.to(self.device), te, pdm.test_y.to(self.device), pdm.num_classes,
-                                   seed=int(self.cfg.seed), backend=self.backend, **_probe_cfg(b))
+                                   seed=int(self.cfg.seed), backend=self.backend, **_probe_cfg(b),
+                                   progress=bool(self.cfg.trainer.get("enable_progress_bar", False))
+                                   and self.backend.is_global_zero)
                 del tr, te
             else:  # a diverged encoder with non-finite weights: no probe result
                 acc = {(k, layer): math.nan for k in b.probe.kinds for layer in LAYERS}

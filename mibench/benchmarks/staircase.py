@@ -85,7 +85,7 @@ class Staircase(Task):
         level = np.arange(lo, hi) // self.spl
         return {"level": level, "true_mi": np.asarray(self.mi_levels)[level]}
 
-    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+    def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
         """Level k/K, its true MI and the estimate smoothed as in staircase.png: pandas' ``ewm(span=ema_span)``
         (adjust=True; inf and NaN left out) over every step so far, updated here once per block."""
         span = float(self.cfg.benchmark.get("ema_span", 200))

@@ -116,7 +116,7 @@ class Engine:
         self.build_optimizers()
         if resume is not None:
             self.load_checkpoint(resume)
-        width = len(task.columns)
+        width = len(task.columns) + len(task.shown_columns)  # the record, then the bar's values
         buf = torch.zeros(max(1, task.block), width, device=be.device)
         self.modules().train()
         lo = fit.t
@@ -140,7 +140,7 @@ class Engine:
                     be.backward(adv_loss, self.adv_params)
                     be.step(adv)
                     values = [*values, adv_loss]
-                buf[fit.t - lo] = torch.stack([v.detach().float() for v in values])
+                buf[fit.t - lo] = torch.stack([v.detach().float() for v in (*values, *s.shown)])
                 fit.t += 1
                 if fit.t - lo == buf.shape[0]:
                     self._flush(buf, lo, fit.t)
@@ -174,10 +174,13 @@ class Engine:
 
     def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
         """Copy steps [lo, hi) to the host (the one sync of the block) and record them."""
-        self.record(buf[: hi - lo].cpu().numpy().astype(np.float64), lo, hi)
+        host = buf[: hi - lo].cpu().numpy().astype(np.float64)
+        n = len(self.task.columns)
+        self.record(host[:, :n], lo, hi, host[:, n:] if host.shape[1] > n else None)
 
-    def record(self, rec: np.ndarray, lo: int, hi: int) -> None:
-        """Host rows of steps [lo, hi) (``task.columns``): check them for divergence, stream them out."""
+    def record(self, rec: np.ndarray, lo: int, hi: int, shown: np.ndarray | None = None) -> None:
+        """Host rows of steps [lo, hi) (``task.columns``): check them for divergence, stream them out
+        (``shown``: the block's ``Step.shown`` values, for the progress bar only)."""
         task, fit = self.task, self.fit
         steps = np.arange(lo, hi, dtype=np.float64)
         ctx = task.context(lo, hi)
@@ -203,7 +206,7 @@ class Engine:
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
         if self.progress.enabled:  # the task's fields, from the host rows of this block (never per step)
-            self.progress.update(hi - lo, task.progress(lo, hi, block))
+            self.progress.update(hi - lo, task.progress(lo, hi, block, shown))
 
     def write_steps(self) -> pd.DataFrame:
         """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""

@@ -38,11 +38,14 @@ class Step:
     values:    the step's record, in the order of ``Task.columns`` (0-d tensors; detached by the engine)
     adversary: a second loss, computed after the main step and minimised by the adversary's optimizer
                (DIM's prior discriminator); its value is appended to the record
+    shown:     values for the progress bar only, in the order of ``Task.shown_columns`` (e.g. the batch
+               accuracy): copied with the record once per block, never written
     """
 
     loss: Tensor
     values: list[Tensor]
     adversary: Callable[[], Tensor] | None = None
+    shown: list[Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Task:
     uses_estimator: ClassVar[bool] = True  # False: the estimator group is not used (benchmark=optimal)
     trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
     int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
+    shown_columns: tuple[str, ...] = ()  # ``Step.shown``: per-step values for the progress bar, never recorded
     cpu_threads: ClassVar[int | None] = None  # intra-op threads on a CPU while training (None: torch's setting)
     # True: the step is ``estimator(score(batch))`` with ``values`` as its record, and nothing in it draws from
     # a global generator or syncs with the host, so many runs can be trained as one batched model
@@ -186,11 +190,12 @@ class Task:
         """After each block: return True when the run diverged here (e.g. a non-finite test estimate)."""
         return False
 
-    def progress(self, lo: int, hi: int, rows: np.ndarray) -> dict[str, Any]:
+    def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
         """The progress bar's fields after the block of steps [lo, hi) (``rows``: its records, ``step``, the
-        context columns, then ``columns``), e.g. ``{"level": "3/5", "true MI": 6.0}``. Called only while a bar
-        is shown, on the host rows the engine already copied (never per step). Default: the block's mean
-        estimate when the task records an ``estimate`` column."""
+        context columns, then ``columns``; ``shown``: the block's ``shown_columns``, or None), e.g.
+        ``{"level": "3/5", "true MI": 6.0}``. Called only while a bar is shown, on the host rows the engine
+        already copied (never per step). Default: the block's mean estimate when the task records an
+        ``estimate`` column."""
         if "estimate" not in self.columns or not len(rows):
             return {}
         col = rows[:, 1 + len(self.context_columns) + self.columns.index("estimate")]
