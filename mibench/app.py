@@ -46,6 +46,22 @@ def _discard_fresh(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+RESUMABLE_STATUSES = ("running", "crashed", "interrupted")  # a record whose checkpoint a resume continues
+
+
+def requeued_here(cfg: DictConfig, out: Path) -> Path | None:
+    """The checkpoint in ``out`` when this process is a SLURM requeue of the run that wrote it (the job was
+    stopped for its time limit or preempted, and SLURM or submitit started it again), else None."""
+    from . import cluster
+    from .records import config_hash, read_record
+
+    if cluster.restart_count() < 1 or not (out / CHECKPOINT).exists():
+        return None
+    rec = read_record(out)
+    ok = rec is not None and rec.get("config_hash") == config_hash(cfg) and rec.get("status") in RESUMABLE_STATUSES
+    return out / CHECKPOINT if ok else None
+
+
 def _previous_run(cfg: DictConfig, out: Path) -> tuple[Path | None, Path | None, str | None]:
     """(skip_to, resume_dir, note) for ``overwrite`` / ``resume`` against earlier runs of this config."""
     from .records import config_hash
@@ -56,7 +72,7 @@ def _previous_run(cfg: DictConfig, out: Path) -> tuple[Path | None, Path | None,
     same = find_same(root, config_hash(cfg), exclude=out)
     if cfg.get("resume"):
         for d, r in same:
-            if r.get("status") in ("running", "crashed") and (d / CHECKPOINT).exists():
+            if r.get("status") in RESUMABLE_STATUSES and (d / CHECKPOINT).exists():
                 return None, d, f"resume=true: continuing {d} from its checkpoint"
         return None, None, f"resume=true: no interrupted run of this config under {root}; starting afresh"
     if not cfg.get("overwrite"):
@@ -89,10 +105,17 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     task = TASKS[cfg.benchmark.name]
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     resume_from = None
-    if cfg.get("resume") and not task.resumable:
+    if cfg.get("resume") and not task.resumable:  # (a SLURM requeue of such a run starts again from step 0)
         resumable = ", ".join(n for n, t in TASKS.items() if t.resumable)
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
-    if reuse:
+    requeue = requeued_here(cfg, out) if reuse else None
+    if requeue is not None:
+        from . import cluster
+
+        resume_from = requeue
+        notes.append(f"SLURM requeue {cluster.restart_count()} of job {cluster.job_id()}: continuing {out} from its "
+                     f"checkpoint")
+    elif reuse:
         skip_to, resume_dir, note = _previous_run(cfg, out)
         if note:
             notes.append(note)
@@ -120,7 +143,22 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
 
 
+def record_interruption(prep: Prepared, interruptions: list[dict[str, Any]]) -> None:
+    """A stop signal was handled and the run checkpointed: ``interrupted``, with every interruption so far
+    (the requeued job resumes it and ends with the status of the finished run)."""
+    prep.record.update({"status": "interrupted", "interruptions": interruptions,
+                        "interruption_counts": interruption_counts(interruptions),
+                        "wall_time_s": round(time.time() - prep.t0, 3), "error": None})
+    write_record(prep.out, prep.record)
+
+
+def interruption_counts(interruptions: list[dict[str, Any]]) -> dict[str, int]:
+    return {k: sum(e.get("kind") == k for e in interruptions) for k in ("time_limit", "preemption")}
+
+
 def record_crash(prep: Prepared, e: BaseException) -> None:
+    if isinstance(e, SystemExit) and prep.record.get("status") == "interrupted":
+        return  # the cluster's handler ended the process after the interruption was recorded (a requeue)
     kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
     prep.record.update({"status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
                         "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
@@ -139,6 +177,8 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures], **extra,
     })
+    interruptions = result.extra.get("interruptions") or []
+    record["interruptions"], record["interruption_counts"] = interruptions, interruption_counts(interruptions)
     _log_to_wandb(prep.cfg, prep.out, record)
     write_record(prep.out, record)
     LAST_RECORD.clear()
@@ -168,7 +208,7 @@ def _run_prepared(prep: Prepared) -> "RunResult":
     if process_rank() > 0:
         return run_task(cfg, prep.out, resume=prep.resume_from)
     try:
-        result = run_task(cfg, prep.out, resume=prep.resume_from)
+        result = run_task(cfg, prep.out, resume=prep.resume_from, on_interrupt=lambda ev: record_interruption(prep, ev))
     except BaseException as e:
         record_crash(prep, e)
         raise
@@ -198,7 +238,12 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
             continue
         try:
             outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
-                               progress=progress)
+                               progress=progress,
+                               on_interrupt=[(lambda ev, p=p: record_interruption(p, ev)) for p in chunk])
+        except SystemExit as e:  # a stop signal after the group checkpointed (a requeue): records say interrupted
+            for p in chunk:
+                record_crash(p, e)
+            raise
         except Exception as e:  # noqa: BLE001 -- the shared training failed: every run of the chunk crashed
             outs = [e] * len(chunk)
         for i, p, out in zip(idx, chunk, outs):

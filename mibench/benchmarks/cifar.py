@@ -283,11 +283,12 @@ class ImageTask(Task):
         return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "skipped_total": self.skipped_total}
+        return {"history": self.history, "skipped_total": self.skipped_total, "augment": self.data.augment_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history, self.skipped_total = list(state["history"]), int(state["skipped_total"])
         self.data.train_batches.skipped = self.skipped_total
+        self.data.load_augment_state(state.get("augment"))  # (inside an epoch: where its crops and flips stand)
 
     def evaluate(self) -> dict[str, Any]:
         autocast = str(self.cfg.hardware.precision).startswith("bf16") and self.device.type == "cuda"

@@ -21,7 +21,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -326,6 +326,20 @@ class CifarData:
         if train and self.do_augment:
             return augment(x, mean, std, self.crop_pad, self.flip, self._augment_generator(x.device))
         return augment(x, mean, std)
+
+    def augment_state(self) -> dict[str, Any] | None:
+        """The crop/flip generator's position (a checkpoint inside an epoch needs it), or None before any."""
+        if self._aug_gen is None:
+            return None
+        return {"key": list(self._aug_key), "state": self._aug_gen.get_state()}
+
+    def load_augment_state(self, st: dict[str, Any] | None) -> None:
+        if st is None:
+            return
+        epoch, rank, device = st["key"]
+        self._aug_gen = torch.Generator(device=device)
+        self._aug_gen.set_state(st["state"].cpu() if hasattr(st["state"], "cpu") else st["state"])
+        self._aug_key = (epoch, rank, device)
 
     def _augment_generator(self, device: torch.device) -> torch.Generator:
         """Crops and flips draw from a generator seeded by (seed, epoch, rank), not the global RNG."""

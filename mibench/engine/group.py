@@ -23,6 +23,7 @@ killed group resumes (grouped or alone) to the same numbers.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -38,7 +39,8 @@ from torch.func import functional_call, vmap
 
 from .backend import Backend, needs_fabric
 from .logging import Logger, Progress, describe
-from .loop import Engine, fault_injection
+from .interrupt import Interrupts
+from .loop import Engine, Resume, fault_injection
 from .task import TASKS, Optim, Scores, Task
 
 # config keys that may differ between the runs of a group (everything else must be equal)
@@ -372,11 +374,12 @@ class GroupEngine:
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
         members, be = self.members, self.backend
+        ats = [Resume()] * len(members)
         for r, m in enumerate(members):
             if m.resume is not None:
-                m.engine.load_checkpoint(m.resume)
+                ats[r] = m.engine.load_checkpoint(m.resume)
                 self.optimizer.load(self.owner[r], m.engine.optimizers[0])
-        starts = {m.engine.fit.t for m in members}
+        starts = {(m.engine.fit.t, at.offset) for m, at in zip(members, ats)}
         if len(starts) != 1:
             raise ValueError(f"a group's runs must start at the same step (got {sorted(starts)})")
         for m in members:
@@ -386,39 +389,75 @@ class GroupEngine:
         block = max(1, members[0].task.block)
         width = len(members[0].task.columns)
         buf = torch.zeros(block, self.R, width, device=be.device)
-        lo = t
+        for r, at in enumerate(ats):
+            if len(at.pending):
+                buf[: len(at.pending), r] = at.pending.to(be.device)
+        lo = t - len(ats[0].pending)
+        engines = [m.engine for m in members]
+        every = min((e.checkpoint_every_s for e in engines if e.checkpoint and e.checkpoint_every_s), default=None)
+        checkpoints = any(e.checkpoint for e in engines)
         streams = [m.task.segments(segment0) for m in members]
-        for seg_index, segments in enumerate(zip(*streams), start=segment0):
-            t0 = time.perf_counter()
-            for m in members:
-                m.seg_first = len(m.engine.fit.rows)
-            for batches in zip(*segments):
-                batch = _stack_batches(batches)
-                with be.autocast():
-                    loss, values = self.forward(batch)
-                for p in self.trainable:
-                    p.grad = None
-                loss.sum().backward()
-                self.optimizer.step()
-                buf[t - lo] = values.detach()
-                t += 1
-                if t - lo == block:
+        with Interrupts(every if checkpoints else None, install=None if checkpoints else False) as stop:
+            for seg_index, segments in enumerate(zip(*streams), start=segment0):
+                t0 = time.perf_counter()
+                offset = ats[0].offset
+                its = [iter(s) for s in segments]
+                for r, m in enumerate(members):
+                    m.seg_first = ats[r].seg_first if offset else len(m.engine.fit.rows)
+                    m.engine.seg_start = t - offset
+                    for _ in itertools.islice(its[r], offset):  # resumed inside this segment: skip what was trained
+                        pass
+                if offset:
+                    ats[0].restore_rng()
+                    ats = [Resume()] * len(members)
+                for batches in zip(*its):
+                    batch = _stack_batches(batches)
+                    with be.autocast():
+                        loss, values = self.forward(batch)
+                    for p in self.trainable:
+                        p.grad = None
+                    loss.sum().backward()
+                    self.optimizer.step()
+                    buf[t - lo] = values.detach()
+                    t += 1
+                    if t - lo == block:
+                        self._flush(buf, lo, t, seg_index, t0)
+                        lo = t
+                        if not any(m.active for m in members):
+                            break
+                    if checkpoints and stop.due(t):  # mid-segment: the wall clock, or the cluster stops the job
+                        self.interrupt(stop, buf[: t - lo], t)
+                if t > lo:
                     self._flush(buf, lo, t, seg_index, t0)
                     lo = t
-                    if not any(m.active for m in members):
-                        break
-            if t > lo:
-                self._flush(buf, lo, t, seg_index, t0)
-                lo = t
-            for m in members:
-                if m.active:
-                    m.engine.end_segment(seg_index, m.seg_first, t0)
-            if not any(m.active for m in members):
-                break
-            self.checkpoint(seg_index + 1)
-        self.progress.close()
+                for m in members:
+                    if m.active:
+                        m.engine.end_segment(seg_index, m.seg_first, t0)
+                if not any(m.active for m in members):
+                    break
+                self.checkpoint(seg_index + 1)
+                stop.saved()
+            self.progress.close()
         for m in members:
             m.engine.modules().eval()
+
+    def interrupt(self, stop: Interrupts, pending: Tensor, t: int) -> None:
+        """Every active run's mid-segment checkpoint (as :meth:`Engine.interrupt`, with its own pending rows)."""
+        event = stop.event(t) if stop.signum is not None else None
+        for r, m in enumerate(self.members):
+            if m.active and m.engine.checkpoint:
+                m.engine.fit.t = t
+                if event is not None:
+                    m.engine.fit.interruptions.append(event)
+                self.optimizer.export(self.owner[r], m.engine.optimizers[0])
+                m.engine.save_checkpoint(pending[:, r])
+        stop.saved()
+        if event is not None:
+            for m in self.members:
+                if m.active and m.engine.on_interrupt is not None:
+                    m.engine.on_interrupt(list(m.engine.fit.interruptions))
+            self.progress.close()
+            stop.forward()
 
     def _flush(self, buf: Tensor, lo: int, hi: int, seg_index: int, t0: float) -> None:
         """One host copy for the group's block; each active run records its rows (and may leave the group)."""

@@ -10,6 +10,7 @@ everything a resumed run needs to end with the same numbers is checkpointed atom
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -26,10 +27,11 @@ from torch import nn
 from ..records import CHECKPOINT
 from ..results import atomic_write_csv
 from .backend import Backend
+from .interrupt import Interrupts
 from .logging import Logger, Progress, describe
 from .task import Optim, Task
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 2  # (version 2 files without seg_start / pending are segment-end checkpoints)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,6 +55,31 @@ def fault_injection(segment: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def fault_injection_step(t: int) -> None:
+    """``MIBENCH_KILL_AT_STEP=k``: SIGKILL this process once the mid-segment checkpoint at step k is written."""
+    at = os.environ.get("MIBENCH_KILL_AT_STEP")
+    if at is not None and t == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Resume:
+    """Where a checkpoint left its segment: ``offset`` batches of it done, ``pending`` rows not yet flushed,
+    this segment's host blocks from ``fit.rows[seg_first]``, and the generators' states to restore."""
+
+    rng_cpu: torch.Tensor | None = None
+    rng_cuda: Any = None
+    offset: int = 0
+    pending: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    seg_first: int = 0
+
+    def restore_rng(self) -> None:
+        if self.rng_cpu is not None:
+            torch.set_rng_state(self.rng_cpu)
+        if torch.cuda.is_available() and self.rng_cuda is not None:
+            torch.cuda.set_rng_state_all(self.rng_cuda)
+
+
 @dataclass
 class Fit:
     """Where training stands: steps done, segments done, host rows, divergence."""
@@ -62,6 +89,7 @@ class Fit:
     rows: list[np.ndarray] = field(default_factory=list)
     diverged_step: int | None = None
     stopped: bool = False
+    interruptions: list[dict[str, Any]] = field(default_factory=list)  # stop signals survived (time limit, preemption)
 
     def table(self, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(columns)))
@@ -73,10 +101,14 @@ class Engine:
 
     def __init__(self, task: Task, backend: Backend, logger: Logger | None = None, progress: bool = False,
                  stop_on_divergence: bool = True, checkpoint: bool = False, out_dir: Path | None = None,
-                 total_steps: int | None = None, int_columns: tuple[str, ...] = ()):
+                 total_steps: int | None = None, int_columns: tuple[str, ...] = (),
+                 checkpoint_every_s: float | None = None):
         self.task, self.backend, self.logger = task, backend, logger or Logger()
         self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
         self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
+        self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)
+        self.on_interrupt: Any = None  # called with the interruptions so far when a stop signal is handled
+        self.seg_start = 0  # the step the current segment began at
         self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task))
         self.columns = task.record_columns()
         self.int_columns = int_columns
@@ -114,51 +146,79 @@ class Engine:
     def train(self, resume: Path | None = None) -> Fit:
         task, fit, be = self.task, self.fit, self.backend
         self.build_optimizers()
-        if resume is not None:
-            self.load_checkpoint(resume)
         width = len(task.columns) + len(task.shown_columns)  # the record, then the bar's values
         buf = torch.zeros(max(1, task.block), width, device=be.device)
+        at = Resume()
+        if resume is not None:
+            at = self.load_checkpoint(resume)
+            buf[: len(at.pending)] = at.pending.to(be.device)
         self.modules().train()
-        lo = fit.t
-        for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
-            t0 = time.perf_counter()
-            seg_first = len(fit.rows)  # host blocks of this segment: fit.rows[seg_first:]
-            for batch in segment:
-                with be.autocast():
-                    s = task.step(batch)
-                if self.params:  # nothing to learn (a known critic and a parameter-free bound): evaluate only
-                    opt = self.optimizers[0]
-                    opt.zero_grad(set_to_none=True)
-                    be.backward(s.loss, self.params)
-                    be.step(opt)
-                values = s.values
-                if s.adversary is not None:
+        lo = fit.t - len(at.pending)  # first step of the block being filled
+        with Interrupts(self.checkpoint_every_s if self.checkpoint else None,
+                        install=None if self.checkpoint else False) as stop:
+            for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
+                t0 = time.perf_counter()
+                seg_first = at.seg_first if at.offset else len(fit.rows)  # this segment's host blocks: fit.rows[seg_first:]
+                self.seg_start = fit.t - at.offset
+                batches = iter(segment)
+                if at.offset:  # resumed inside this segment: its first batches were trained before the checkpoint
+                    for _ in itertools.islice(batches, at.offset):
+                        pass
+                    at.restore_rng()  # (iterating may draw from the global generator, e.g. a DataLoader's seed)
+                    at = Resume()
+                for batch in batches:
                     with be.autocast():
-                        adv_loss = s.adversary()
-                    adv = self.optimizers[1]
-                    adv.zero_grad(set_to_none=True)
-                    be.backward(adv_loss, self.adv_params)
-                    be.step(adv)
-                    values = [*values, adv_loss]
-                buf[fit.t - lo] = torch.stack([v.detach().float() for v in (*values, *s.shown)])
-                fit.t += 1
-                if fit.t - lo == buf.shape[0]:
+                        s = task.step(batch)
+                    if self.params:  # nothing to learn (a known critic and a parameter-free bound): evaluate only
+                        opt = self.optimizers[0]
+                        opt.zero_grad(set_to_none=True)
+                        be.backward(s.loss, self.params)
+                        be.step(opt)
+                    values = s.values
+                    if s.adversary is not None:
+                        with be.autocast():
+                            adv_loss = s.adversary()
+                        adv = self.optimizers[1]
+                        adv.zero_grad(set_to_none=True)
+                        be.backward(adv_loss, self.adv_params)
+                        be.step(adv)
+                        values = [*values, adv_loss]
+                    buf[fit.t - lo] = torch.stack([v.detach().float() for v in (*values, *s.shown)])
+                    fit.t += 1
+                    if fit.t - lo == buf.shape[0]:
+                        self._flush(buf, lo, fit.t)
+                        lo = fit.t
+                        if fit.stopped:
+                            break
+                    if self.checkpoint and stop.due(fit.t):  # mid-segment: the wall clock, or the cluster stops the job
+                        self.interrupt(stop, buf[: fit.t - lo])
+                if fit.t > lo:
                     self._flush(buf, lo, fit.t)
                     lo = fit.t
-                    if fit.stopped:
-                        break
-            if fit.t > lo:
-                self._flush(buf, lo, fit.t)
-                lo = fit.t
-            self.end_segment(seg_index, seg_first, t0)
-            if fit.stopped:
-                break
-            if self.checkpoint:
-                self.save_checkpoint()
-                fault_injection(fit.segment)
-        self.progress.close()
+                self.end_segment(seg_index, seg_first, t0)
+                if fit.stopped:
+                    break
+                if self.checkpoint:
+                    self.save_checkpoint()
+                    stop.saved()
+                    fault_injection(fit.segment)
+            self.progress.close()
         self.modules().eval()
         return fit
+
+    def interrupt(self, stop: Interrupts, pending: torch.Tensor) -> None:
+        """Checkpoint inside a segment (with the block's unflushed rows); on a stop signal also record the
+        interruption (in the checkpoint and through ``on_interrupt``) and hand the signal on."""
+        if stop.signum is not None:
+            self.fit.interruptions.append(stop.event(self.fit.t))
+        self.save_checkpoint(pending)
+        stop.saved()
+        fault_injection_step(self.fit.t)
+        if stop.signum is not None:
+            if self.on_interrupt is not None:
+                self.on_interrupt(list(self.fit.interruptions))
+            self.progress.close()
+            stop.forward()
 
     def end_segment(self, seg_index: int, seg_first: int, t0: float) -> None:
         """The task summarises the segment (its host blocks are ``fit.rows[seg_first:]``); its metrics are logged."""
@@ -220,13 +280,19 @@ class Engine:
         return df
 
     # ------------------------------------------------------------------ checkpoint / resume
-    def save_checkpoint(self) -> None:
-        """Everything a resumed run needs to end with the same numbers, written atomically."""
+    def save_checkpoint(self, pending: torch.Tensor | None = None) -> None:
+        """Everything a resumed run needs to end with the same numbers, written atomically: at a segment's end,
+        or inside one (``pending``: the rows of the block not yet copied to the host; the resumed run skips
+        the segment's first ``t - seg_start`` batches)."""
         if not self.backend.is_global_zero:
             return
         fit = self.fit
         rows = np.concatenate(fit.rows) if fit.rows else np.zeros((0, len(self.columns)))
+        inside = pending is not None
         state = {"version": CHECKPOINT_VERSION, "t": fit.t, "segment": fit.segment, "diverged_step": fit.diverged_step,
+                 "seg_start": self.seg_start if inside else fit.t,
+                 "pending": pending.detach().cpu() if inside else torch.zeros(0),
+                 "interruptions": list(fit.interruptions),
                  "rows": torch.from_numpy(rows), "modules": self.modules().state_dict(),
                  "optimizers": [o.state_dict() for o in self.optimizers],
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -237,7 +303,7 @@ class Engine:
         torch.save(state, tmp)
         os.replace(tmp, path)
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path) -> "Resume":
         state = torch.load(path, weights_only=False, map_location=self.backend.device)
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{path} was written by an older mibench (checkpoint format "
@@ -248,18 +314,23 @@ class Engine:
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.task.load_state_dict(state["task"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        at = Resume(state["rng_cpu"], state.get("rng_cuda"))
+        at.restore_rng()
         fit = self.fit
         fit.t, fit.segment, fit.diverged_step = int(state["t"]), int(state["segment"]), state["diverged_step"]
+        fit.interruptions = list(state.get("interruptions", []))
+        at.pending = state.get("pending", torch.zeros(0))
+        at.offset = fit.t - int(state.get("seg_start", fit.t))
         rows = state["rows"].numpy()
-        fit.rows = [rows] if len(rows) else []
+        split = int(np.searchsorted(rows[:, 0], fit.t - at.offset)) if len(rows) else 0  # this segment's rows
+        fit.rows = [r for r in (rows[:split], rows[split:]) if len(r)]
+        at.seg_first = 1 if split > 0 else 0
         if self._partial is not None:
             self._partial.unlink(missing_ok=True)
             if len(rows):
                 fit.table(self.columns, self.int_columns).to_csv(self._partial, index=False, float_format="%.9g")
         self.progress.update(fit.t)
+        return at
 
     def remove_checkpoint(self) -> None:
         if self.out_dir is not None and self.backend.is_global_zero:

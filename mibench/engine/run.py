@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from omegaconf import DictConfig
 
+from .. import cluster
 from .backend import Backend, make_backend
 from .group import GroupEngine, Member
 from .logging import Logger, make_logger
@@ -43,13 +44,20 @@ def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Task:
     return task
 
 
-def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | None, progress: bool | None = None) -> Engine:
+def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | None, progress: bool | None = None,
+                on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None) -> Engine:
+    """The task's engine. It checkpoints when ``benchmark.checkpoint`` says so, and always inside a SLURM job
+    (a requeued job resumes from it): at segment ends, every ``trainer.checkpoint_every_min`` minutes and
+    when SLURM signals the job's end."""
     cfg, b = task.cfg, task.cfg.benchmark
+    every = cfg.trainer.get("checkpoint_every_min", None)
     engine = Engine(task, backend, logger,
                     progress=bool(cfg.trainer.get("enable_progress_bar", False)) if progress is None else progress,
                     stop_on_divergence=bool(b.get("stop_on_divergence", True)),
-                    checkpoint=bool(b.get("checkpoint", False)), out_dir=out_dir,
-                    total_steps=task.total_steps(), int_columns=task.int_columns)
+                    checkpoint=bool(b.get("checkpoint", False)) or cluster.job_id() is not None, out_dir=out_dir,
+                    total_steps=task.total_steps(), int_columns=task.int_columns,
+                    checkpoint_every_s=60.0 * float(every) if every else None)
+    engine.on_interrupt = on_interrupt
     task.engine = engine
     return engine
 
@@ -60,6 +68,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
         fit = engine.fit
         result.steps = engine.write_steps()
         result.steps_done, result.diverged_step = fit.t, fit.diverged_step
+        result.extra["interruptions"] = list(fit.interruptions)
         if fit.t == 0:
             raise NoWorkError(f"benchmark={task.name} trained no step ({task.no_work_hint()})")
     result.extra["train_wall_s"] = time.perf_counter() - t0
@@ -72,8 +81,10 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
     return result
 
 
-def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) -> RunResult:
-    """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs."""
+def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
+             on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None) -> RunResult:
+    """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs.
+    ``on_interrupt`` is called with the run's interruptions when a stop signal is handled (its record)."""
     backend = make_backend(cfg.hardware)
     task = setup_task(cfg, out_dir, backend)
     logger = make_logger(cfg, out_dir) if backend.is_global_zero else Logger()
@@ -82,7 +93,7 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) 
     t0 = time.perf_counter()
     try:
         if task.trains:
-            engine = make_engine(task, backend, logger, out_dir)
+            engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
             with cpu_threads(task.cpu_threads, backend.device):
                 engine.train(resume)
         return conclude(task, engine, result, t0)
@@ -91,17 +102,20 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None) 
 
 
 def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path | None] | None = None,
-                progress: bool = False) -> list[RunResult | Exception]:
+                progress: bool = False,
+                on_interrupt: list[Callable[[list[dict[str, Any]]], None] | None] | None = None) -> list[RunResult | Exception]:
     """Train compatible runs (:func:`mibench.engine.group.group_key`) as one batched model; each run's
     task is set up from its own seed exactly as alone, and concluded (records, evaluation, outputs) on its
     own: a run whose evaluation fails gets its exception in the returned list, the others their results."""
     backend = make_backend(cfgs[0].hardware)
     members = []
-    for cfg, out, res in zip(cfgs, out_dirs, resumes or [None] * len(cfgs)):
+    hooks = on_interrupt or [None] * len(cfgs)
+    for cfg, out, res, hook in zip(cfgs, out_dirs, resumes or [None] * len(cfgs), hooks):
         seed_everything(int(cfg.seed))
         task = setup_task(cfg, out, backend)
         logger = make_logger(cfg, out)
-        members.append(Member(task, make_engine(task, backend, logger, out, progress=False), logger, resume=res))
+        members.append(Member(task, make_engine(task, backend, logger, out, progress=False, on_interrupt=hook), logger,
+                              resume=res))
     t0 = time.perf_counter()
     try:
         GroupEngine(members, backend, progress).train()

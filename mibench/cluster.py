@@ -1,0 +1,70 @@
+"""What a run needs to know about the SLURM job it runs in: is it one, was it requeued, and why it is being
+stopped (its time limit or a preemption). Outside SLURM every function answers "no job"."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+
+# Slurm signals a job on a coarse clock (up to a minute early or late), so a signal this close to the time
+# limit (plus the signal's own lead time) counts as the limit
+SIGNAL_SLACK_S = 90.0
+
+
+def job_id() -> str | None:
+    """This process's SLURM job id (``SLURM_ARRAY_JOB_ID_TASK`` for an array task), or None outside SLURM."""
+    jid = os.environ.get("SLURM_JOB_ID")
+    if jid is None:
+        return None
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else jid
+
+
+def restart_count() -> int:
+    """How many times SLURM has requeued this job (0: its first start, or not a SLURM job)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in one of squeue's durations ``[D-]HH:MM:SS``, ``MM:SS``, ``M:SS``; None for UNLIMITED etc."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", text.strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return float(((d * 24 + h) * 60 + mi) * 60 + s)
+
+
+def job_times(jid: str | None = None) -> tuple[float, float] | None:
+    """(time limit, time used) of the job in seconds, from ``squeue``; None when it cannot tell."""
+    jid = jid or os.environ.get("SLURM_JOB_ID")
+    if not jid:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", jid, "-o", "%l|%M"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = out.stdout.strip().splitlines()[0].split("|") if out.stdout.strip() else []
+    if len(parts) != 2:
+        return None
+    limit, used = parse_duration(parts[0]), parse_duration(parts[1])
+    return (limit, used) if limit is not None and used is not None else None
+
+
+def interruption_kind(signum: int, times: tuple[float, float] | None, lead_s: float) -> str:
+    """``time_limit`` or ``preemption`` for a stop signal.
+
+    SIGUSR2 is what submitit asks SLURM to send ``lead_s`` (``signal_delay_s``) before the time limit;
+    SLURM also sends it at a preemption where the cluster sets ``preempt_send_user_signal``, and SIGTERM
+    otherwise (or on ``scancel``). So: SIGUSR2 within ``lead_s`` + slack of the limit is the time limit
+    (also when the times are unknown); anything else is a preemption.
+    """
+    if signum != signal.SIGUSR2:
+        return "preemption"
+    if times is None:
+        return "time_limit"
+    limit, used = times
+    return "time_limit" if limit - used <= lead_s + SIGNAL_SLACK_S else "preemption"
