@@ -68,3 +68,13 @@ def interruption_kind(signum: int, times: tuple[float, float] | None, lead_s: fl
         return "time_limit"
     limit, used = times
     return "time_limit" if limit - used <= lead_s + SIGNAL_SLACK_S else "preemption"
+
+
+def submission_warnings(benchmarks: list[str]) -> list[str]:
+    """One line per benchmark of a sweep bound for SLURM that cannot checkpoint (a requeue restarts it)."""
+    from .benchmarks import TASKS
+
+    resumable = sorted(n for n, t in TASKS.items() if t.resumable)
+    return [f"benchmark={b} cannot checkpoint: a job SLURM stops at its time limit or preempts starts again from "
+            f"step 0 (give it a hydra.launcher.timeout_min above its run time; resumable: {', '.join(resumable)})"
+            for b in dict.fromkeys(benchmarks) if b in TASKS and not TASKS[b].resumable]

@@ -178,3 +178,15 @@ def test_squeue_durations():
     assert cluster.parse_duration("1-02:03:04") == 93784.0
     assert cluster.parse_duration("02:03:04") == 7384.0 and cluster.parse_duration("3:04") == 184.0
     assert cluster.parse_duration("UNLIMITED") is None
+
+
+def test_a_sweep_bound_for_slurm_names_the_benchmarks_that_cannot_checkpoint():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mibench_launcher.sweep_progress import unresumable
+
+    cfg = lambda task: OmegaConf.create({"benchmark": {"name": "staircase"},  # noqa: E731
+                                         "hydra": {"overrides": {"task": task}}})
+    assert unresumable(cfg(["estimator=infonce,nwj"])) == []
+    (line,) = unresumable(cfg(["benchmark=staircase,dim", "seed=0,1"]))
+    assert line.startswith("benchmark=dim cannot checkpoint") and "resumable: clb, dsprites" in line

@@ -58,6 +58,22 @@ def sweep_plan(config: DictConfig) -> tuple[int | None, list[str]]:
         return None, []
 
 
+def unresumable(config: DictConfig) -> list[str]:
+    """Warnings for the benchmarks of a sweep bound for SLURM that cannot checkpoint (said at submission)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        names = [str(config.benchmark.name)]
+        for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+            if o.key_or_group == "benchmark":
+                names += [str(v) for v in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])]
+        from mibench.cluster import submission_warnings
+
+        return submission_warnings(names)
+    except Exception:  # noqa: BLE001 -- a warning must never stop a submission
+        return []
+
+
 def report(overrides: Sequence[str], status: str, seconds: float | None) -> None:
     """Print a finished job's line (nothing outside a sweep)."""
     if TALLY is not None:
@@ -80,6 +96,9 @@ class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global TALLY
         TALLY = SweepTally(*sweep_plan(config))
+        if "submitit" in str(config.hydra.launcher.get("_target_", "")) or config.hydra.launcher.get("submitit"):
+            for line in unresumable(config):
+                print(f"mibench: warning: {line}", file=sys.stderr, flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global TALLY
