@@ -78,3 +78,15 @@ def submission_warnings(benchmarks: list[str]) -> list[str]:
     return [f"benchmark={b} cannot checkpoint: a job SLURM stops at its time limit or preempts starts again from "
             f"step 0 (give it a hydra.launcher.timeout_min above its run time; resumable: {', '.join(resumable)})"
             for b in dict.fromkeys(benchmarks) if b in TASKS and not TASKS[b].resumable]
+
+
+def signal_lead_s(default: float = 120.0) -> float:
+    """How long before its time limit the job is signalled: the submitit launcher's ``signal_delay_s``
+    when this process is a Hydra job launched by it, else ``default`` (submitit's own default is 90)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        delay = HydraConfig.get().launcher.get("signal_delay_s") if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 -- no Hydra, or a launcher without the key
+        delay = None
+    return float(delay) if delay is not None else default

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from .. import cluster
 from .backend import Backend, needs_fabric
 from .logging import Logger, Progress, describe
 from .interrupt import Interrupts
@@ -397,7 +398,8 @@ class GroupEngine:
         every = min((e.checkpoint_every_s for e in engines if e.checkpoint and e.checkpoint_every_s), default=None)
         checkpoints = any(e.checkpoint for e in engines)
         streams = [m.task.segments(segment0) for m in members]
-        with Interrupts(every if checkpoints else None, install=None if checkpoints else False) as stop:
+        with Interrupts(every if checkpoints else None, lead_s=cluster.signal_lead_s(),
+                        install=None if checkpoints else False) as stop:
             for seg_index, segments in enumerate(zip(*streams), start=segment0):
                 t0 = time.perf_counter()
                 offset = ats[0].offset

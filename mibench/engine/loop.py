@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import cluster
 from ..records import CHECKPOINT
 from ..results import atomic_write_csv
 from .backend import Backend
@@ -154,7 +155,7 @@ class Engine:
             buf[: len(at.pending)] = at.pending.to(be.device)
         self.modules().train()
         lo = fit.t - len(at.pending)  # first step of the block being filled
-        with Interrupts(self.checkpoint_every_s if self.checkpoint else None,
+        with Interrupts(self.checkpoint_every_s if self.checkpoint else None, lead_s=cluster.signal_lead_s(),
                         install=None if self.checkpoint else False) as stop:
             for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
                 t0 = time.perf_counter()
