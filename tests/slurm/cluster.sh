@@ -29,8 +29,10 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 stop_daemons() {
     if pid_alive "$PIDS/slurmctld.pid"; then
-        SLURM_CONF=$CONF timeout 10 scancel --quiet --full --state=RUNNING,PENDING,REQUEUED,SUSPENDED "--user=$(id -un)" 2>/dev/null
-        sleep 1
+        SLURM_CONF=$CONF timeout 10 scancel --quiet --full "--user=$(id -un)" 2>/dev/null
+        for _ in $(seq 30); do  # until no job of ours runs (slurmstepd reports to slurmd, which must still be up)
+            [ -z "$(SLURM_CONF=$CONF timeout 5 squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] && break; sleep 0.5
+        done
     fi
     local d pid
     for d in slurmd slurmctld munged; do
@@ -40,6 +42,10 @@ stop_daemons() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
         rm -f "$PIDS/$d.pid"
+    done
+    # a job step whose slurmd is gone waits for it forever: end the slurmstepd processes of this cluster
+    for pid in $(pgrep -x slurmstepd); do
+        tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$CONF" && kill -9 "$pid" 2>/dev/null
     done
     return 0
 }
