@@ -27,21 +27,35 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_three_sacct_failures_print_one_line(tmp_path):
+def run_polls(tmp_path, sacct_stderr: str) -> str:
+    """Stdout and stderr of SCRIPT with a failing fake sacct that writes ``sacct_stderr`` to stderr."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "sacct").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "sacct").write_text(f"#!/bin/sh\nprintf '{sacct_stderr}' >&2\nexit 1\n")
     (fake / "sacct").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     out = p.stdout + p.stderr
     assert "polls: 3" in out
+    return out
+
+
+def test_three_sacct_failures_log_one_line(tmp_path):
+    out = run_polls(tmp_path, "")
     lines = [ln for ln in out.splitlines() if "sacct" in ln.lower()]
     assert len(lines) == 1, out
     assert "SLURM accounting (sacct) unavailable" in lines[0] and "further sacct warnings suppressed" in lines[0]
     assert "Bypassing" not in out
     assert out.count("another submitit warning") >= 1  # other submitit messages pass unchanged
+
+
+def test_sacct_own_error_printed_once(tmp_path):
+    """Real sacct also writes to stderr each poll (no accounting: "Slurm accounting storage is disabled"):
+    after the first failure, later calls send it to /dev/null."""
+    out = run_polls(tmp_path, "Slurm accounting storage is disabled\\n")
+    assert out.count("Slurm accounting storage is disabled") == 1, out
+    assert out.count("SLURM accounting (sacct) unavailable") == 1, out
 
 
 def test_filter_logs_real_text_once_and_installs_once():
@@ -55,6 +69,8 @@ def test_filter_logs_real_text_once_and_installs_once():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
+    core = sys.modules.get("submitit.core.core")  # the filter quiets its sacct calls: put it back after
+    saved = getattr(core, "subprocess", None)
     notice = logging.getLogger("mibench.slurm")
     handler = Collect()
     logger.addHandler(handler)
@@ -72,3 +88,5 @@ def test_filter_logs_real_text_once_and_installs_once():
         logger.removeHandler(handler)
         notice.removeHandler(handler)
         logger.filters.clear()
+        if core is not None:
+            core.subprocess = saved

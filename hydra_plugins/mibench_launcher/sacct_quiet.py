@@ -8,12 +8,20 @@ root handler). :class:`SacctQuiet`, a filter on the ``submitit`` logger, drops e
 first, logs :data:`MESSAGE` once through the ``mibench.slurm`` logger instead (root's handlers only: one line
 under Hydra, or Python's last-resort stderr line without any). Every other submitit message passes unchanged.
 
+sacct also writes its own error ("Slurm accounting storage is disabled") to the terminal on every poll, past
+any logging. So once sacct has failed, the filter also points ``submitit.core.core``'s ``subprocess`` at
+:class:`QuietSacct`, which runs later sacct calls with stderr to /dev/null (stdout, the states, is still
+read; every other command is untouched). A sweep then prints sacct's first error and the one line above.
+
 Installed by ``hydra_plugins/mibench_launcher/__init__.py``, which Hydra imports on every start (its plug-in
 scan), so it is in place before the submitit launcher polls. It imports only ``logging``.
 """
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from typing import Any
 
 LOGGER = "submitit"
 NOTICE_LOGGER = "mibench.slurm"  # not under "submitit": its records reach root's handlers only
@@ -39,7 +47,34 @@ class SacctQuiet(logging.Filter):
         self.seen += 1
         if self.seen == 1:
             logging.getLogger(NOTICE_LOGGER).warning(MESSAGE)
+            quiet_sacct_stderr()
         return False
+
+
+class QuietSacct:
+    """Stands in for the ``subprocess`` module in submitit.core.core: sacct's stderr goes to /dev/null."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def check_output(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(command, (list, tuple)) and command and os.path.basename(str(command[0])) == "sacct":
+            kwargs.setdefault("stderr", self._module.DEVNULL)
+        return self._module.check_output(command, *args, **kwargs)
+
+
+def quiet_sacct_stderr() -> bool:
+    """Make submitit's later sacct calls quiet on stderr (if submitit's watcher is loaded); True if in place."""
+    core = sys.modules.get("submitit.core.core")
+    sub = getattr(core, "subprocess", None)
+    if core is None or sub is None:
+        return False
+    if not isinstance(sub, QuietSacct):
+        core.subprocess = QuietSacct(sub)
+    return True
 
 
 def install(logger: logging.Logger | None = None) -> SacctQuiet:
@@ -53,4 +88,4 @@ def install(logger: logging.Logger | None = None) -> SacctQuiet:
     return f
 
 
-__all__ = ["MESSAGE", "SacctQuiet", "install"]
+__all__ = ["MESSAGE", "QuietSacct", "SacctQuiet", "install", "quiet_sacct_stderr"]
