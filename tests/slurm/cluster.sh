@@ -127,7 +127,7 @@ EOF
 }
 
 start() {
-    mkdir -p "$S"/{etc,state,spool,log,run,munge} || skip "cannot write $S"
+    mkdir -p "$S"/{etc,state,spool/localhost,log,run,munge} || skip "cannot write $S"
     chmod 700 "$S/munge"
     if pid_alive "$PIDS/slurmctld.pid"; then echo "cluster.sh: already running ($CONF)" >&2; echo "export SLURM_CONF=$CONF"; return 0; fi
     install_slurm
