@@ -10,7 +10,7 @@ BMI_PY   := $(BMI_VENV)/bin/python
 BMI_STAMP := $(BMI_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-bmi check-install run test test-fast bench clean
+.PHONY: help install install-bmi check-install run test test-fast test-slurm bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,16 @@ test: $(STAMP)  ## run the test suite (2 worker processes, one thread each: pyte
 
 test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
 	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slurm: $(STAMP)  ## a 2-job sweep on a one-node SLURM started on localhost (tests/slurm/; skips if SLURM cannot run here)
+	@scratch=$$(mktemp -d /tmp/mibench-slurm.XXXXXX); \
+	trap 'tests/slurm/cluster.sh stop "$$scratch"; rm -rf "$$scratch"' EXIT; \
+	line=$$(tests/slurm/cluster.sh start "$$scratch"); rc=$$?; \
+	if [ $$rc -eq 77 ]; then echo "make test-slurm: skipped: $$line"; exit 0; fi; \
+	if [ $$rc -ne 0 ]; then echo "$$line"; echo "make test-slurm: cluster.sh start failed ($$rc), logs:"; tail -n 20 "$$scratch"/log/*.log; exit $$rc; fi; \
+	eval "$$line"; echo "make test-slurm: SLURM_CONF=$$SLURM_CONF"; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests/slurm/test_slurm_sweep.py; rc=$$?; \
+	if [ $$rc -ne 0 ]; then tail -n 20 "$$scratch"/log/slurm*.log; fi; exit $$rc
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)
 	$(PY) -W ignore bench/staircase_speed.py --repeats 3
