@@ -50,15 +50,20 @@ RESUMABLE_STATUSES = ("running", "crashed", "interrupted")  # a record whose che
 
 
 def requeued_here(cfg: DictConfig, out: Path) -> Path | None:
-    """The checkpoint in ``out`` when this process is a SLURM requeue of the run that wrote it (the job was
-    stopped for its time limit or preempted, and SLURM or submitit started it again), else None."""
+    """When this process is a SLURM requeue of the run in ``out`` (stopped for its time limit or preempted,
+    and started again by SLURM or submitit): its checkpoint, or ``out`` itself when that run had already
+    finished (stopped after its last step); else None."""
     from . import cluster
     from .records import config_hash, read_record
 
-    if cluster.restart_count() < 1 or not (out / CHECKPOINT).exists():
+    if cluster.restart_count() < 1:
         return None
     rec = read_record(out)
-    ok = rec is not None and rec.get("config_hash") == config_hash(cfg) and rec.get("status") in RESUMABLE_STATUSES
+    if rec is None or rec.get("config_hash") != config_hash(cfg):
+        return None
+    if rec.get("status") in ("completed", "diverged"):
+        return out
+    ok = rec.get("status") in RESUMABLE_STATUSES and (out / CHECKPOINT).exists()
     return out / CHECKPOINT if ok else None
 
 
@@ -109,6 +114,13 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
         resumable = ", ".join(n for n, t in TASKS.items() if t.resumable)
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
     requeue = requeued_here(cfg, out) if reuse else None
+    if requeue == out:
+        msg = f"skipped: SLURM requeued this job after its run had finished -> {out}"
+        LAST_RECORD.clear()
+        LAST_RECORD.update(status="skipped", out_dir=str(out))
+        if echo:
+            print(f"mibench: {msg}")
+        return RunResult(status="skipped", out_dir=out, text=msg)
     if requeue is not None:
         from . import cluster
 
@@ -179,6 +191,10 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     })
     interruptions = result.extra.get("interruptions") or []
     record["interruptions"], record["interruption_counts"] = interruptions, interruption_counts(interruptions)
+    from . import cluster
+
+    if cluster.job_id() is not None:  # every requeue, also one signalled before the run had started training
+        record["slurm"] = {"job_id": cluster.job_id(), "restart_count": cluster.restart_count()}
     _log_to_wandb(prep.cfg, prep.out, record)
     write_record(prep.out, record)
     LAST_RECORD.clear()

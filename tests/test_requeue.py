@@ -73,9 +73,13 @@ def test_staircase_requeued_twice_ends_with_the_uninterrupted_numbers(slurm, run
     rec = json.loads((out / "result.json").read_text())
     assert res.status == rec["status"] == "completed" and rec["resumed"] is True and rec["steps_done"] == 30
     assert rec["interruption_counts"] == {"time_limit": 1, "preemption": 1}
+    assert rec["slurm"] == {"job_id": "4242", "restart_count": 2}
     assert not (out / "checkpoint.pt").exists()
     for name in ("steps.csv", "summary.csv"):
         assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+    # stopped after its last step, requeued once more: the finished run is kept, not trained again
+    again = attempt(slurm, 3, None, go)
+    assert again.status == "skipped" and json.loads((out / "result.json").read_text()) == rec
 
 
 def test_outside_a_requeue_the_own_checkpoint_is_not_taken(slurm, runs_dir):
