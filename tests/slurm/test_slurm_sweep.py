@@ -70,3 +70,66 @@ def test_sweep_on_slurm_matches_local_runs(tmp_path):
         assert ref["status"] == "completed", (est, ref["status"])
         a, b = (job / "steps.csv").read_bytes(), (local[est] / "steps.csv").read_bytes()
         assert a.count(b"\n") == 101 and a == b, f"{est}: steps.csv differs between SLURM and the local run"
+
+
+# jobs that need more than twice their 1-minute limit: STEPS_PER_LEVEL x 2 levels at ~190 steps/s here, and each
+# attempt trains only between its start (~7 s) and SLURM's SIGUSR2 (signal_delay_s=30 before the limit, which
+# slurmctld's 30 s tick sends up to ~30 s earlier still), then waits ~12 s to start again
+LONG_STEPS = int(os.environ.get("SLURM_TEST_STEPS", "7000"))
+LONG = [*TINY[:-2], f"dataset.steps_per_level={LONG_STEPS}", "benchmark.plot=false", "logger=none"]
+
+
+def _running_job(sweep_dir: Path, name: str) -> str | None:
+    """The SLURM id of the sweep's job whose run directory is ``name``, once its run is training."""
+    run = sweep_dir / name
+    if not (run / "steps.csv.partial").exists():
+        return None
+    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %o"], capture_output=True, text=True).stdout
+    ids = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return next((i for i in ids if i.endswith("_0")), None)  # array task 0 is job 0
+
+
+def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tmp_path):
+    """Each job needs 2-3 times its time limit: SLURM signals it, it checkpoints, submitit requeues it and it
+    resumes from the checkpoint, again and again; job 0 is also requeued once by ``scontrol requeue`` (what a
+    preemption with PreemptMode=REQUEUE does: SIGTERM, then requeue). Every job completes with the numbers
+    of an uninterrupted local run and its record counts both kinds of interruption."""
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    sweep = mibench(["-m", "hydra/launcher=submitit_slurm", *LONG, f"estimator={','.join(ESTIMATORS)}",
+                     f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1",
+                     "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+                     "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep_dir}"], runs=tmp_path / "runs")
+    t0 = time.monotonic()
+    preempted = None
+    while preempted is None and time.monotonic() - t0 < 240 and sweep.poll() is None:
+        jid = _running_job(sweep_dir, f"0_{ESTIMATORS[0]}_s0")
+        if jid is not None and time.monotonic() - t0 > 20:
+            time.sleep(3)
+            subprocess.run(["scontrol", "requeue", jid], check=True)
+            preempted = jid
+        time.sleep(1)
+    local = {}
+    for est in ESTIMATORS:  # the same runs without SLURM
+        local[est] = tmp_path / f"local_{est}"
+        p = mibench([*LONG, f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out
+    out, _ = sweep.communicate(timeout=1800)
+    wall = time.monotonic() - t0
+    assert sweep.returncode == 0, out
+    print(f"\nrequeue sweep: {wall:.0f} s wall, {2 * LONG_STEPS} steps a job, scontrol requeue of {preempted}")
+    for n, est in enumerate(ESTIMATORS):
+        job = sweep_dir / f"{n}_{est}_s0"
+        rec = json.loads((job / "result.json").read_text())
+        print(f"  {est}: {rec['status']}, {rec.get('interruption_counts')}, slurm {rec.get('slurm')}, "
+              f"wall {rec['wall_time_s']} s (last attempt)")
+        assert rec["status"] == "completed" and rec["resumed"] is True, (est, rec["status"])
+        assert rec["slurm"]["restart_count"] >= 2  # requeued at least twice
+        assert rec["interruption_counts"]["time_limit"] >= 1
+        if n == 0 and preempted is not None:
+            assert rec["interruption_counts"]["preemption"] >= 1, rec["interruptions"]
+        assert not (job / "checkpoint.pt").exists()
+        assert (job / "steps.csv").read_bytes() == (local[est] / "steps.csv").read_bytes(), est
+        assert (job / "summary.csv").read_bytes() == (local[est] / "summary.csv").read_bytes(), est
