@@ -194,3 +194,19 @@ def test_a_sweep_bound_for_slurm_names_the_benchmarks_that_cannot_checkpoint():
     assert unresumable(cfg(["estimator=infonce,nwj"])) == []
     (line,) = unresumable(cfg(["benchmark=staircase,dim", "seed=0,1"]))
     assert line.startswith("benchmark=dim cannot checkpoint") and "resumable: clb, dsprites" in line
+
+
+@pytest.mark.parametrize("hw,gpus", [("slurm_cpu", None), ("slurm_gpu", 1)])
+def test_slurm_hardware_choices_compose_the_submitit_launcher(hw, gpus):
+    import subprocess
+
+    import yaml
+
+    from test_cli import ROOT
+
+    p = subprocess.run([sys.executable, "-m", "mibench", f"hardware={hw}", "--cfg", "hydra"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    launcher = yaml.safe_load(p.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher") and launcher["gpus_per_node"] == gpus
+    assert launcher["signal_delay_s"] == 120 and launcher["max_num_timeout"] == 20  # requeues allowed
