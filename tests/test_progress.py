@@ -216,3 +216,20 @@ def test_dim_probe_bar_shows_each_probes_training_accuracy(monkeypatch):
     assert set(seen[-1]) == {"epoch", "mlp/fc", "mlp/y", "linear/fc", "linear/y"} and seen[-1]["epoch"] == "30/30"
     assert seen[-1]["linear/y"] == 1.0 and seen[0]["linear/y"] < 1.0  # learned the separable labels
     assert "dim_probes" in err and "linear/y=1.000" in err
+
+
+def test_a_task_with_the_old_three_argument_hook_still_gets_its_bar(monkeypatch, tmp_path):
+    """Stable interface: a task that overrides progress(lo, hi, rows) (before Step.shown) is called as before."""
+    from mibench.benchmarks.staircase import Staircase
+
+    calls = []
+
+    def old_style(self, lo, hi, rows):
+        calls.append((lo, hi))
+        return {"lo": lo}
+
+    monkeypatch.setattr(Staircase, "progress", old_style)
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    run(compose_config(TINY + ["trainer.enable_progress_bar=true"], out_dir=tmp_path / "r"), echo=False)
+    monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    assert calls == [(0, 5), (5, 10), (10, 15)]

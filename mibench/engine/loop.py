@@ -267,7 +267,9 @@ class Engine:
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
         if self.progress.enabled:  # the task's fields, from the host rows of this block (never per step)
-            self.progress.update(hi - lo, task.progress(lo, hi, block, shown))
+            # (``shown`` only to a task that declares shown_columns: a task written before it keeps its 3 arguments)
+            fields = task.progress(lo, hi, block, shown) if task.shown_columns else task.progress(lo, hi, block)
+            self.progress.update(hi - lo, fields)
 
     def write_steps(self) -> pd.DataFrame:
         """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""
