@@ -61,7 +61,7 @@ test-slurm: $(STAMP)  ## a 2-job sweep on a one-node SLURM started on localhost 
 	if [ $$rc -eq 77 ]; then echo "make test-slurm: skipped: $$line"; exit 0; fi; \
 	if [ $$rc -ne 0 ]; then echo "$$line"; echo "make test-slurm: cluster.sh start failed ($$rc), logs:"; tail -n 20 "$$scratch"/log/*.log; exit $$rc; fi; \
 	eval "$$line"; echo "make test-slurm: SLURM_CONF=$$SLURM_CONF"; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests/slurm/test_slurm_sweep.py; rc=$$?; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/slurm/test_slurm_sweep.py; rc=$$?; \
 	if [ $$rc -ne 0 ]; then tail -n 20 "$$scratch"/log/slurm*.log; fi; exit $$rc
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)

@@ -79,14 +79,18 @@ LONG_STEPS = int(os.environ.get("SLURM_TEST_STEPS", "7000"))
 LONG = [*TINY[:-2], f"dataset.steps_per_level={LONG_STEPS}", "benchmark.plot=false", "logger=none"]
 
 
-def _running_job(sweep_dir: Path, name: str) -> str | None:
-    """The SLURM id of the sweep's job whose run directory is ``name``, once its run is training."""
-    run = sweep_dir / name
-    if not (run / "steps.csv.partial").exists():
+def _training_job(sweep_dir: Path, name: str, after_s: int = 10) -> str | None:
+    """The SLURM id of the sweep's job whose run directory is ``name``, once it has run ``after_s`` seconds
+    (past mibench's start-up: its run record says running)."""
+    rec = sweep_dir / name / "result.json"
+    if not rec.exists() or json.loads(rec.read_text()).get("status") != "running":
         return None
-    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %o"], capture_output=True, text=True).stdout
-    ids = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return next((i for i in ids if i.endswith("_0")), None)  # array task 0 is job 0
+    out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %M"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        jid, used = line.split()
+        if jid.endswith("_0") and int(used.split(":")[-1]) + 60 * int(used.split(":")[-2]) >= after_s:
+            return jid  # array task 0 is job 0
+    return None
 
 
 def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tmp_path):
@@ -104,9 +108,8 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
     t0 = time.monotonic()
     preempted = None
     while preempted is None and time.monotonic() - t0 < 240 and sweep.poll() is None:
-        jid = _running_job(sweep_dir, f"0_{ESTIMATORS[0]}_s0")
-        if jid is not None and time.monotonic() - t0 > 20:
-            time.sleep(3)
+        jid = _training_job(sweep_dir, f"0_{ESTIMATORS[0]}_s0")
+        if jid is not None and time.monotonic() - t0 > 60:  # (after a time-limit requeue or two)
             subprocess.run(["scontrol", "requeue", jid], check=True)
             preempted = jid
         time.sleep(1)
