@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["dataset.batch_size=8", "dataset.mi_levels=[1,2]", "dataset.steps_per_level=5",
         "benchmark.plot=false", "logger=none", "trainer.enable_progress_bar=false", "hydra.launcher.progress=false"]
-SWEEP = ["estimator=infonce,nwj", "seed=0,1", "dataset.dim=2"]  # one group of 4 runs
+SWEEP = ["estimator=infonce,nwj", "dataset.dim=2"]  # one group of 2 runs
 
 
 def _start(args: list[str], root: Path, sweep_dir: Path) -> subprocess.Popen:
@@ -41,8 +41,8 @@ def _runs(sweep_dir: Path) -> dict[str, dict]:
 
 
 def _submitted_jobs(sweep_dir: Path) -> list[Path]:
-    """The submitit job folders (one per submitted job; .submitit/%j holds <job id>_submitted.pkl)."""
-    return sorted(p.parent for p in (sweep_dir / ".submitit").glob("*/*_submitted.pkl"))
+    """The submitit job folders, one per submitted job (.submitit/%j: <job id>_0_log.out, ...)."""
+    return sorted(p.parent for p in (sweep_dir / ".submitit").glob("*/*_0_log.out"))
 
 
 def _check_same_as_local(sweep_dir: Path, local_dir: Path, n_runs: int, group_sizes: list[int]) -> None:
@@ -59,21 +59,40 @@ def _check_same_as_local(sweep_dir: Path, local_dir: Path, n_runs: int, group_si
 
 
 def test_one_submitit_job_per_group(tmp_path):
-    """4 compatible runs, through submitit's local executor: one job (a process) trains them as one group;
-    every run's records are complete and its steps.csv is byte-identical to the same sweep trained in
-    the launching process (hydra/launcher=vectorized; both sweeps run at once)."""
+    """2 compatible runs through submitit's debug executor (the job runs in the launching process: the
+    fast check; the local executor's processes are the slow test below): one submitted job trains them as
+    one group, every run's records are complete and its steps.csv is byte-identical to the same sweep
+    trained by hydra/launcher=vectorized (both sweeps run at once)."""
     sweep_dir, local_dir = tmp_path / "submitit", tmp_path / "local"
-    sub = _start(["hydra/launcher=vectorized_slurm", "hydra.launcher.submitit=local", "hydra.launcher.timeout_min=5",
-                  *SWEEP], tmp_path / "runs_a", sweep_dir)
+    sub = _start(["hydra/launcher=vectorized_slurm", "hydra.launcher.submitit=debug", *SWEEP], tmp_path / "runs_a",
+                 sweep_dir)
     ref = _start(["hydra/launcher=vectorized", *SWEEP], tmp_path / "runs_b", local_dir)
     out = _finish(sub, 240)
     _finish(ref, 240)
-    assert "1 vectorised group(s) of 4 runs, 0 alone" in out, out[-3000:]
-    assert "Submitted 1 submitit 'local' job(s)" in out, out[-3000:]
+    assert "1 vectorised group(s) of 2 runs, 0 alone" in out, out[-3000:]
+    assert "Submitted 1 submitit 'debug' job(s)" in out, out[-3000:]
+    assert len(_submitted_jobs(sweep_dir)) == 1
+    assert out.count("] estimator=") == 2  # the sweep's progress lines, one per run, printed by the launcher
+    _check_same_as_local(sweep_dir, local_dir, 2, [2] * 2)
+
+
+@pytest.mark.slow
+def test_local_executor_one_process_per_group(tmp_path):
+    """2 groups of 2 runs (two data dimensions) through submitit's local executor: 2 jobs, each a process
+    that unpickles the launcher and trains its group (what a SLURM node does); the records and steps.csv
+    equal the same sweep under hydra/launcher=vectorized."""
+    sweep_dir, local_dir = tmp_path / "submitit", tmp_path / "local"
+    sweep = [*SWEEP[:-1], "dataset.dim=2,3"]
+    sub = _start(["hydra/launcher=vectorized_slurm", "hydra.launcher.submitit=local", "hydra.launcher.timeout_min=5",
+                  *sweep], tmp_path / "runs_a", sweep_dir)
+    ref = _start(["hydra/launcher=vectorized", *sweep], tmp_path / "runs_b", local_dir)
+    out = _finish(sub, 300)
+    _finish(ref, 300)
+    assert "2 vectorised group(s) of 2, 2 runs, 0 alone" in out, out[-3000:]
+    assert "Submitted 2 submitit 'local' job(s)" in out, out[-3000:]
     jobs = _submitted_jobs(sweep_dir)
-    assert len(jobs) == 1 and list(jobs[0].glob("*_result.pkl")), jobs
-    assert out.count("] estimator=") == 4  # the sweep's progress lines, one per run, printed by the launcher
-    _check_same_as_local(sweep_dir, local_dir, 4, [4] * 4)
+    assert len(jobs) == 2 and all(list(j.glob("*_result.pkl")) for j in jobs), jobs
+    _check_same_as_local(sweep_dir, local_dir, 4, [2] * 4)
 
 
 def test_executor_parameters(tmp_path):
@@ -127,8 +146,8 @@ def test_real_slurm_one_job_per_group(tmp_path):
     ref = _start(["hydra/launcher=vectorized", *sweep], tmp_path / "runs_b", local_dir)
     _finish(ref, 600)
     out = _finish(sub, 600)
-    assert "2 vectorised group(s) of 4, 4 runs, 0 alone" in out, out[-3000:]
+    assert "2 vectorised group(s) of 2, 2 runs, 0 alone" in out, out[-3000:]
     jobs = _submitted_jobs(sweep_dir)
     assert len(jobs) == 2 and all(list(j.glob("*_result.pkl")) for j in jobs), (jobs, out[-3000:])
     assert "Submitted 2 submitit 'slurm' job(s)" in out, out[-3000:]
-    _check_same_as_local(sweep_dir, local_dir, 8, [4] * 8)
+    _check_same_as_local(sweep_dir, local_dir, 4, [2] * 4)

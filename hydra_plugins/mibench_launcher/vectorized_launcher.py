@@ -23,6 +23,7 @@ it imports nothing heavy: Hydra scans it on every start.)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -171,6 +172,7 @@ class VectorizedLauncher(Launcher):
 
         executor = self._executor()
         state = Singleton.get_state()
+        self._submitter = _process()
         args = [("alone" if u[0] in alone else "group", [jobs[i] for i in u], state) for u in units]
         if self.submitit == "slurm":  # one sbatch: a job array (array_parallelism at once)
             with executor.batch():
@@ -188,6 +190,8 @@ class VectorizedLauncher(Launcher):
                 rets = [_failed(jobs[i][1], e) for i in u]
             for i, r in zip(u, rets):
                 returns[i] = r
+                if self.submitit == "debug":
+                    continue  # ran here: the job already printed its runs' progress lines
                 rec = _record(r)
                 report(list(jobs[i][1].hydra.overrides.task),
                        "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
@@ -200,7 +204,8 @@ class VectorizedLauncher(Launcher):
         them without submitit. The configs come composed from the submitting process (with the sweep
         directory resolved there); a requeued job runs the same group again (``checkpoint``)."""
         assert self.config is not None and self.task_function is not None
-        Singleton.set_state(singleton_state)
+        if _process() != getattr(self, "_submitter", None):  # (the debug executor runs jobs in the launching process)
+            Singleton.set_state(singleton_state)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         restarts = _restarts()
@@ -218,9 +223,13 @@ class VectorizedLauncher(Launcher):
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-def _restarts() -> int:
-    import os
+def _process() -> tuple[str, int]:
+    import socket
 
+    return socket.gethostname(), os.getpid()
+
+
+def _restarts() -> int:
     try:
         return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     except ValueError:
