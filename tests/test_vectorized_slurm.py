@@ -151,3 +151,36 @@ def test_real_slurm_one_job_per_group(tmp_path):
     assert len(jobs) == 2 and all(list(j.glob("*_result.pkl")) for j in jobs), (jobs, out[-3000:])
     assert "Submitted 2 submitit 'slurm' job(s)" in out, out[-3000:]
     _check_same_as_local(sweep_dir, local_dir, 4, [2] * 4)
+
+
+def test_a_failed_job_fails_its_runs(tmp_path, monkeypatch):
+    """A job that ends without a result (node lost, cancelled) makes each of its runs a FAILED JobReturn
+    carrying the error, after the other jobs' results are in; Hydra raises it when it reads the result."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mibench_launcher.vectorized_launcher import VectorizedLauncher
+
+    class Job:
+        def __init__(self, fn, kind, jobs, state):
+            self.job_id, self.jobs = f"j{jobs[0][0]}", jobs
+
+        def result(self):
+            if self.jobs[0][0] == 0:
+                raise RuntimeError("Job j0 has not produced any output (state: CANCELLED)")
+            return [JobReturn(overrides=[], cfg=c, status=JobStatus.COMPLETED, _return_value=1.5) for _, c in self.jobs]
+
+    class Executor:
+        folder = tmp_path
+
+        def submit(self, fn, *args):
+            return Job(fn, *args)
+
+    launcher = VectorizedLauncher(submitit="local")
+    monkeypatch.setattr(launcher, "_executor", lambda: Executor())
+    cfg = [OmegaConf.create({"hydra": {"overrides": {"task": [f"seed={k}"]}, "job": {"name": "app"}}}) for k in range(3)]
+    rets = launcher._submit(list(enumerate(cfg)), [[0, 1], [2]], alone={2})
+    assert [r.status for r in rets] == [JobStatus.FAILED, JobStatus.FAILED, JobStatus.COMPLETED]
+    assert rets[2].return_value == 1.5 and rets[1].overrides == ["seed=1"]
+    with pytest.raises(RuntimeError, match="CANCELLED"):
+        rets[0].return_value

@@ -186,7 +186,8 @@ class VectorizedLauncher(Launcher):
             try:
                 rets: list[JobReturn] = job.result()
             except Exception as e:  # noqa: BLE001 -- the job itself failed: each of its runs fails with it
-                log.error(f"submitit job {job.job_id} ({len(u)} run(s)) failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                log.error(f"submitit job {job.job_id} ({len(u)} run(s)) failed: {why}")
                 rets = [_failed(jobs[i][1], e) for i in u]
             for i, r in zip(u, rets):
                 returns[i] = r
