@@ -9,16 +9,26 @@ runs alone, one after the other, as under Hydra's basic launcher. Each job still
 ``.hydra/`` files, config.yaml, result.json, steps.csv, summary.csv and figure, so leaderboards, ``resume``
 and skipping of finished runs work as for any other launcher.
 
+``hydra/launcher=vectorized_slurm`` (``hydra.launcher.submitit: slurm``) plans the same groups, then
+submits ONE submitit job per group and one per job that trains alone, each running on its node what this
+launcher otherwise runs here (the group's preparation and batched training, or the lone job), waits for
+them all and returns their JobReturns. The SLURM keys are those of Hydra's ``submitit_slurm`` launcher
+(partition, timeout_min, ..., so ``hardware=slurm_gpu`` composes with it); ``submitit: local`` or
+``debug`` runs the jobs through submitit without SLURM (tests). A job is requeue-able (``checkpoint``):
+after a timeout or preemption SLURM runs the same group again. See docs/vectorized.md.
+
 (Hydra instantiates launchers from the ``hydra_plugins`` namespace only, hence this package beside mibench/;
 it imports nothing heavy: Hydra scans it on every start.)
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -27,10 +37,36 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 
+# submitit's executor-independent parameters (AutoExecutor); the other keys of Hydra's SlurmQueueConf are
+# SLURM's own (passed as slurm_<key>), max_num_timeout goes to the executor's constructor
+GENERIC = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
+           "stderr_to_stdout"}
+SLURM_KEYS = {"partition", "qos", "comment", "constraint", "exclude", "gres", "cpus_per_gpu", "gpus_per_task",
+              "mem_per_gpu", "mem_per_cpu", "account", "signal_delay_s", "additional_parameters",
+              "array_parallelism", "setup"}
+CLUSTERS = ("slurm", "local", "debug")
+
+
 class VectorizedLauncher(Launcher):
-    def __init__(self, max_group_size: int | None = None, memory_fraction: float = 0.5, progress: bool = True) -> None:
+    def __init__(self, max_group_size: int | None = None, memory_fraction: float = 0.5, progress: bool = True,
+                 submitit: str | None = None, **queue: Any) -> None:
+        """``submitit``: None trains here; "slurm" (or "local", "debug": submitit without SLURM) submits one
+        job per group. ``queue``: the keys of Hydra's SlurmQueueConf (submitit_folder, timeout_min,
+        partition, ...); without ``submitit`` they are ignored (``hardware=slurm_gpu`` sets them)."""
         super().__init__()
         self.max_group_size, self.memory_fraction, self.progress = max_group_size, float(memory_fraction), progress
+        if submitit is not None and submitit not in CLUSTERS:
+            raise ValueError(f"hydra.launcher.submitit={submitit!r}: one of null, {', '.join(CLUSTERS)}")
+        unknown = set(queue) - GENERIC - SLURM_KEYS - {"submitit_folder", "max_num_timeout"}
+        if unknown:
+            raise ValueError(f"hydra.launcher: unknown key(s) {', '.join(sorted(unknown))} (SLURM keys: "
+                             f"{', '.join(sorted(GENERIC | SLURM_KEYS | {'submitit_folder', 'max_num_timeout'}))})")
+        for k in ("nodes", "tasks_per_node"):  # a group trains in one process
+            if queue.get(k) not in (None, 1):
+                raise ValueError(f"hydra.launcher.{k}={queue[k]}: a vectorised group trains in one process (1)")
+        self.submitit = submitit
+        self.queue = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                      for k, v in queue.items()}
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -52,6 +88,7 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs: list[tuple[int, DictConfig]] = []
+        sweep_dir = str(self.config.hydra.sweep.dir)  # resolved here: ${uid:} differs in every process
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
@@ -59,6 +96,7 @@ class VectorizedLauncher(Launcher):
             with open_dict(cfg):
                 cfg.hydra.job.id = idx
                 cfg.hydra.job.num = idx
+                cfg.hydra.sweep.dir = sweep_dir
             jobs.append((idx, cfg))
         groups: dict[str, list[int]] = {}
         alone: list[int] = []
@@ -72,6 +110,9 @@ class VectorizedLauncher(Launcher):
         reasons = {_on_task_config(jobs[i][1], why_alone) or "no other job of its group" for i in alone}
         for why in sorted(reasons):
             log.info(f"\talone: {why}")
+        if self.submitit is not None:
+            units = [members for members in groups.values()] + [[i] for i in sorted(alone)]
+            return self._submit(jobs, units, alone=set(alone))
         returns: list[JobReturn | None] = [None] * len(jobs)
         for members in groups.values():
             for i, ret in zip(members, self._launch_group([jobs[i] for i in members])):
@@ -105,6 +146,111 @@ class VectorizedLauncher(Launcher):
             if r.status == JobStatus.COMPLETED and not isinstance(r._return_value, (float, int, type(None))):
                 r.return_value = getattr(r._return_value, "objective", None)
         return rets
+
+
+    # ---- one submitit job per group (hydra.launcher.submitit) -------------------------------------------
+
+    def _executor(self) -> Any:
+        import submitit
+
+        assert self.config is not None
+        params = {k: v for k, v in self.queue.items() if v is not None}
+        folder = params.pop("submitit_folder", f"{self.config.hydra.sweep.dir}/.submitit/%j")
+        init = {f"{self.submitit}_max_num_timeout": params.pop("max_num_timeout")} \
+            if "max_num_timeout" in params and self.submitit != "debug" else {}
+        params.pop("max_num_timeout", None)
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.submitit, **init)
+        executor.update_parameters(**{k if k in GENERIC else f"slurm_{k}": v for k, v in params.items()
+                                      if k in GENERIC or self.submitit == "slurm"})
+        return executor
+
+    def _submit(self, jobs: list[tuple[int, DictConfig]], units: list[list[int]], alone: set[int]) -> list[JobReturn]:
+        """Submit one job per unit (a group, or one job alone), wait for all, return the JobReturns in the
+        sweep's order. A unit whose submitit job failed (its node died, it was cancelled) returns FAILED
+        JobReturns carrying the error, which Hydra raises once every job has finished."""
+        from .sweep_progress import report
+
+        executor = self._executor()
+        state = Singleton.get_state()
+        self._submitter = _process()
+        args = [("alone" if u[0] in alone else "group", [jobs[i] for i in u], state) for u in units]
+        if self.submitit == "slurm":  # one sbatch: a job array (array_parallelism at once)
+            with executor.batch():
+                submitted = [executor.submit(self, *a) for a in args]
+        else:
+            submitted = [executor.submit(self, *a) for a in args]
+        log.info(f"Submitted {len(submitted)} submitit '{self.submitit}' job(s), one per group and one per job "
+                 f"alone: {' '.join(str(j.job_id) for j in submitted)} (logs: {executor.folder})")
+        returns: list[JobReturn | None] = [None] * len(jobs)
+        for u, job in zip(units, submitted):
+            try:
+                rets: list[JobReturn] = job.result()
+            except Exception as e:  # noqa: BLE001 -- the job itself failed: each of its runs fails with it
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                log.error(f"submitit job {job.job_id} ({len(u)} run(s)) failed: {why}")
+                rets = [_failed(jobs[i][1], e) for i in u]
+            for i, r in zip(u, rets):
+                returns[i] = r
+                if self.submitit == "debug":
+                    continue  # ran here: the job already printed its runs' progress lines
+                rec = _record(r)
+                report(list(jobs[i][1].hydra.overrides.task),
+                       "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
+                       rec.get("wall_time_s"))
+        return returns  # type: ignore[return-value]
+
+    def __call__(self, kind: str, jobs: list[tuple[int, DictConfig]],
+                 singleton_state: dict[Any, Any]) -> list[JobReturn]:
+        """On the node: a group's preparation and batched training, or one job alone, as ``launch`` runs
+        them without submitit. The configs come composed from the submitting process (with the sweep
+        directory resolved there); a requeued job runs the same group again (``checkpoint``)."""
+        assert self.config is not None and self.task_function is not None
+        if _process() != getattr(self, "_submitter", None):  # (the debug executor runs jobs in the launching process)
+            Singleton.set_state(singleton_state)
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        restarts = _restarts()
+        log.info(f"{kind} of {len(jobs)} run(s): #{' #'.join(str(i) for i, _ in jobs)}"
+                 + (f" (requeued: restart {restarts})" if restarts else ""))
+        if kind == "alone":
+            return [self._job(job, self.task_function) for job in jobs]
+        return self._launch_group(jobs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """On timeout or preemption (submitit's signal handler): resubmit the same group; its runs resume
+        from their checkpoints (or are skipped when they completed)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _process() -> tuple[str, int]:
+    import socket
+
+    return socket.gethostname(), os.getpid()
+
+
+def _restarts() -> int:
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def _failed(cfg: DictConfig, e: BaseException) -> JobReturn:
+    return JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg, task_name=str(cfg.hydra.job.name),
+                     status=JobStatus.FAILED, _return_value=e)
+
+
+def _record(ret: JobReturn) -> dict[str, Any]:
+    """The run's result.json (status, wall time) if its job wrote one."""
+    import json
+
+    try:
+        out = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg is not None else ret.cfg.out_dir
+        return json.loads((Path(str(out)) / "result.json").read_text())
+    except Exception:  # noqa: BLE001 -- no record: the job failed before preparing its run
+        return {}
 
 
 def _on_task_config(cfg: DictConfig, fn: Any) -> str | None:
