@@ -148,7 +148,8 @@ def preflight(args: list[str]) -> str | None:
         return str(e)
     combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
     # jobs that run elsewhere (SLURM) check their GPU where they run, not on the submitting node
-    remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hardware=slurm")) for a in raw)
+    remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hydra/launcher=vectorized_slurm", "hardware=slurm"))
+                 for a in raw)
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
