@@ -54,14 +54,15 @@ test: $(STAMP)  ## run the test suite (2 worker processes, one thread each: pyte
 test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
-test-slurm: $(STAMP)  ## a 2-job sweep on a one-node SLURM started on localhost (tests/slurm/; skips if SLURM cannot run here)
+test-slurm: $(STAMP)  ## sweeps on a one-node SLURM started on localhost: time limits, a preemption, one job per vectorised group (skips if SLURM cannot run here)
 	@scratch=$$(mktemp -d /tmp/mibench-slurm.XXXXXX); \
 	trap 'tests/slurm/cluster.sh stop "$$scratch"; rm -rf "$$scratch"' EXIT; \
 	line=$$(tests/slurm/cluster.sh start "$$scratch"); rc=$$?; \
 	if [ $$rc -eq 77 ]; then echo "make test-slurm: skipped: $$line"; exit 0; fi; \
 	if [ $$rc -ne 0 ]; then echo "$$line"; echo "make test-slurm: cluster.sh start failed ($$rc), logs:"; tail -n 20 "$$scratch"/log/*.log; exit $$rc; fi; \
 	eval "$$line"; echo "make test-slurm: SLURM_CONF=$$SLURM_CONF"; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/slurm/test_slurm_sweep.py; rc=$$?; \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/slurm/test_slurm_sweep.py \
+	    tests/test_vectorized_slurm.py::test_real_slurm_one_job_per_group; rc=$$?; \
 	if [ $$rc -ne 0 ]; then tail -n 20 "$$scratch"/log/slurm*.log; fi; exit $$rc
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)
