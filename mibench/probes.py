@@ -63,7 +63,10 @@ class Probes(Task):
             for layer in self.train_f:  # every layer given (DIM: conv / fc / Y)
                 self.nets[f"{k}_{layer}"] = make_probe(k, self.train_f[layer].shape[1], self.num_classes,
                                                        self.hidden, self.dropout)
-        self.shown_columns = tuple(self.nets)  # each probe's training-batch accuracy, for the progress bar
+
+    @property
+    def shown_columns(self) -> tuple[str, ...]:  # each probe's training-batch accuracy, for the progress bar
+        return tuple(self.nets)
 
     def total_steps(self) -> int:
         return self.epochs * self.block

@@ -152,7 +152,8 @@ class Engine:
         at = Resume()
         if resume is not None:
             at = self.load_checkpoint(resume)
-            buf[: len(at.pending)] = at.pending.to(be.device)
+            if len(at.pending):  # (a segment-end checkpoint has none)
+                buf[: len(at.pending)] = at.pending.to(be.device)
         self.modules().train()
         lo = fit.t - len(at.pending)  # first step of the block being filled
         with Interrupts(self.checkpoint_every_s if self.checkpoint else None, lead_s=cluster.signal_lead_s(),
