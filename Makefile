@@ -62,7 +62,8 @@ test-slurm: $(STAMP)  ## sweeps on a one-node SLURM started on localhost: time l
 	if [ $$rc -ne 0 ]; then echo "$$line"; echo "make test-slurm: cluster.sh start failed ($$rc), logs:"; tail -n 20 "$$scratch"/log/*.log; exit $$rc; fi; \
 	eval "$$line"; echo "make test-slurm: SLURM_CONF=$$SLURM_CONF"; \
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/slurm/test_slurm_sweep.py \
-	    tests/test_vectorized_slurm.py::test_real_slurm_one_job_per_group; rc=$$?; \
+	    tests/test_vectorized_slurm.py::test_real_slurm_one_job_per_group \
+	    tests/test_vectorized_slurm.py::test_local_executor_one_process_per_group; rc=$$?; \
 	if [ $$rc -ne 0 ]; then tail -n 20 "$$scratch"/log/slurm*.log; fi; exit $$rc
 
 bench: $(STAMP)  ## time the staircase and the SLB step through mibench vs a raw PyTorch loop, and vectorised sweeps vs one run at a time (prints the ratios)

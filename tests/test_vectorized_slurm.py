@@ -77,6 +77,9 @@ def test_one_submitit_job_per_group(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.skipif(not os.environ.get("SLURM_CONF"), reason="a long end-to-end check: `make test-slurm` runs it "
+                    "(the fast debug-executor test above covers the launcher in `make test`)")
 def test_local_executor_one_process_per_group(tmp_path):
     """2 groups of 2 runs (two data dimensions) through submitit's local executor: 2 jobs, each a process
     that unpickles the launcher and trains its group (what a SLURM node does); the records and steps.csv
