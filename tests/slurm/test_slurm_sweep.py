@@ -72,10 +72,12 @@ def test_sweep_on_slurm_matches_local_runs(tmp_path):
         assert a.count(b"\n") == 101 and a == b, f"{est}: steps.csv differs between SLURM and the local run"
 
 
-# jobs that need more than twice their 1-minute limit: STEPS_PER_LEVEL x 2 levels at ~190 steps/s here, and each
-# attempt trains only between its start (~7 s) and SLURM's SIGUSR2 (signal_delay_s=30 before the limit, which
-# slurmctld's 30 s tick sends up to ~30 s earlier still), then waits ~12 s to start again
-LONG_STEPS = int(os.environ.get("SLURM_TEST_STEPS", "7000"))
+# jobs that need ~150 s of training (2 levels of STEPS_PER_LEVEL at ~190 steps/s) under a 2-minute limit.
+# SLURM sends SIGUSR2 (signal_delay_s=30 before the limit) early: slurmctld checks on a coarse tick, and
+# here it came 30-60 s before the time asked for, so an attempt trains ~40-80 s (~7 s go to start-up)
+# and each job needs 2-3 allocations. (With a 1-minute limit the signal can come before Python has
+# started, killing the job before submitit can requeue it: seen once, exit 140.)
+LONG_STEPS = int(os.environ.get("SLURM_TEST_STEPS", "14000"))
 LONG = [*TINY[:-2], f"dataset.steps_per_level={LONG_STEPS}", "benchmark.plot=false", "logger=none"]
 
 
@@ -103,7 +105,7 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
     sweep_dir = tmp_path / "sweep"
     sweep = mibench(["-m", "hydra/launcher=submitit_slurm", *LONG, f"estimator={','.join(ESTIMATORS)}",
                      f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1",
-                     "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+                     "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30",
                      "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep_dir}"], runs=tmp_path / "runs")
     t0 = time.monotonic()
     preempted = None
@@ -119,7 +121,15 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
         p = mibench([*LONG, f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
-    out, _ = sweep.communicate(timeout=1800)
+    idle = 0  # submitit sees a job end only through its result file (no sacct): fail rather than wait forever
+    while sweep.poll() is None and idle < 120:
+        queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip()
+        idle = 0 if queued else idle + 5
+        time.sleep(5)
+    if sweep.poll() is None:
+        sweep.kill()
+        pytest.fail(f"the sweep's jobs left the queue without results: see {sweep_dir / '.submitit'}")
+    out, _ = sweep.communicate(timeout=60)
     wall = time.monotonic() - t0
     assert sweep.returncode == 0, out
     print(f"\nrequeue sweep: {wall:.0f} s wall, {2 * LONG_STEPS} steps a job, scontrol requeue of {preempted}")
@@ -129,7 +139,7 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
         print(f"  {est}: {rec['status']}, {rec.get('interruption_counts')}, slurm {rec.get('slurm')}, "
               f"wall {rec['wall_time_s']} s (last attempt)")
         assert rec["status"] == "completed" and rec["resumed"] is True, (est, rec["status"])
-        assert rec["slurm"]["restart_count"] >= 2  # requeued at least twice
+        assert rec["slurm"]["restart_count"] >= 1  # needed more than one allocation
         assert rec["interruption_counts"]["time_limit"] >= 1
         if n == 0 and preempted is not None:
             assert rec["interruption_counts"]["preemption"] >= 1, rec["interruptions"]
