@@ -99,12 +99,23 @@ class Prepared:
     echo: bool = True
 
 
+def _skipped(run_dir: Path, msg: str, echo: bool) -> "RunResult":
+    """A run not trained again: its earlier directory, as this process's last record and its result."""
+    from .engine import RunResult
+
+    LAST_RECORD.clear()
+    LAST_RECORD.update(status="skipped", out_dir=str(run_dir))
+    if echo:
+        print(f"mibench: {msg}")
+    return RunResult(status="skipped", out_dir=run_dir, text=msg)
+
+
 def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True,
             reuse: bool = False) -> "Prepared | RunResult":
     """Validate ``cfg``, pick its directory (or the earlier run it skips to / resumes), write config.yaml and
     the ``running`` record, seed the global generators. A skipped run comes back as its RunResult."""
     from .config import validate
-    from .engine import TASKS, RunResult, seed_everything
+    from .engine import TASKS, seed_everything
 
     notes = validate(cfg)
     task = TASKS[cfg.benchmark.name]
@@ -115,12 +126,7 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
     requeue = requeued_here(cfg, out) if reuse else None
     if requeue == out:
-        msg = f"skipped: SLURM requeued this job after its run had finished -> {out}"
-        LAST_RECORD.clear()
-        LAST_RECORD.update(status="skipped", out_dir=str(out))
-        if echo:
-            print(f"mibench: {msg}")
-        return RunResult(status="skipped", out_dir=out, text=msg)
+        return _skipped(out, f"skipped: SLURM requeued this job after its run had finished -> {out}", echo)
     if requeue is not None:
         from . import cluster
 
@@ -133,12 +139,8 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             notes.append(note)
         if skip_to is not None:
             _discard_fresh(out)
-            msg = f"skipped: this config already ran -> {skip_to} (overwrite=true runs it again)"
-            LAST_RECORD.clear()
-            LAST_RECORD.update(status="skipped", out_dir=str(skip_to))
-            if echo:
-                print(f"mibench: {msg}")
-            return RunResult(status="skipped", out_dir=skip_to, text=msg)
+            return _skipped(skip_to, f"skipped: this config already ran -> {skip_to} (overwrite=true runs it again)",
+                            echo)
         if resume_dir is not None:
             _discard_fresh(out)
             out, resume_from = resume_dir, resume_dir / CHECKPOINT
