@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from . import plugins
 from .benchmarks import TASKS, Task
 from .checks import ConfigError, check_int, check_seed, num
+from .precision import PRECISIONS
 from .estimators import LAYOUTS
 from .estimators import REGISTRY as ESTIMATORS
 from .estimators import build_estimator, usable
@@ -134,6 +135,8 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
     if cfg.hardware.get("threads") is not None:
         check_int(cfg.hardware, "threads", 1, "hardware")
+    if str(cfg.hardware.get("precision", "32-true")) not in PRECISIONS:
+        raise ConfigError(f"hardware.precision={cfg.hardware.get('precision')} is invalid (valid: {', '.join(PRECISIONS)})")
     if check_hardware and cfg.hardware.accelerator in ("gpu", "cuda"):
         import torch
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .engine import Backend, Engine, Optim, Step, Task
 from .models.dim import LAYERS, make_probe
+from .precision import full
 
 PROBES = ("mlp", "linear")
 
@@ -32,7 +33,7 @@ def extract_features(encoder: nn.Module, x_uint8: Tensor, normalise, device: tor
     for i in range(0, x_uint8.shape[0], batch_size):
         out = encoder(normalise(x_uint8[i: i + batch_size].to(dev), False))
         for k in layers:
-            parts[k].append(out[k].flatten(1).float())
+            parts[k].append(full(out[k].flatten(1)))
     encoder.train(was)
     return {k: torch.cat(v) for k, v in parts.items()}
 

@@ -35,6 +35,7 @@ from ..estimators import Estimator
 from ..models import REGISTRY as MODELS
 from ..models import build_model
 from ..results import atomic_write_csv
+from ..precision import full
 
 CLB_MARGINALS = ("distinct", "negatives")
 NORMALISE = ("dataset", "half")  # per-dataset mean/std | mean 0.5, std 0.5 (the authors' code)
@@ -87,7 +88,7 @@ def encode(encoder: nn.Module, x_uint8: Tensor, normalise, batch_size: int = 500
     for i in range(0, x_uint8.shape[0], batch_size):
         xb = normalise(x_uint8[i: i + batch_size].to(dev, non_blocking=True), False)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
-            outs.append(encoder(xb).float())
+            outs.append(full(encoder(xb)))
     encoder.train(was)
     if saved:
         encoder.load_state_dict(saved, strict=False)

@@ -42,6 +42,7 @@ from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMIN
                           global_scores, local_score_tensor, local_scores, prior_scores)
 from ..probes import PROBES, extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text
+from ..precision import full
 
 class _Milestones(Rule):
     text = "a list of epochs >= 1, possibly empty"
@@ -135,13 +136,13 @@ class DIMNets(nn.Module):
         loss, mi_local, mi_global, z = zero, zero, zero, None
         local = out["local"]
         if self.beta > 0:
-            s = local_score_tensor(self.local_y_net(out["y"]), self.local_net(local)).float()
+            s = full(local_score_tensor(self.local_y_net(out["y"]), self.local_net(local)))
             scores, jm, mm = local_scores(s)
             y = local.flatten(2).transpose(1, 2).reshape(-1, local.shape[1]) if _needs_y(self.local_est) else None
             est = self.local_est(scores, joint=jm, marginal=mm, y=y)
             loss, mi_local = loss + self.beta * est.loss, est.mi
         if self.alpha > 0:
-            scores = global_scores(self.global_y_net(out["y"]), self.map_net(local)).float()
+            scores = full(global_scores(self.global_y_net(out["y"]), self.map_net(local)))
             est = self.global_est(scores, y=local.flatten(1) if _needs_y(self.global_est) else None)
             loss, mi_global = loss + self.alpha * est.loss, est.mi
         if self.gamma > 0:

@@ -71,6 +71,7 @@ from ..estimators.base import Estimate
 from ..estimators.bounds import tc_upper
 from ..models.dsprites import DSpritesEncoder, dim_log_density, gaussian_kl
 from ..results import atomic_write_csv
+from ..precision import full
 
 SUMMARY_COLUMNS = ["segment", "step", "steps", "estimate", "tc", "smooth", "loss", "wall_s"]
 DATASETS = ("dsprites", "dsprites_generated")
@@ -111,7 +112,7 @@ def correlation_ratios(values: Tensor, factors: Tensor) -> Tensor:
         between = (counts.unsqueeze(1) * (means - mean) ** 2).sum(0)
         out.append(between / total)
     eta = torch.stack(out, 1)
-    return torch.where(total.unsqueeze(1) > 0, eta, torch.zeros_like(eta)).float()
+    return full(torch.where(total.unsqueeze(1) > 0, eta, torch.zeros_like(eta)))
 
 
 def group_means(values: Tensor, index: Tensor, size: int) -> Tensor:

@@ -40,6 +40,7 @@ from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
 from ..figures.eta import plot_curves
 from ..results import atomic_write_csv
+from ..precision import full
 
 CURVE_COLUMNS = ["step", "test_estimate", "train_estimate", "true_mi"]
 ETA_SCHEDULES = ("joint", "alternating")  # one Adam step on (critic, eta) | Algorithm 1's block-coordinate schedule
@@ -192,7 +193,7 @@ class EtaGaussian(Task):
     def score(self, batch) -> Scores:
         idx, perm = batch
         x, y = self.x_tr[idx], self.y_tr[idx]
-        scores = self.nets["critic"](x, y).float()
+        scores = full(self.nets["critic"](x, y))
         if perm is None:
             return Scores(scores, y=y)
         n = scores.shape[0]

@@ -41,6 +41,7 @@ from ..models import build_model
 from ..models.jigsaw import NEGATIVES, CosineWitness, Descrambler, PatchEncoder, witness_layout
 from ..probes import Probes
 from ..results import atomic_write_csv, atomic_write_text
+from ..precision import full
 
 COLUMNS = ("loss", "mi", "joint", "marginal", "acc")
 TOPK = (1, 5, 10)
@@ -340,7 +341,7 @@ class Jigsaw(Task):
         out = []
         for lo in range(0, len(data), chunk):
             imgs = data.load(range(lo, min(len(data), lo + chunk)), self.geom.target_resize)
-            out.append(enc(target_patches(imgs, self.geom).to(self.device)).mean(1).float())
+            out.append(full(enc(target_patches(imgs, self.geom).to(self.device)).mean(1)))
         return torch.cat(out)
 
     def evaluate(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text
 from .dim import end_epoch, epoch_segments
+from ..precision import full
 
 COLUMNS = ("loss", "mi")
 DATASETS = (*cifar.SPECS, "stl10")
@@ -219,7 +220,7 @@ class LayerPair(Task):
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores[i, j] = f(x'_i, y'_j) of the batch, g(y') for estimators with a learned baseline)."""
         hx, gy = self.witness.embed(self.encoder(x))
-        return (hx @ gy.t()).float(), gy
+        return full(hx @ gy.t()), gy
 
     def step(self, batch) -> Step:
         x = self.data.normalise(batch[0].to(self.device, non_blocking=True), True)

@@ -38,6 +38,7 @@ from ..data import mixture25
 from ..engine import Optim, RunResult, Step, Task, register
 from ..estimators import mlp
 from ..results import atomic_write_csv, save_figure
+from ..precision import full
 
 SUMMARY_COLUMNS = ["step", "modes", "quality", "estimate_mean", "d_loss_mean", "g_loss_mean", "wall_s"]
 CODES = ("categorical", "continuous")
@@ -46,7 +47,7 @@ CODES = ("categorical", "continuous")
 def draw_codes(n: int, kind: str, dim: int, generator: torch.Generator) -> Tensor:
     """[n, dim] codes: one-hot of a uniform category (categorical) or U(-1, 1)^dim (continuous)."""
     if kind == "categorical":
-        return F.one_hot(torch.randint(dim, (n,), generator=generator), dim).float()
+        return full(F.one_hot(torch.randint(dim, (n,), generator=generator), dim))
     return 2 * torch.rand(n, dim, generator=generator) - 1
 
 
@@ -57,7 +58,7 @@ def grad_scaled(x: Tensor, w: float) -> Tensor:
 
 def mi_scores(critic: nn.Module, x: Tensor, c: Tensor, mi_weight: float) -> Tensor:
     """``scores[i, j] = T(x_i, c_j)`` with the gradient into the generated x scaled by ``mi_weight``."""
-    return critic(grad_scaled(x, mi_weight), c).float()
+    return full(critic(grad_scaled(x, mi_weight), c))
 
 
 @register("migan")
@@ -156,7 +157,7 @@ class MIGan(Task):
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate_generator(self) -> tuple[mixture25.Coverage, Tensor]:
-        x = self.generate(self.eval_z, self.eval_c).float()
+        x = full(self.generate(self.eval_z, self.eval_c))
         return mixture25.coverage(x, self.mu, self.std, self.threshold, float(self.cfg.benchmark.n_sigma)), x
 
     def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:

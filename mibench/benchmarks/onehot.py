@@ -37,6 +37,7 @@ from ..engine import RunResult, Scores, Task, register
 from ..estimators import REGISTRY, bounds
 from ..figures.onehot import plot_onehot
 from ..results import atomic_write_csv
+from ..precision import full
 
 STEP_COLUMNS = ["step", "true_mi", "estimate", "loss", "joint", "marginal", "reg",
                 "t_support", "t_off_support", "t_off_min", "t_abs_max"]
@@ -182,7 +183,7 @@ class OneHot(Task):
 
     def table(self) -> Tensor:
         """``table[a, b] = T(e_a, e_b)`` for all N x N one-hot combinations, in fp32."""
-        return self.nets["critic"](self.eye, self.eye).float()
+        return full(self.nets["critic"](self.eye, self.eye))
 
     def score(self, batch) -> Scores:
         j, mx, my = batch

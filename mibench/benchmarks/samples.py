@@ -34,6 +34,7 @@ from ..engine import RunResult, Scores, Task, data_error, register
 from ..engine.heldout import heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
 from ..results import atomic_write_csv
+from ..precision import full
 
 CURVE_COLUMNS = ["step", "test_estimate", "best_test_estimate", "train_estimate", "true_mi"]
 FRACTION = Number(0.0, 1.0, lo_open=True, hi_open=True, text="a fraction 0 < f < 1")
@@ -109,8 +110,8 @@ class SampleTask(Task):
         split_seed = int(d.split_seed) if d.get("split_seed") is not None else int(cfg.seed)
         tr, te = split(s.n, float(d.train_fraction), d.get("test_fraction"), split_seed)
         dev = self.device
-        self.x_tr, self.y_tr = torch.from_numpy(x[tr]).to(dev), torch.from_numpy(y[tr]).to(dev)
-        self.x_te, self.y_te = torch.from_numpy(x[te]).to(dev), torch.from_numpy(y[te]).to(dev)
+        self.x_tr, self.y_tr = full(torch.from_numpy(x[tr]).to(dev)), full(torch.from_numpy(y[tr]).to(dev))
+        self.x_te, self.y_te = full(torch.from_numpy(x[te]).to(dev)), full(torch.from_numpy(y[te]).to(dev))
         self.dims = (s.x.shape[1], s.y.shape[1])
         self.nets["critic"] = self.build_critic(*self.dims)
         self.estimator = self.build_estimator(dim_y=self.dims[1])
@@ -138,7 +139,7 @@ class SampleTask(Task):
 
     def score(self, batch: tuple[Tensor, Tensor]) -> Scores:
         x, y = batch
-        return Scores(self.nets["critic"](x, y).float(), y=y)
+        return Scores(full(self.nets["critic"](x, y)), y=y)
 
     def test_estimate(self) -> float:
         b = self.cfg.benchmark

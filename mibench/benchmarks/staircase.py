@@ -18,6 +18,7 @@ from ..checks import LEARNING_RATE, Choice, ConfigError, Int, Number, Numbers, c
 from ..data.gaussian import TRANSFORMS, StaircaseStream, rho_from_mi
 from ..engine import RunResult, Scores, Task, register
 from ..results import STEP_COLUMNS, atomic_write_csv, format_summary, level_summary, plot_staircase
+from ..precision import full
 
 
 @register("staircase")
@@ -79,7 +80,7 @@ class Staircase(Task):
 
     def score(self, batch) -> Scores:
         x, y = batch
-        return Scores(self.nets["critic"](x, y).float(), y=y)
+        return Scores(full(self.nets["critic"](x, y)), y=y)
 
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         level = np.arange(lo, hi) // self.spl

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
+from ..precision import full
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def augment(x: Tensor, mean: Tensor, std: Tensor, crop_pad: int = 0, flip: bool 
     Batched on x's device: one gather for the crops, one ``where`` for the flips.
     """
     b, _, h, w = x.shape
-    out = x.float().div_(255.0)
+    out = full(x).div_(255.0)
     if crop_pad > 0:
         p = crop_pad
         padded = torch.nn.functional.pad(out, (p, p, p, p))

@@ -58,6 +58,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import Tensor
+from ..precision import full
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 SIZES = (3, 6, 40, 32, 32)
@@ -239,7 +240,7 @@ class DSpritesFile:
         order = np.argsort(rows, kind="stable")  # read the map in file order, then put the rows back
         got = np.empty((len(rows), IMAGE, IMAGE), dtype=np.uint8)
         got[order] = self.imgs[rows[order]]
-        x = torch.from_numpy(got).float().unsqueeze(1)
+        x = full(torch.from_numpy(got)).unsqueeze(1)
         return x if self.binary else x / 255.0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from ..precision import full
 
 GRID = 3
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, Pillow's "L" conversion
@@ -187,7 +188,7 @@ def puzzle_patches(images: Tensor, geometry: Geometry = Geometry(), train: bool 
     g = geometry
     if images.shape[-1] != g.resize or images.shape[-2] != g.resize:
         raise ValueError(f"images are {tuple(images.shape[-2:])}, the pipeline expects {g.resize}x{g.resize}")
-    x = images.float() / 255.0
+    x = full(images) / 255.0
     b, dev = x.shape[0], x.device
     if train:
         top = torch.randint(0, g.resize - g.crop + 1, (b,), generator=generator).to(dev)
@@ -215,7 +216,7 @@ def target_patches(images: Tensor, geometry: Geometry = Geometry()) -> Tensor:
     if images.shape[-1] != g.target_resize or images.shape[-2] != g.target_resize:
         raise ValueError(f"images are {tuple(images.shape[-2:])}, the target pipeline expects "
                          f"{g.target_resize}x{g.target_resize}")
-    x = images.float() / 255.0
+    x = full(images) / 255.0
     b = x.shape[0]
     off = torch.full((b,), (g.target_resize - g.target_crop) // 2, dtype=torch.long, device=x.device)
     x = crop(x, off, off, g.target_crop)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from ..precision import full
 
 
 @dataclass
@@ -36,7 +37,7 @@ class RandomGaussian:
         """``n`` joint samples (x [n, dim_x], y [n, dim_y]) via the Cholesky factor."""
         L = torch.linalg.cholesky(self.cov.double())
         z = torch.randn(n, self.mean.shape[0], generator=generator, dtype=torch.float64) @ L.t() + self.mean.double()
-        z = z.float()
+        z = full(z)
         return z[:, : self.dim_x], z[:, self.dim_x :]
 
 

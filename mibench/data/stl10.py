@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .cifar import CifarBatches, CifarData, md5sum
+from ..precision import full
 
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 MD5 = "91f7769df0f17e558f3565bffb0c7dfb"  # of stl10_binary.tar.gz (torchvision.datasets.STL10.tgz_md5)
@@ -189,7 +190,7 @@ class STL10Data(CifarData):
             self.prepare_data()
             self.train_x, self.train_y, self.test_x, self.test_y = load_stl10(self.root)
             self.generated = is_generated(self.root)
-            x = self.train_x.float().div_(255.0)
+            x = full(self.train_x).div_(255.0)
             self.mean, self.std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
             self.train_batches = CifarBatches(self.train_x, self.train_y, self.batch_size, self.seed)
 

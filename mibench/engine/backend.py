@@ -1,6 +1,6 @@
 """Where the step runs: device, mixed precision and (multi-GPU) data parallelism.
 
-One device without a gradient scaler (CPU ``32-true``, GPU ``bf16-mixed``) is plain PyTorch:
+One device without a gradient scaler (CPU ``32-true`` or ``64-true``, GPU ``bf16-mixed``) is plain PyTorch:
 ``loss.backward()`` and ``optimizer.step()`` directly, autocast around the task's forward.
 DDP and fp16 (gradient scaling) go through Lightning Fabric, imported only then: Fabric
 launches the processes, and gradients are averaged over ranks after each backward.
@@ -12,6 +12,8 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor
+
+from ..precision import default_dtype, run_dtype
 
 
 class Backend:
@@ -25,6 +27,11 @@ class Backend:
         self.device = torch.device("cuda" if cuda else "cpu")
         self.precision = str(precision)
         self.autocast_dtype = torch.bfloat16 if self.precision.startswith("bf16") and cuda else None
+        self.dtype = run_dtype(self.precision)
+
+    def dtype_scope(self) -> contextlib.AbstractContextManager[None]:
+        """Tensors and modules made inside take the run's dtype (float64 under ``64-true``)."""
+        return default_dtype(self.dtype)
 
     @property
     def is_global_zero(self) -> bool:

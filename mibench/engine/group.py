@@ -43,6 +43,7 @@ from .logging import Logger, Progress, describe
 from .interrupt import Interrupts
 from .loop import Engine, Resume, fault_injection
 from .task import TASKS, Optim, Scores, Task
+from ..precision import full
 
 # config keys that may differ between the runs of a group (everything else must be equal)
 PER_RUN_KEYS = ("seed", "estimator", "lambda", "c_star", "per_estimator", "benchmark.lr", "out_dir",
@@ -140,7 +141,7 @@ class _Estimating(nn.Module):
         sc = Scores(s["scores"], s.get("joint"), s.get("marginal"), s.get("y"), s["aux"])
         e = self.est(sc.scores, sc.joint, sc.marginal, y=sc.y)
         values = self.task[0].values(e, sc)
-        return e.loss, torch.stack([v.float() for v in values])
+        return e.loss, torch.stack([full(v) for v in values])
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

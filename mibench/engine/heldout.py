@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from ..precision import full
 
 ROW_BUDGET = 2**20  # score entries computed per critic call
 
@@ -48,9 +49,9 @@ def heldout_estimate(critic: Callable[[Tensor, Tensor], Tensor], estimator: nn.M
     try:
         if per_block:
             n = (x.shape[0] // block) * block
-            return torch.stack([estimator(block_scores(critic, x[lo:lo + block], y[lo:lo + block], block).float(),
+            return torch.stack([estimator(full(block_scores(critic, x[lo:lo + block], y[lo:lo + block], block)),
                                           y=y[lo:lo + block]).mi for lo in range(0, n, block)]).mean()
-        s = block_scores(critic, x, y, block).float()
+        s = full(block_scores(critic, x, y, block))
         joint, marginal = block_masks(s.shape[0], block, s.device)
         return estimator(s, joint, marginal).mi
     finally:

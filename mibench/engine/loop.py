@@ -185,7 +185,7 @@ class Engine:
                         be.backward(adv_loss, self.adv_params)
                         be.step(adv)
                         values = [*values, adv_loss]
-                    buf[fit.t - lo] = torch.stack([v.detach().float() for v in (*values, *s.shown)])
+                    buf[fit.t - lo] = torch.stack([v.detach().to(buf.dtype) for v in (*values, *s.shown)])
                     fit.t += 1
                     if fit.t - lo == buf.shape[0]:
                         self._flush(buf, lo, fit.t)

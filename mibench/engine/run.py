@@ -86,19 +86,20 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
     """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs.
     ``on_interrupt`` is called with the run's interruptions when a stop signal is handled (its record)."""
     backend = make_backend(cfg.hardware)
-    task = setup_task(cfg, out_dir, backend)
-    logger = make_logger(cfg, out_dir) if backend.is_global_zero else Logger()
-    result = RunResult(out_dir=Path(out_dir) if out_dir is not None else None)
-    engine = None
-    t0 = time.perf_counter()
-    try:
-        if task.trains:
-            engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
-            with cpu_threads(task.cpu_threads, backend.device):
-                engine.train(resume)
-        return conclude(task, engine, result, t0)
-    finally:
-        logger.close()
+    with backend.dtype_scope():
+        task = setup_task(cfg, out_dir, backend)
+        logger = make_logger(cfg, out_dir) if backend.is_global_zero else Logger()
+        result = RunResult(out_dir=Path(out_dir) if out_dir is not None else None)
+        engine = None
+        t0 = time.perf_counter()
+        try:
+            if task.trains:
+                engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
+                with cpu_threads(task.cpu_threads, backend.device):
+                    engine.train(resume)
+            return conclude(task, engine, result, t0)
+        finally:
+            logger.close()
 
 
 def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path | None] | None = None,
@@ -108,6 +109,13 @@ def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path
     task is set up from its own seed exactly as alone, and concluded (records, evaluation, outputs) on its
     own: a run whose evaluation fails gets its exception in the returned list, the others their results."""
     backend = make_backend(cfgs[0].hardware)
+    with backend.dtype_scope():
+        return _train_group(cfgs, out_dirs, backend, resumes, progress, on_interrupt)
+
+
+def _train_group(cfgs: list[DictConfig], out_dirs: list[Path], backend: Backend, resumes: list[Path | None] | None,
+                 progress: bool, on_interrupt: list[Callable[[list[dict[str, Any]]], None] | None] | None
+                 ) -> list[RunResult | Exception]:
     members = []
     hooks = on_interrupt or [None] * len(cfgs)
     for cfg, out, res, hook in zip(cfgs, out_dirs, resumes or [None] * len(cfgs), hooks):
