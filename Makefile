@@ -10,7 +10,7 @@ BMI_PY   := $(BMI_VENV)/bin/python
 BMI_STAMP := $(BMI_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-bmi check-install run test test-fast test-slurm bench clean
+.PHONY: help install install-bmi check-install run test test-fast test-drift test-slurm bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ test: $(STAMP)  ## run the test suite (2 worker processes, one thread each: pyte
 
 test-fast: $(STAMP)  ## the fast tests for the edit loop (< 60 s)
 	$(PY) -m pytest -q -n 2 -m "not slow"
+
+DRIFT_CAPABILITY ?= default
+test-drift: $(STAMP)  ## the goldens and calibrated tolerance tests again on another CPU kernel path (ATEN_CPU_CAPABILITY=default: a stand-in for another CPU)
+	ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(PY) -m pytest -q -n 2 -m drift -p no:cacheprovider
 
 test-slurm: $(STAMP)  ## sweeps on a one-node SLURM started on localhost: time limits, a preemption, one job per vectorised group (skips if SLURM cannot run here)
 	@scratch=$$(mktemp -d /tmp/mibench-slurm.XXXXXX); \

@@ -66,3 +66,34 @@ def test_divergence_mid_block_records_the_first_bad_step_and_stops(tmp_path, mon
     assert res.status == "diverged" and res.diverged_step == 25
     steps = pd.read_csv(tmp_path / "steps.csv")
     assert len(steps) == 40 and np.isnan(steps["estimate"].iloc[25]) and np.isfinite(steps["estimate"].iloc[24])
+
+
+def test_float64_runs_compute_every_step_in_float64(tmp_path, monkeypatch):
+    """``hardware.precision=64-true``: data, critic, scores and bound are float64 (the float64 goldens rely on
+    it), the recorded estimate is the float64 bound of those scores, and torch's default dtype is restored."""
+    from mibench.benchmarks import staircase
+    from mibench.estimators.bounds import infonce
+
+    seen = []
+    real = staircase.Staircase.score
+
+    def spy(self, batch):
+        s = real(self, batch)
+        seen.append((batch[0].dtype, next(self.nets["critic"].parameters()).dtype, s.scores.detach().clone()))
+        return s
+
+    monkeypatch.setattr(staircase.Staircase, "score", spy)
+    run(compose_config(TINY + ["hardware.precision=64-true"], out_dir=tmp_path), echo=False)
+    assert torch.get_default_dtype() == torch.float32
+    assert {(x, p, s.dtype) for x, p, s in seen} == {(torch.float64,) * 3}
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    want = [float(infonce(s).mi) for _, _, s in seen]  # the bound recomputed from the float64 scores
+    np.testing.assert_allclose(steps["estimate"], want, rtol=1e-8)
+
+
+def test_unknown_precision_is_one_line(tmp_path):
+    from mibench.checks import ConfigError
+    from mibench.config import validate
+
+    with pytest.raises(ConfigError, match=r"hardware.precision=48-true is invalid \(valid: 32-true, 64-true"):
+        validate(compose_config(TINY + ["hardware.precision=48-true"]))
