@@ -23,7 +23,7 @@ QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 # columns that hold wall-clock time or the config blob, not numbers of the run
 SKIP_COLUMNS = {"wall_s", "wall_time_s", "train_wall_s", "config"}
 FLOAT64 = ["hardware.precision=64-true"]
-# float64 goldens: |got - want| <= ATOL64 + RTOL64 |want|. Measured over the 60 cases between the native
+# float64 goldens: |got - want| <= ATOL64 + RTOL64 |want|. Measured over the 61 cases between the native
 # (AVX512), AVX2 and DEFAULT kernel paths: max 1e-9 abs, 4e-9 rel (one unit of the CSVs' 9th digit).
 RTOL64, ATOL64 = 1e-7, 1e-9
 # float32 goldens. The first record (step 0, or the first evaluation: before an update has acted much)
