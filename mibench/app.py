@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
-from .records import CHECKPOINT, find_same, start_record, write_record
+from .records import CHECKPOINT, find_same, machine, start_record, write_record
 from .results import atomic_write_text
 from .threads import set_threads
 
@@ -191,6 +191,7 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures], **extra,
+        "machine": machine(prep.cfg, result.extra.get("threads")),  # the threads the run computed with
     })
     interruptions = result.extra.get("interruptions") or []
     record["interruptions"], record["interruption_counts"] = interruptions, interruption_counts(interruptions)
