@@ -3,11 +3,12 @@ import json
 import os
 import platform
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mibench import app
+from mibench import app, estimate
 from mibench import records as rec_mod
 from mibench.benchmarks.staircase import Staircase
 from mibench.checks import ConfigError
@@ -117,6 +118,13 @@ def test_vectorised_group_records_its_machine(tmp_path):
         rec = json.loads((tmp_path / f"s{s}" / "result.json").read_text())
         assert rec["vectorized"] == {"group_size": 2}
         assert rec["machine"] == rec_mod.machine(preps[0].cfg, torch.get_num_threads())
+
+
+def test_api_records_its_machine():
+    x, noise = np.random.default_rng(0).normal(size=(2, 200, 2))
+    r = estimate(x, x + noise, steps=20, overrides=["benchmark.batch_size=32", "benchmark.eval_every=10"])
+    assert r.record["machine"]["threads"] == torch.get_num_threads()
+    assert r.record["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_cuda_device_is_named(monkeypatch):
