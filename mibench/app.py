@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
-from .records import CHECKPOINT, find_same, start_record, write_record
+from .records import CHECKPOINT, find_same, machine, start_record, write_record
 from .results import atomic_write_text
+from .threads import set_threads
 
 if TYPE_CHECKING:
     from .engine import RunResult
@@ -190,6 +191,7 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures], **extra,
+        "machine": machine(prep.cfg, result.extra.get("threads")),  # the threads the run computed with
     })
     interruptions = result.extra.get("interruptions") or []
     record["interruptions"], record["interruption_counts"] = interruptions, interruption_counts(interruptions)
@@ -290,30 +292,12 @@ def _log_to_wandb(cfg: DictConfig, out: Path, record: dict[str, Any]) -> None:
     wandb.finish()
 
 
-def _set_threads(cfg: DictConfig, hc: Any) -> None:
-    """CPU threads per job: ``hardware.threads`` if set; under the joblib launcher, the cores shared
-    out between its parallel jobs (oversubscribed OpenMP threads spin and slow every job down)."""
-    import os
-
-    import torch
-
-    threads = cfg.hardware.get("threads")
-    if threads is None:
-        n_jobs = OmegaConf.select(hc, "launcher.n_jobs") if "joblib" in str(OmegaConf.select(hc, "launcher._target_")) else None
-        if n_jobs is not None and n_jobs != 1:
-            cores = os.cpu_count() or 1
-            jobs = cores if n_jobs < 0 else n_jobs
-            threads = max(1, cores // max(1, jobs))
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-
-
 def prepare_job(cfg: DictConfig) -> "Prepared | RunResult":
     """The Hydra task function of a job in a vectorised group (mibench.launcher): its threads, its values
     that need Hydra's runtime (out_dir) resolved while this job's Hydra config is current, its preparation."""
     from hydra.core.hydra_config import HydraConfig
 
-    _set_threads(cfg, HydraConfig.get())
+    set_threads(cfg.hardware.get("threads"), HydraConfig.get().launcher)
     OmegaConf.resolve(cfg)
     return prepare(cfg, reuse=True)
 
@@ -335,8 +319,8 @@ def hydra_entry() -> Any:
 
             with open_dict(cfg):  # W&B group = the sweep
                 cfg.logger.group = Path(hc.sweep.dir).name
-        _set_threads(cfg, hc)
         try:
+            set_threads(cfg.hardware.get("threads"), hc.launcher)
             result = run(cfg, reuse=True)
         except ConfigError as e:
             print(f"mibench: error: {e}", file=sys.stderr)

@@ -50,6 +50,10 @@ LABEL = {"mine": "MINE", "smile": "SMILE", "infonce": "InfoNCE", "nwj": "NWJ", "
 FINISHED = ("completed", "diverged")
 INFONCE_LIKE = ("infonce", "reinfonce")
 MIXED = "‡"
+# the fields of a record's ``machine`` that change which kernels compute a run's numbers
+ENV_FIELDS = ("cpu_capability", "blas", "threads", "device", "torch")
+# the benchmarks whose finished runs each table pools
+TABLE_BENCHMARKS = {"table2": ("slb", "clb"), "staircase": ("staircase",), "onehot": ("onehot",), "bmi": ("samples",)}
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -111,13 +115,38 @@ def load_runs(root: str | Path) -> pd.DataFrame:
 
 
 def _provenance(rec: dict[str, Any]) -> dict[str, Any]:
-    """Schema, versions and conventions of a record; ``unknown`` where an older schema did not record them."""
-    v = rec.get("versions") or {}
+    """Schema, versions, conventions and compute environment (``env_*``) of a record; ``unknown`` where an older
+    schema did not record them."""
+    v, machine = rec.get("versions") or {}, rec.get("machine") or {}
     conv = rec.get("conventions")
     return {"schema_version": rec.get("schema_version", 1),
             **{f"{k}_version": v.get(k, "unknown") for k in ("mibench", "torch", "python")},
             "device": v.get("device", "unknown"),
-            "conventions": "unknown" if conv is None else json.dumps(conv, sort_keys=True)}
+            "conventions": "unknown" if conv is None else json.dumps(conv, sort_keys=True),
+            **{f"env_{k}": str(machine.get(k, "unknown")) for k in ENV_FIELDS}}
+
+
+def environment_note(runs: pd.DataFrame, table: str) -> str:
+    """One line under ``table`` (a key of TABLE_BENCHMARKS) when the runs it pools come from more than one
+    compute environment (ENV_FIELDS of their records' ``machine``): how many, each differing field's values with
+    their numbers of runs, and the runs whose record has no ``machine`` (one more environment: unknown); ''
+    when they share one."""
+    cols = [f"env_{k}" for k in ENV_FIELDS]
+    used = runs[runs["benchmark"].isin(TABLE_BENCHMARKS[table]) & runs["status"].isin(FINISHED)]
+    env = used.reindex(columns=cols).fillna("unknown").astype(str)
+    n = len(env.drop_duplicates())
+    if n < 2:
+        return ""
+    unknown = (env == "unknown").all(axis=1)
+    parts = []
+    for key, col in zip(ENV_FIELDS, cols):
+        counts = sorted(env.loc[~unknown, col].value_counts().items(), key=lambda vc: (-vc[1], vc[0]))
+        if len(counts) > 1:
+            parts.append(f"{key}: " + ", ".join(f"{v} ×{c}" for v, c in counts))
+    if unknown.any():
+        parts.append(f"not recorded ×{int(unknown.sum())}")
+    return (f"\nnote: this table mixes runs from {n} compute environments ({'; '.join(parts)}) — per-step values "
+            f"differ across kernels within the drift documented in docs/results.md\n")
 
 
 def mixed(g: pd.DataFrame) -> str:
@@ -513,6 +542,21 @@ def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
             + "".join(f"- {r}\n" for r in rows))
 
 
+# how each table's mixed note names a row
+ROW_NAMES: dict[str, Callable[[pd.Series], str]] = {
+    "table2": lambda r: f"{r['task'].upper()} {r['dataset']} {_loss_label(r).rstrip(MIXED)}",
+    "staircase": lambda r: f"{r['estimator'].rstrip(MIXED)} ({r['dataset']}, {r['critic']})",
+    "onehot": lambda r: r["estimator"].rstrip(MIXED),
+    "bmi": lambda r: f"{_bmi_task(r)} / {_bmi_estimator(r)}",
+}
+
+
+def table_notes(table: str, shown: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The notes under ``table`` (a key of TABLE_BENCHMARKS) as shown (``shown``, its rows), made from ``runs``:
+    the rows that pool different versions or conventions, and the compute environments its runs mix."""
+    return mixed_note(shown, ROW_NAMES[table]) + environment_note(runs, table)
+
+
 def _tex(cell: str) -> str:
     """A Markdown cell or header as LaTeX text."""
     return cell.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
@@ -757,7 +801,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                "the pair; †: the intervals do not overlap; λ: the regularized loss's λ with the best MI estimate "
                "(mean closest to the true MI log C). "
                "MI = last-epoch training estimate, negatives clipped to 0.\n\n", render_table2(t2),
-               mixed_note(t2, lambda r: f"{r['task'].upper()} {r['dataset']} {_loss_label(r).rstrip(MIXED)}")]
+               table_notes("table2", t2, runs)]
         tex += ["% Choi & Lee Table 2\n", render_table2(t2, latex=True)]
         made["table2"] = t2
     st = staircase_table(runs)
@@ -767,7 +811,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         md += ["\n## Staircase\n\nAll steps of all seeds of a level pooled. The median resists the rare huge "
                "negative spikes of single-sample bounds (NWJ, JS).\n\n",
                _render(STAIR_COLS, _df_lines(shown, STAIR_COLS), False),
-               mixed_note(shown, lambda r: f"{r['estimator'].rstrip(MIXED)} ({r['dataset']}, {r['critic']})")]
+               table_notes("staircase", shown, runs)]
         tex += ["% staircase\n", _render(STAIR_COLS, _df_lines(shown, STAIR_COLS), True)]
         made["staircase"] = st
     oh = onehot_table(runs)
@@ -776,7 +820,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         cols = [c for c in ONEHOT_COLS if c in oh]
         shown = _labelled(oh)
         md += ["\n## One-hot drift and explosion (Choi & Lee §3-4)\n\n", _render(cols, _df_lines(shown, cols), False),
-               mixed_note(shown, lambda r: r["estimator"].rstrip(MIXED))]
+               table_notes("onehot", shown, runs)]
         tex += ["% one-hot\n", _render(cols, _df_lines(shown, cols), True)]
         made["onehot"] = oh
     bt = bmi_table(runs)
@@ -787,7 +831,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                "file has none). The final evaluation's estimate, relative errors, wall times and failure counts are "
                "in `bmi.csv`. [n/N]: n of the configuration's N runs gave an estimate (the others are in the "
                "failures table); diverged runs count with the best estimate they recorded.\n\n", render_bmi(bt),
-               mixed_note(bt, lambda r: f"{_bmi_task(r)} / {_bmi_estimator(r)}")]
+               table_notes("bmi", bt, runs)]
         tex += [BMI_TEX, render_bmi(bt, latex=True)]
         made["bmi"] = bt
     fl = failures(runs)

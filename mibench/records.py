@@ -11,8 +11,9 @@ Schema 2 (``schema_version``; a record without one is version 1) adds what table
 configurations apart and to trust a pooled mean: ``variant_hash`` (the config hash without the
 seed: seeds of one configuration share it, any other difference separates them), ``config`` (the
 hashed config flattened to dotted keys, to name what differs between variants), ``versions``
-(mibench, torch, Python, device) and ``conventions``. Version-1 records get ``variant_hash`` and
-``config`` derived from the run's ``config.yaml`` when read (:func:`upgrade`).
+(mibench, torch, Python, device) and ``conventions``; ``machine`` (:func:`machine`) is the compute environment
+(CPU kernels, BLAS, threads, device), absent from records written before it. Version-1 records get
+``variant_hash`` and ``config`` derived from the run's ``config.yaml`` when read (:func:`upgrade`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import time
 from pathlib import Path
@@ -151,13 +153,18 @@ def versions(cfg: DictConfig) -> dict[str, str]:
 
 def device_name(cfg: DictConfig) -> str:
     """The CUDA device's name when the run is on CUDA, else the CPU model."""
+    return cuda_name(cfg) or cpu_name()
+
+
+def cuda_name(cfg: DictConfig) -> str | None:
+    """The CUDA device's name when the run is on CUDA, else None."""
     import torch
 
     accelerator = str(cfg.hardware.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         rank = int(os.environ.get("LOCAL_RANK", 0))  # a DDP rank's own GPU, when this process sees it
         return torch.cuda.get_device_name(rank if rank < torch.cuda.device_count() else 0)
-    return cpu_name()
+    return None
 
 
 def cpu_name() -> str:
@@ -168,6 +175,37 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
+
+
+# environment variables that change which kernels run or how many threads they use, recorded when set
+MACHINE_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def machine(cfg: DictConfig, threads: int | None = None) -> dict[str, Any]:
+    """The compute environment a run's numbers come from: the device (``cpu`` or the CUDA device's name), the
+    CPU kernels torch dispatches to (``cpu_capability``: AVX512, AVX2, DEFAULT, ...; ``ATEN_CPU_CAPABILITY``
+    lowers it), the BLAS / LAPACK torch was built with, the intra-op ``threads`` (default: torch's setting
+    now), torch's version, the platform, the CPU model and the environment variables of MACHINE_ENV that are
+    set. Runs whose environments differ may differ in their last digits (docs/results.md)."""
+    import torch
+
+    blas, lapack = blas_lapack()
+    return {"device": cuda_name(cfg) or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "blas": blas, "lapack": lapack, "threads": int(torch.get_num_threads() if threads is None else threads),
+            "torch": str(torch.__version__), "platform": platform.machine(), "cpu": cpu_name(),
+            "env": {k: os.environ[k] for k in MACHINE_ENV if k in os.environ}}
+
+
+def blas_lapack() -> tuple[str, str]:
+    """The BLAS and LAPACK of torch's build (``BLAS_INFO``, ``LAPACK_INFO`` in ``torch.__config__.show()``,
+    e.g. ``mkl``, ``open``), MKL with its version (``mkl 2024.2``); ``unknown`` where the build does not say."""
+    import torch
+
+    text = torch.__config__.show()
+    found = [re.search(rf"\b{key}=([^,\s]+)", text) for key in ("BLAS_INFO", "LAPACK_INFO")]
+    blas, lapack = (m.group(1) if m else "unknown" for m in found)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", text)
+    return (f"{blas} {mkl.group(1)}" if blas == "mkl" and mkl else blas), lapack
 
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
@@ -194,7 +232,7 @@ def _jsonable(x: Any) -> Any:
 def start_record(cfg: DictConfig, out_dir: Path, commit: str | None) -> dict[str, Any]:
     rec = {"schema_version": SCHEMA_VERSION, "status": "running", **identity(cfg), "config_hash": config_hash(cfg),
            "variant_hash": variant_hash(cfg), "git_commit": commit, "hardware": cfg.hardware.name,
-           "versions": versions(cfg), "conventions": conventions(cfg),
+           "versions": versions(cfg), "machine": machine(cfg), "conventions": conventions(cfg),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(), "host": socket.gethostname(),
            "config": flat_config(cfg)}
     write_record(out_dir, rec)

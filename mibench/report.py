@@ -141,25 +141,23 @@ def leaderboard_tables(runs: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     if not t2.empty:
         head, rows = md_table(lb.render_table2(t2))
         out.append(("table2", "SLB / CLB (Choi & Lee Table 2)", html_table(head, rows, "table2"),
-                    _note(lb.mixed_note(t2, lambda r: f"{r['task'].upper()} {r['dataset']} "
-                                        f"{lb._loss_label(r).rstrip(lb.MIXED)}"))))
+                    _note(lb.table_notes("table2", t2, runs))))
     st = lb.staircase_table(runs)
     if not st.empty:
         shown = lb._labelled(st)
         out.append(("staircase", "Staircase", html_table(lb.STAIR_COLS, lb._df_lines(shown, lb.STAIR_COLS), "staircase"),
-                    _note(lb.mixed_note(shown, lambda r: f"{r['estimator'].rstrip(lb.MIXED)} "
-                                        f"({r['dataset']}, {r['critic']})"))))
+                    _note(lb.table_notes("staircase", shown, runs))))
     oh = lb.onehot_table(runs)
     if not oh.empty:
         cols = [c for c in lb.ONEHOT_COLS if c in oh]
         shown = lb._labelled(oh)
         out.append(("onehot", "One-hot drift and explosion", html_table(cols, lb._df_lines(shown, cols), "onehot"),
-                    _note(lb.mixed_note(shown, lambda r: r["estimator"].rstrip(lb.MIXED)))))
+                    _note(lb.table_notes("onehot", shown, runs))))
     bt = lb.bmi_table(runs)
     if not bt.empty:
         head, rows = md_table(lb.render_bmi(bt))
         out.append(("bmi", "Beyond-Normal and sample-file runs", html_table(head, rows, "bmi"),
-                    _note(lb.mixed_note(bt, lambda r: f"{lb._bmi_task(r)} / {lb._bmi_estimator(r)}"))))
+                    _note(lb.table_notes("bmi", bt, runs))))
     return out
 
 

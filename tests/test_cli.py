@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["dataset.steps_per_level=20", "dataset.mi_levels=[2,4]", "trainer.enable_progress_bar=false"]
 
 
-def mibench(*args, runs: Path, timeout=300):
-    env = {**os.environ, "MIBENCH_RUNS": str(runs), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+def mibench(*args, runs: Path, timeout=300, env=None):
+    env = {**(os.environ if env is None else env), "MIBENCH_RUNS": str(runs), "WANDB_MODE": "offline",
+           "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "mibench", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -242,6 +242,43 @@ def test_rows_mixing_versions_are_flagged(tmp_path):
     assert "- infonce (gaussian, separable): torch 2.13.0 / 2.14.0" in md
 
 
+def machine(**changes):
+    """A result.json's ``machine`` (rec_extra), with ``changes``."""
+    return {"machine": {"device": "cpu", "cpu_capability": "AVX512", "blas": "mkl 2024.2", "lapack": "mkl", "threads": 4,
+                        "torch": "2.13.0", "platform": "x86_64", "cpu": "Some CPU", "env": {}, **changes}}
+
+
+ENV_NOTE = "note: this table mixes runs from"
+
+
+def test_a_table_mixing_compute_environments_says_so(tmp_path):
+    rng = np.random.default_rng(4)
+    envs = [machine(), machine(), machine(cpu="Another CPU"), machine(cpu_capability="DEFAULT", threads=1), {}]
+    for s, env in enumerate(envs):  # the last: a record without machine (an older run)
+        write_run(tmp_path, f"stair{s}", benchmark="staircase", dataset="gaussian", estimator="infonce", seed=s,
+                  steps=staircase_steps(rng), rec_extra=env)
+    write_run(tmp_path, "stair_crashed", benchmark="staircase", dataset="gaussian", estimator="infonce", seed=9,
+              status="crashed", rec_extra=machine(device="NVIDIA H100"))  # not in the table: not counted
+    for s in range(2):  # SLB runs from one environment: their table has no note
+        write_run(tmp_path, f"slb{s}", seed=s, metrics={"mi_train": 1.0 + s, "test_acc": 0.5},
+                  rec_extra=machine(device="NVIDIA H100"))
+    md = (lb.build(tmp_path)["out"] / "leaderboard.md").read_text()
+    assert md.count(ENV_NOTE) == 1
+    (line,) = [ln for ln in md.splitlines() if ln.startswith(ENV_NOTE)]
+    assert line == ("note: this table mixes runs from 3 compute environments (cpu_capability: AVX512 ×3, DEFAULT ×1; "
+                    "threads: 4 ×3, 1 ×1; not recorded ×1) — per-step values differ across kernels within the drift "
+                    "documented in docs/results.md")
+    assert md.index("## Staircase") < md.index(ENV_NOTE) < md.index("## Crashed")
+
+
+def test_a_table_from_one_compute_environment_has_no_note(tmp_path):
+    rng = np.random.default_rng(5)
+    for s in range(3):  # the CPU model is recorded but is no kernel difference
+        write_run(tmp_path, f"stair{s}", benchmark="staircase", dataset="gaussian", estimator="nwj", seed=s,
+                  steps=staircase_steps(rng), rec_extra=machine(cpu=f"CPU {s}"))
+    assert ENV_NOTE not in (lb.build(tmp_path)["out"] / "leaderboard.md").read_text()
+
+
 OLD_RUN = Path(__file__).parent / "fixtures" / "old_run"  # written by main before schema 2 (result.json v1)
 
 

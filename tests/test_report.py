@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mibench.report import write_report
-from test_leaderboard import staircase_steps, write_run
+from test_leaderboard import ENV_NOTE, machine, staircase_steps, write_run
 
 # the smallest valid PNG (1x1, grey)
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
@@ -117,6 +117,19 @@ def test_report_tables_failures_configs_and_self_contained(tmp_path):
     assert len(page.imgs) == 3 and all(s.startswith("data:image/png;base64,") for s in page.imgs)
     assert all(s.startswith("data:") or s.startswith("#") for s in page.links)
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+def test_report_notes_a_table_mixing_compute_environments(tmp_path):
+    rng = np.random.default_rng(1)
+    for s, env in enumerate((machine(), machine(), machine(cpu_capability="DEFAULT"))):
+        write_run(tmp_path / "mixed", f"stair{s}", benchmark="staircase", dataset="gaussian", estimator="infonce",
+                  seed=s, steps=staircase_steps(rng), rec_extra=env)
+    html = write_report(tmp_path / "mixed").read_text()
+    note = ('<p class="note">note: this table mixes runs from 2 compute environments (cpu_capability: AVX512 ×2, '
+            'DEFAULT ×1) — per-step values differ across kernels within the drift documented in docs/results.md</p>')
+    assert html.count(ENV_NOTE) == 1 and html.index('id="staircase"') < html.index(note) < html.index("<h2>Failures")
+    one = make_runs(tmp_path / "one")  # records without machine: one (unknown) environment
+    assert ENV_NOTE not in write_report(one).read_text()
 
 
 def test_report_cli_errors_and_out(tmp_path, capsys):

@@ -93,9 +93,10 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
         engine = None
         t0 = time.perf_counter()
         try:
-            if task.trains:
-                engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
-                with cpu_threads(task.cpu_threads, backend.device):
+            with cpu_threads(task.cpu_threads if task.trains else None, backend.device):
+                result.extra["threads"] = torch.get_num_threads()  # what the run computes with: result.json's machine
+                if task.trains:
+                    engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
                     engine.train(resume)
             return conclude(task, engine, result, t0)
         finally:
@@ -125,12 +126,13 @@ def _train_group(cfgs: list[DictConfig], out_dirs: list[Path], backend: Backend,
         members.append(Member(task, make_engine(task, backend, logger, out, progress=False, on_interrupt=hook), logger,
                               resume=res))
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()  # what the group trains with (result.json's machine)
     try:
         GroupEngine(members, backend, progress).train()
         results: list[RunResult | Exception] = []
         for m, out in zip(members, out_dirs):
             try:
-                results.append(conclude(m.task, m.engine, RunResult(out_dir=Path(out)), t0))
+                results.append(conclude(m.task, m.engine, RunResult(out_dir=Path(out), extra={"threads": threads}), t0))
             except Exception as e:  # noqa: BLE001 -- recorded as this run's crash
                 results.append(e)
         return results
