@@ -97,3 +97,26 @@ def test_unknown_precision_is_one_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"hardware.precision=48-true is invalid \(valid: 32-true, 64-true"):
         validate(compose_config(TINY + ["hardware.precision=48-true"]))
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_fresh_start_never_appends_to_an_earlier_attempts_rows(tmp_path, grouped):
+    """A run that starts afresh (no checkpoint) in a directory holding an earlier attempt's partial steps file
+    writes its own rows only: the same steps.csv as in an empty directory (issue 27: 12,001 rows for 8,001)."""
+    from mibench.engine import seed_everything, train_group
+    from mibench.engine.run import run_task
+    import mibench.benchmarks  # noqa: F401  (the task registry)
+
+    def train(out):
+        out.mkdir(exist_ok=True)
+        cfg = compose_config(TINY + ["dataset.mi_levels=[2,4]"], out_dir=out)
+        seed_everything(int(cfg.seed))
+        train_group([cfg], [out]) if grouped else run_task(cfg, out)
+        return (out / "steps.csv").read_bytes()
+
+    clean = train(tmp_path / "clean")
+    left = tmp_path / "left"
+    left.mkdir()
+    (left / "steps.csv.partial").write_text("step,level,true_mi,estimate,loss,joint,marginal\n0,0,2,9,9,9,9\n")
+    assert train(left) == clean
+    assert not (left / "steps.csv.partial").exists()

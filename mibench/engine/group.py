@@ -376,10 +376,9 @@ class GroupEngine:
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
         members, be = self.members, self.backend
-        ats = [Resume()] * len(members)
+        ats = [m.engine.begin(m.resume) for m in members]
         for r, m in enumerate(members):
             if m.resume is not None:
-                ats[r] = m.engine.load_checkpoint(m.resume)
                 self.optimizer.load(self.owner[r], m.engine.optimizers[0])
         starts = {(m.engine.fit.t, at.offset) for m, at in zip(members, ats)}
         if len(starts) != 1:

@@ -149,11 +149,9 @@ class Engine:
         self.build_optimizers()
         width = len(task.columns) + len(task.shown_columns)  # the record, then the bar's values
         buf = torch.zeros(max(1, task.block), width, device=be.device)
-        at = Resume()
-        if resume is not None:
-            at = self.load_checkpoint(resume)
-            if len(at.pending):  # (a segment-end checkpoint has none)
-                buf[: len(at.pending)] = at.pending.to(be.device)
+        at = self.begin(resume)
+        if len(at.pending):  # (a segment-end checkpoint has none)
+            buf[: len(at.pending)] = at.pending.to(be.device)
         self.modules().train()
         lo = fit.t - len(at.pending)  # first step of the block being filled
         with Interrupts(self.checkpoint_every_s if self.checkpoint else None, lead_s=cluster.signal_lead_s(),
@@ -335,6 +333,15 @@ class Engine:
                 fit.table(self.columns, self.int_columns).to_csv(self._partial, index=False, float_format="%.9g")
         self.progress.update(fit.t)
         return at
+
+    def begin(self, resume: Path | None) -> Resume:
+        """Where training starts: the checkpoint ``resume`` (its rows rewrite the partial steps file), or
+        afresh, which removes a partial steps file an earlier attempt left: rows are never appended to it."""
+        if resume is not None:
+            return self.load_checkpoint(resume)
+        if self._partial is not None and self.backend.is_global_zero:
+            self._partial.unlink(missing_ok=True)
+        return Resume()
 
     def remove_checkpoint(self) -> None:
         if self.out_dir is not None and self.backend.is_global_zero:
