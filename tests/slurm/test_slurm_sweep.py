@@ -97,7 +97,8 @@ def _running_job(n: int) -> str | None:
 
 
 def _streamed_rows(run: Path) -> int:
-    """The steps a run has streamed to steps.csv.partial (the staircase writes a level at a time)."""
+    """The steps a run has streamed to steps.csv.partial (the staircase writes a level's rows at its end; a
+    read while they are written sees part of them)."""
     try:
         return max(0, (run / "steps.csv.partial").read_bytes().count(b"\n") - 1)
     except FileNotFoundError:
@@ -107,8 +108,9 @@ def _streamed_rows(run: Path) -> int:
 def _interrupt_each_job(sweep: subprocess.Popen, runs: list[Path], events: list[list[str]],
                         deadline_s: float = 600) -> list[str]:
     """Deliver to job n the events ``events[n]`` in order ("time_limit": SIGUSR2, "preemption": ``scontrol
-    requeue``), each once the job's current attempt has streamed a level (it trains) and has a level left;
-    an event the job's record already counts (SLURM's own SIGUSR2) is not sent. Returns what was sent."""
+    requeue``), each once the job's current attempt has streamed rows (a level ended: it trains) and has a
+    level left; an event the job's record already counts (SLURM's own SIGUSR2) is not sent. Returns what
+    was sent."""
     import time
 
     total, sent_log = LONG_LEVELS * LONG_STEPS, []
