@@ -98,13 +98,19 @@ def test_local_executor_one_process_per_group(tmp_path):
     _check_same_as_local(sweep_dir, local_dir, 4, [2] * 4)
 
 
-def test_executor_parameters(tmp_path):
+def test_executor_parameters(tmp_path, monkeypatch):
     """hydra.launcher's SLURM keys (those of Hydra's submitit_slurm) reach sbatch: generic ones as submitit's
-    shared parameters, the others as slurm_<key>, max_num_timeout to the executor; nodes > 1 is refused."""
+    shared parameters, the others as slurm_<key>, max_num_timeout to the executor; nodes > 1 is refused.
+
+    Needs no SLURM: submitit's SlurmExecutor refuses to start where ``srun`` is not on PATH (its only look at
+    the machine), so the test says srun is there; the job script is written, never submitted (``make
+    test-slurm`` submits to a real SLURM: test_real_slurm_one_job_per_group)."""
+    import submitit
     from omegaconf import OmegaConf
 
     from hydra_plugins.mibench_launcher.vectorized_launcher import VectorizedLauncher
 
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     launcher = VectorizedLauncher(submitit="slurm", submitit_folder=str(tmp_path / "%j"), partition="gpu",
                                   timeout_min=30, cpus_per_task=4, gpus_per_node=1, mem_gb=16, account="acc",
                                   qos="high", additional_parameters=OmegaConf.create({"mail-type": "END"}),
@@ -115,6 +121,10 @@ def test_executor_parameters(tmp_path):
     assert (p["partition"], p["time"], p["cpus_per_task"], p["gpus_per_node"], p["mem"], p["account"], p["qos"],
             p["signal_delay_s"], p["array_parallelism"]) == ("gpu", 30, 4, 1, "16GB", "acc", "high", 90, 3)
     assert p["additional_parameters"] == {"mail-type": "END"} and ex._executor.max_num_timeout == 7
+    script = ex._executor._make_submission_file_text("python -m mibench", "uid").splitlines()  # what sbatch reads
+    for flag in ("partition=gpu", "time=30", "cpus-per-task=4", "gpus-per-node=1", "mem=16GB", "account=acc",
+                 "qos=high", "signal=USR2@90", "mail-type=END", "ntasks-per-node=1"):
+        assert f"#SBATCH --{flag}" in script, (flag, script)
     with pytest.raises(ValueError, match="one process"):
         VectorizedLauncher(submitit="slurm", nodes=2)
     with pytest.raises(ValueError, match="unknown key"):
