@@ -46,6 +46,7 @@ def test_fake_data_loads_balanced_with_class_signal(fake_root):
     assert tx.shape == (160, 3, 32, 32) and tx.dtype == torch.uint8 and vx.shape == (60, 3, 32, 32)
     assert torch.bincount(ty).tolist() == [16] * 10 and torch.bincount(vy).tolist() == [6] * 10
     # learnable signal: nearest class-mean colour (from train) classifies test images well above chance
+    # (measured, calibrate_montecarlo.py, data seeds 0-4 x {AVX512, DEFAULT}: accuracy 1.0 in all 10)
     means = torch.stack([tx[ty == c].float().mean((0, 2, 3)) for c in range(10)])
     pred = torch.cdist(vx.float().mean((2, 3)), means).argmin(1)
     assert (pred == vy).float().mean() > 0.8
@@ -207,6 +208,8 @@ def test_nearest_neighbour_accuracy_against_brute_force():
 
 @pytest.mark.slow
 def test_slb_end_to_end(fake_root, tmp_path):
+    """Measured (calibrate_training.py, seeds 0-4 x {AVX512, DEFAULT}, the same on both): test accuracy 0.77 ± 0.10
+    (min 0.60; the limit 0.4 is 3.8 sd away, the old 0.5 was 2.7 sd), mi_train 1.39 ± 0.04 (0.5: 24 sd)."""
     cfg = compose_config(["estimator=remine", "dataset=cifar10", f"dataset.root={fake_root}", "benchmark.epochs=3",
                           "dataset.batch_size=16", "lambda=0.01", "benchmark.lr=3e-3", "logger=csv"] + QUIET[1:],
                          out_dir=tmp_path)
@@ -217,7 +220,7 @@ def test_slb_end_to_end(fake_root, tmp_path):
     assert row["benchmark"] == "slb" and row["estimator"] == "remine" and row["lam"] == 0.01 and row["c_star"] == 0
     assert row["mi_train"] == pytest.approx(max(0.0, epochs["mi_mean"].iloc[-1]), rel=1e-6)
     assert row["true_mi"] == pytest.approx(math.log(10)) and not row["diverged"] and row["steps"] == 30
-    assert row["test_acc"] > 0.5 and row["mi_train"] > 0.5  # learned the class signal (chance: 0.1, 0 nats)
+    assert row["test_acc"] > 0.4 and row["mi_train"] > 0.5  # learned the class signal (chance: 0.1, 0 nats)
     assert json.loads(row["config"])["model"]["name"] == "convnet"
     rec = json.loads((tmp_path / "result.json").read_text())
     assert rec["status"] == "completed" and rec["metrics"]["test_acc"] == pytest.approx(row["test_acc"])
@@ -228,6 +231,9 @@ def test_slb_end_to_end(fake_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["random", "balanced"])
 def test_clb_end_to_end(fake_root, tmp_path, sampler):
+    """Measured (calibrate_training.py, seeds 0-4 x {AVX512, DEFAULT}, the same on both): test accuracy, random
+    sampler 0.60 ± 0.09 (min 0.50), balanced 0.55 ± 0.09 (min 0.50): the limit 0.25 (chance 0.1) is 3.7 / 3.3 sd
+    away (the old 0.3 was 3.2 / 2.7 sd)."""
     cfg = compose_config(["estimator=reinfonce", "benchmark=clb", f"dataset.root={fake_root}", "benchmark.epochs=2",
                           "dataset.batch_size=8", f"benchmark.sampler={sampler}", "critic.embed=16"] + QUIET,
                          out_dir=tmp_path)
@@ -237,7 +243,7 @@ def test_clb_end_to_end(fake_root, tmp_path, sampler):
     assert m["steps"] + m["skipped_batches"] == 2 * 20  # 160 samples / batch 8, per epoch
     if sampler == "balanced":
         assert m["skipped_batches"] == 0
-    assert m["test_acc"] > 0.3 and math.isfinite(m["mi_test_raw"])
+    assert m["test_acc"] > 0.25 and math.isfinite(m["mi_test_raw"])
 
 
 @pytest.mark.slow

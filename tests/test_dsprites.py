@@ -229,11 +229,10 @@ def test_smoothness_kl_is_the_gaussian_kl():
     assert bool((noisy >= 0).all()) and float(noisy.mean()) > 1e-6
 
 
-def test_tc_bound_small_for_independent_latents_large_for_dependent_ones():
-    """Mean-field encoders y = x + 0.1 noise: with independent x coordinates TC(Y) = 0; with y_1, y_2 both
-    reading one x, TC(Y) = 2 * 0.5 log(1 + 100) - 0.5 log(1 + 200) = 1.96 nats (Gaussian channels)."""
-    g = torch.Generator().manual_seed(2)
-    k = 512
+def tc_bounds(seed: int, k: int = 512) -> dict[str, float]:
+    """The TC upper bound (eq. 12 / 13) of mean-field encoders y = x + 0.1 noise, x from generator ``seed``:
+    independent x coordinates, and both y reading one x."""
+    g = torch.Generator().manual_seed(seed)
     lv = torch.full((k, 2), 2 * math.log(0.1), dtype=torch.float64)
     out = {}
     for name, mean in (("independent", torch.randn(k, 2, generator=g, dtype=torch.float64)),
@@ -242,8 +241,19 @@ def test_tc_bound_small_for_independent_latents_large_for_dependent_ones():
         per = dim_log_density(mean, lv, y)
         lower = bounds.tnce(per.sum(0)).mi  # eq. 12
         out[name] = float(bounds.tc_upper(per, lower))
+    return out
+
+
+def test_tc_bound_small_for_independent_latents_large_for_dependent_ones():
+    """Mean-field encoders y = x + 0.1 noise: with independent x coordinates TC(Y) = 0; with y_1, y_2 both
+    reading one x, TC(Y) = 2 * 0.5 log(1 + 100) - 0.5 log(1 + 200) = 1.96 nats (Gaussian channels). Measured
+    (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}; float64, the same on both): independent
+    0.282 ± 0.034 (max 0.342; the limit 0.4 is 3.5 sd away, the old 0.3 was 0.5 sd: an upper bound, 0.28 above
+    the true 0 at k 512), dependent - 1.96 = +0.118 ± 0.059 (0.4: 4.8 sd), dependent - independent 1.80 ± 0.06
+    (1.2: 10 sd)."""
+    out = tc_bounds(2)
     true_dep = math.log(101) - 0.5 * math.log(201)
-    assert abs(out["independent"]) < 0.3
+    assert abs(out["independent"]) < 0.4
     assert out["dependent"] == pytest.approx(true_dep, abs=0.4) and out["dependent"] > out["independent"] + 1.2
 
 
@@ -278,6 +288,8 @@ def test_gradients_reach_the_encoder_and_q(task):
 
 
 def test_correlation_ratio_against_group_means():
+    """Measured (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}): eta[0, 3] 0.973 ± 0.003 (0.9: 25 sd), max of
+    eta[1] 0.098 ± 0.019 (0.2: 5.4 sd), eta[0, 0] 0.005 ± 0.005 (0.1: 20 sd)."""
     g = torch.Generator().manual_seed(6)
     f = D.sample_factors(400, g)
     v = torch.stack([f[:, 3].float() / 31 + 0.05 * torch.randn(400, generator=g), torch.randn(400, generator=g)], 1)

@@ -112,11 +112,16 @@ def mean_gradient(name: str, mi: float, b: int, n: int, seed: int = 0):
 
 
 def test_nwj_gradient_unbiased_infonce_biased():
-    """E[I_NWJ(f*_rho + 1)] = I(rho) for every rho, so its gradient is unbiased; InfoNCE's is not at MI >> log B."""
+    """E[I_NWJ(f*_rho + 1)] = I(rho) for every rho, so its gradient is unbiased; InfoNCE's is not at MI >> log B.
+    Measured (calibrate_montecarlo.py, seeds 0-4 x {AVX512, DEFAULT}; float64, the paths agree to 1e-6), NWJ at MI 2, B 16: max |z|
+    over the 20 components 2.31 ± 0.89 (max 3.95), mean z^2 0.95 ± 0.43 (max 1.75) -- heavy-tailed, so the limits
+    are 5.5 and 2.5 (3.6 sd; the old 4.5 and 2.0 were 2.5 / 2.4 sd); at MI 4, B 32: 1.89 ± 0.42, 0.95 ± 0.24 (8.5 /
+    6.6 sd). InfoNCE: log max |z| 7.3 ± 0.34 (max |z| >= 1006; 50 is 9.9 sd below on the log scale), |bias| /
+    |gradient| 0.9945 ± 0.0012, the largest |mean_i| / |true_i| 0.020 ± 0.023 (max 0.063; 1 is 42 sd away)."""
     for mi, b in ((2.0, 16), (4.0, 32)):
         m, se, g_true = mean_gradient("nwj", mi, b, 1500)
         z = (m - g_true) / se
-        assert z.abs().max() < 4.5 and (z**2).mean() < 2.0, (mi, b, z)
+        assert z.abs().max() < 5.5 and (z**2).mean() < 2.5, (mi, b, z)
     m, se, g_true = mean_gradient("infonce", 10.0, 16, 400)  # log 16 = 2.8 nats << 10: the bound saturates
     z = (m - g_true) / se
     assert z.abs().max() > 50 and (m - g_true).norm() > 0.5 * g_true.norm()
@@ -138,7 +143,9 @@ def mse(df, name, mi, b):
 def test_gradient_mse_falls_with_batch_size(claims):
     """At MI 8 NWJ's gradient error is so heavy-tailed (its partition term has variance ~ e^{2 MI} / B^2) that a
     few hundred batches do not rank B = 16 against B = 64 reliably (seed 1 gives 1.4e3 at 16, 9.8e3 at 64): NWJ is
-    checked at MI 2, InfoNCE (bias-dominated there) at both."""
+    checked at MI 2, InfoNCE (bias-dominated there) at both. Measured (calibrate_montecarlo.py, sweep seeds 0-4 x {AVX512,
+    DEFAULT}), log(MSE at 16 / MSE at 64): NWJ MI 2 2.12 ± 0.25, InfoNCE MI 2 1.32 ± 0.07, MI 8 0.109 ± 0.013,
+    the smallest over the alphas 0.25 ± 0.04: 8.5 / 19 / 8.6 / 6.6 sd above 0."""
     for name, mi in (("nwj", 2.0), ("infonce", 2.0), ("infonce", 8.0)):
         assert mse(claims, name, mi, 64) < mse(claims, name, mi, 16), (name, mi)
     for name in ("alpha",):  # I_alpha, all three alphas, at both MI values
@@ -150,7 +157,8 @@ def test_gradient_mse_falls_with_batch_size(claims):
 
 
 def test_best_alpha_moves_towards_nwj_with_mi_and_batch(claims):
-    """Poole Fig. 4 right: InfoNCE-like alpha at small MI / batch, NWJ-like at large MI / batch."""
+    """Poole Fig. 4 right: InfoNCE-like alpha at small MI / batch, NWJ-like at large MI / batch. The six
+    orderings held on sweep seeds 0-4 x {AVX512, DEFAULT} in all 10 (calibrate_montecarlo.py)."""
     best = best_alpha(claims).set_index(["true_mi", "batch_size"])["best_alpha"]
     assert best[(2.0, 16)] >= 0.5 and best[(8.0, 64)] <= 0.1, best.to_dict()
     assert best[(8.0, 16)] <= best[(2.0, 16)] and best[(2.0, 64)] <= best[(2.0, 16)]

@@ -39,6 +39,8 @@ def test_sampler_is_seeded_and_lands_on_the_modes():
     b = mixture25.sample(5000, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     cov = mixture25.coverage(a, MU, STD, threshold=100)
+    # measured (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}): 25 modes in all; quality
+    # 0.9892 ± 0.0022 (min 0.986): 0.98 is 4.1 sd below, |quality - 0.9889| < 0.01 is 4.4 sd away
     assert cov.modes == 25 and cov.quality > 0.98  # P(|N(0, I_2)| <= 3) = 1 - e^{-4.5} = 0.989
     assert abs(cov.quality - (1 - math.exp(-4.5))) < 0.01
 

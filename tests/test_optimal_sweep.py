@@ -98,16 +98,22 @@ def cell(df, est, mi, b, alpha=None):
 
 
 def test_nwj_unbiased_with_optimal_critic(claims):
-    """Poole Fig. 3: I_NWJ is unbiased with the optimal critic: |bias| within 4 standard errors."""
+    """Poole Fig. 3: I_NWJ is unbiased with the optimal critic: |bias| within 4.5 standard errors. Measured
+    (calibrate_montecarlo.py, sweep seeds 0-4 x {AVX512, DEFAULT}; the paths agree to 1e-6), bias / standard error: MI 2, B 16
+    +0.02 ± 1.41 (max 2.33), MI 2, B 64 +0.21 ± 0.79, MI 4, B 64 +0.29 ± 0.59. NWJ's heavy tail at B 16 spreads
+    the ratio over 1.4 standard errors: 4.5 is 3.2 sd away (the old 4 was 2.8 sd), 5.5 / 7.1 sd for the others."""
     for mi, b in ((2.0, 16), (2.0, 64), (4.0, 64)):
         r = cell(claims, "nwj", mi, b)
-        assert abs(r["bias"]) < 4 * r["std_err"] + 1e-3, (mi, b, r["bias"], r["std_err"])
+        assert abs(r["bias"]) < 4.5 * r["std_err"] + 1e-3, (mi, b, r["bias"], r["std_err"])
         t = cell(claims, "tuba", mi, b)  # TUBA with a(y) = Z(y) = 1 is NWJ with f* + 1 (Poole footnote 1)
         assert t["mean"] == pytest.approx(r["mean"], abs=1e-5)
 
 
 def test_infonce_bias_is_mi_minus_log_n(claims):
-    """MI = 10 >> log 16: InfoNCE saturates at log N, so its bias is about -(MI - log N), variance tiny."""
+    """MI = 10 >> log 16: InfoNCE saturates at log N, so its bias is about -(MI - log N), variance tiny.
+    Measured (calibrate_montecarlo.py, sweep seeds 0-4 x {AVX512, DEFAULT}): bias + (10 - log 16) = -0.0095 ± 0.0012 (0.1: 74
+    sd); variance 0.0012 ± 0.0004 (0.01: 25 sd); bias(10) - bias(4) = -5.541 ± 0.006 (-5: 97 sd); |alpha's bias|
+    - |InfoNCE's| = -4.22 ± 0.02 (244 sd); log(alpha's variance / NWJ's) = -4.2 ± 0.9 (4.6 sd below 0)."""
     r = cell(claims, "infonce", 10.0, 16)
     assert r["bias"] == pytest.approx(-(10.0 - math.log(16)), abs=0.1)
     assert r["mean"] <= math.log(16)
@@ -121,6 +127,8 @@ def test_infonce_bias_is_mi_minus_log_n(claims):
 
 
 def test_loo_upper_above_true_mi_on_average(claims):
+    """Measured (calibrate_montecarlo.py, sweep seeds 0-4 x {AVX512, DEFAULT}): (mean - MI) / standard error >= 19.3 in every
+    cell (means 21-221; the limit 3 is >= 17 sd away)."""
     for mi, b in ((2.0, 16), (2.0, 64), (4.0, 64), (10.0, 64)):
         r = cell(claims, "loo_upper", mi, b)
         assert r["mean"] - mi > 3 * r["std_err"], (mi, b)

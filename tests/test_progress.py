@@ -214,7 +214,9 @@ def test_dim_probe_bar_shows_each_probes_training_accuracy(monkeypatch):
     off = train_probes(sep, y, sep, y, 4, epochs=30, lr=1e-2, batch_size=8, progress=False)
     assert on == off and len(seen) == 30
     assert set(seen[-1]) == {"epoch", "mlp/fc", "mlp/y", "linear/fc", "linear/y"} and seen[-1]["epoch"] == "30/30"
-    assert seen[-1]["linear/y"] == 1.0 and seen[0]["linear/y"] < 1.0  # learned the separable labels
+    # learned the separable labels; measured (calibrate_training.py, data / training seeds 0-4 x {AVX512, DEFAULT}):
+    # 0.25 in the first epoch and 1.0 in the last in all 10 runs (no spread)
+    assert seen[-1]["linear/y"] == 1.0 and seen[0]["linear/y"] < 1.0
     assert "dim_probes" in err and "linear/y=1.000" in err
 
 

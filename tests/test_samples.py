@@ -21,6 +21,8 @@ from mibench.engine import run_task, seed_everything, train_group
 from mibench.estimators import build_estimator
 import mibench.engine.heldout as heldout
 
+from drift import assert_same_run
+
 FAKE_BMI = Path(__file__).parent / "fixtures" / "fake_bmi"
 QUIET = ["trainer.enable_progress_bar=false", "logger=none", "benchmark.plot=false"]
 
@@ -158,12 +160,14 @@ def finished(pairs, tmp_path_factory):
 
 
 def test_gaussian_sample_with_known_mi_ends_within_tolerance(finished):
-    """2-D Gaussian, rho 0.8 (1.022 nats), 2,000 pairs, InfoNCE with the protocol's critic and lr:
-    the best held-out estimate is within 0.1 nats of the truth (measured: 0.97-1.00 over seeds 0-2)."""
+    """2-D Gaussian, rho 0.8 (1.022 nats), 2,000 pairs, InfoNCE with the protocol's critic and lr: the best
+    held-out estimate is at most 0.2 nats below the truth and 0.1 above it. Measured (calibrate_training.py,
+    seeds 0-4 x {AVX512, DEFAULT}): best - truth = -0.081 ± 0.021 (min -0.110, max -0.051): the limits sit
+    5.6 sd below and 8.6 sd above the mean (the old ±0.1 was 0.9 sd: seed 3, and seed 0 on DEFAULT, fail it)."""
     result, out = finished
     m = result.metrics
     assert result.status == "completed" and m["true_mi"] == pytest.approx(1.0217, abs=1e-3)
-    assert abs(m["best_test_estimate"] - m["true_mi"]) < 0.1
+    assert -0.2 < m["best_test_estimate"] - m["true_mi"] < 0.1, m
     curve = pd.read_csv(out / "curve.csv")
     assert m["best_test_estimate"] == pytest.approx(curve["test_estimate"].max())
     assert m["test_estimate"] == pytest.approx(curve["test_estimate"].iloc[-1])
@@ -209,7 +213,12 @@ def test_resume_after_a_crash_ends_with_the_same_numbers(small, tmp_path, monkey
 
 def test_group_runs_leave_when_they_stop_early(small, tmp_path):
     """Seeds x estimators as one vectorised group: each run stops at its own step, and records what it
-    records alone (first evaluation block to 2e-5; the stopping rule on the run's own curve)."""
+    records alone up to rounding (drift.py: step 0 to 1e-5, then the means of the evaluation blocks both ran
+    within 4 standard errors; the stopping rule on the run's own curve). At lr 0.3 Adam's first step turns the
+    batched matmuls' rounding into up to 0.1 nats, so only step 0 is compared tightly. Measured
+    (calibrate_drift.py, this group on seeds 3s..3s+2, s = 0-4, x {AVX512, DEFAULT}): the first difference over
+    1e-5 at step 1 in 8 of 30 runs (median step 29); 9 of 30 stop at another step than alone; block z
+    0.30 ± 0.39 (max 1.37): the limit 4 is 9.6 sd away."""
     over = ["benchmark.steps=1000", *FAST, "benchmark.patience=1", "benchmark.lr=0.3"]
     runs = [("infonce", 0), ("nwj", 1), ("mine", 2)]
     cfgs = [cfg_for(small, tmp_path / f"{e}{s}", *over, f"estimator={e}", f"seed={s}") for e, s in runs]
@@ -223,7 +232,7 @@ def test_group_runs_leave_when_they_stop_early(small, tmp_path):
         (tmp_path / f"alone_{e}{s}").mkdir()
         alone = run_task(c, tmp_path / f"alone_{e}{s}")
         a, b = pd.read_csv(tmp_path / f"{e}{s}" / "steps.csv"), pd.read_csv(tmp_path / f"alone_{e}{s}" / "steps.csv")
-        assert np.abs(a["estimate"][:25] - b["estimate"][:25]).max() < 2e-5, e
+        assert_same_run(a, b, tight_steps=1, window=25, same_length=False, where=e)
         if g.metrics["stopped_early"]:
             assert g.steps_done == g.metrics["best_step"] + 25
         steps.add(g.steps_done)

@@ -46,7 +46,9 @@ def test_tnce_is_eq12_loop_and_ignores_a_per_y_term():
 
 
 def test_rate_is_unbiased_at_q_equal_p_and_adds_kl_when_q_is_wrong():
-    """E[rate] = I + E_p(y)[log p(y)/q(y)] = I + KL(p(y) || q(y)) (Poole eq. 1's slack), in closed form."""
+    """E[rate] = I + E_p(y)[log p(y)/q(y)] = I + KL(p(y) || q(y)) (Poole eq. 1's slack), in closed form.
+    Measured (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}; float64, the paths agree): (mean - closed form) /
+    standard error at q = p +0.11 ± 0.30, at the wrong q +0.48 ± 0.73: the limit 4 is 12.8 / 4.8 sd away."""
     d, mi, s = 4, 2.0, 1.7
     x, y, rho = gaussian_batch(400, 32, d, mi, seed=2)
     lp = log_density_bmm(x, y, rho)
@@ -75,7 +77,9 @@ def test_learned_density_is_a_normalised_mixture():
 
 
 def test_struct_nwj_eq14_closed_form_for_a_scaled_marginal():
-    """f = 1 + log p(y|x)/q(y) with q = c p(y): E[eq. 14] = I - log c + 1 - 1/c <= I, equal at c = 1."""
+    """f = 1 + log p(y|x)/q(y) with q = c p(y): E[eq. 14] = I - log c + 1 - 1/c <= I, equal at c = 1.
+    Measured (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}; the paths agree): (mean - closed form) / standard
+    error at c = 1, 0.5, 3: +0.48 ± 0.80, +0.28 ± 0.74, +0.63 ± 0.80: the limit 4 is 4.4 / 5.0 / 4.2 sd away."""
     d, mi = 3, 1.0
     x, y, rho = gaussian_batch(600, 16, d, mi, seed=3)
     lp = log_density_bmm(x, y, rho)
@@ -108,7 +112,9 @@ def test_struct_js_and_struct_alpha_use_log_q_as_the_critic_shift():
 
 
 def test_tc_upper_matches_loop_and_bounds_the_closed_form_tc():
-    """Mean-field encoder y_k = rho x_k + noise on correlated x: TC(Y) = -1/2 log(1 - rho^4 c^2)."""
+    """Mean-field encoder y_k = rho x_k + noise on correlated x: TC(Y) = -1/2 log(1 - rho^4 c^2). Measured
+    (calibrate_montecarlo.py, generator seeds 0-4 x {AVX512, DEFAULT}): (mean - TC) / standard error +4.9 ± 0.7 (min 3.8): the
+    limit -3 is 11.9 sd below."""
     n, rho, c = 48, 0.8, 0.9
     g = torch.Generator().manual_seed(5)
     reps = 60
@@ -128,7 +134,10 @@ def test_tc_upper_matches_loop_and_bounds_the_closed_form_tc():
 
 
 def test_sandwich_holds_on_average_over_mi_and_batch(tmp_path):
-    """Poole §2.5: eq. 12 <= I <= eq. 13 in expectation; the gap closes as the batch grows."""
+    """Poole §2.5: eq. 12 <= I <= eq. 13 in expectation; the gap closes as the batch grows. Measured (calibrate_montecarlo.py,
+    seeds 0-4 x {AVX512, DEFAULT}), over the MI > 0 cells: max(lower - MI) -0.29 ± 0.04 (6.6 sd below 0),
+    min(upper - MI) +0.29 ± 0.05 (5.6 sd above 0), max(gap at 32 - gap at 8) -0.89 ± 0.07 (12 sd); the rate at
+    MI 6, max |mean - 6| / standard error 1.04 ± 0.47 (max 1.37; the limit 4 is 6.2 sd away)."""
     cfg = compose_config(["benchmark=sandwich", "benchmark.mi_values=[0,2,6]", "benchmark.batch_sizes=[8,32]",
                           "benchmark.n_batches=64", "benchmark.min_batches=16", "logger=none"], out_dir=tmp_path)
     r = run(cfg, echo=False)
@@ -153,7 +162,9 @@ def test_sandwich_table_flags_a_violation():
 
 
 def test_staircase_with_the_known_encoder_trains_q_and_brackets_mi(tmp_path):
-    """critic=conditional: only q(y) learns; the rate stays above the true MI, tnce below it."""
+    """critic=conditional: only q(y) learns; the rate stays above the true MI, tnce below it. Measured (calibrate_montecarlo.py,
+    seeds 0-4 x {AVX512, DEFAULT}): the rate's min over levels of (mean - MI) / standard error -0.07 ± 0.41 (min
+    -0.64; the limit -4 is 9.6 sd below); tnce's max of mean - MI -0.082 ± 0.004 (21 sd below 0)."""
     common = ["critic=conditional", "dataset.dim=4", "dataset.batch_size=32", "dataset.mi_levels=[1,3]",
               "dataset.steps_per_level=60", "benchmark.plot=false", "logger=none", "benchmark.lr=0.01"]
     out = {}

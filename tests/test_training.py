@@ -18,6 +18,9 @@ TIGHT = ["dataset.dim=2", "dataset.mi_levels=[1.0]", "dataset.steps_per_level=40
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["infonce", "remine"])
 def test_short_training_is_tight(estimator, tmp_path):
+    """Measured (calibrate_training.py, seeds 0-4 x {AVX512, DEFAULT}), final - 1: infonce -0.050 ± 0.011
+    (min -0.063), remine -0.067 ± 0.015 (min -0.086): the limit 0.3 is 23 / 16 sd away; the rise final - mean of
+    the first 20 steps: infonce +0.295 ± 0.020 (15 sd above 0), remine +0.446 ± 0.113 (min 0.317; 3.9 sd)."""
     cfg = compose_config([f"estimator={estimator}"] + TIGHT + QUIET, out_dir=tmp_path)
     r = run(cfg, echo=False)
     steps = r["steps"]
@@ -77,7 +80,9 @@ def test_divergence_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.slow
 def test_eta_mine_and_alpha_train(tmp_path):
-    """The stateful estimators train end to end and their own parameters move."""
+    """The stateful estimators train end to end and their own parameters move. Measured (calibrate_training.py,
+    seeds 0-4 x {AVX512, DEFAULT}), final - 1: eta_mine -0.078 ± 0.015 (min -0.103), alpha -0.075 ± 0.017
+    (min -0.110), mine (EMA) -0.062 ± 0.011 (min -0.079): the limit 0.5 is >= 25 sd away."""
     for name in ("eta_mine", "alpha", "mine"):
         extra = ["estimator.ema=true"] if name == "mine" else []
         cfg = compose_config([f"estimator={name}"] + TIGHT + QUIET + extra, out_dir=tmp_path / name)
