@@ -54,6 +54,7 @@ def plugin_conf(tmp_path, monkeypatch):
       "benchmark.plot=false"], 30),
     (["benchmark=onehot", "benchmark.steps=100", "benchmark.plot=false"], 100),
 ])
+@pytest.mark.drift  # calibrated on two kernel paths: make test-drift runs it on another
 def test_new_estimator_runs_through_two_benchmarks(plugin_conf, bench, n, tmp_path):
     """The critic trained: the last 5 steps' mean estimate above the first 5's. Measured (calibrate_training.py,
     seeds 0-4 x {AVX512, DEFAULT}, the same on both): staircase +0.204 ± 0.038 (min 0.143; 5.4 sd above 0);
@@ -107,6 +108,7 @@ def gauss1d(tmp_path):
     TASKS.pop("gauss1d")
 
 
+@pytest.mark.drift  # calibrated on two kernel paths: make test-drift runs it on another
 def test_a_new_benchmark_is_one_task_class_and_one_yaml(gauss1d, tmp_path):
     cfg = compose_config(["benchmark=gauss1d", gauss1d, "critic=concat", "critic.hidden=32", "dataset.batch_size=64",
                           *QUIET], out_dir=tmp_path / "run")

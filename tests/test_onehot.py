@@ -123,6 +123,7 @@ def drift_runs(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.drift  # calibrated on two kernel paths: make test-drift runs it on another
 def test_mine_drifts_remine_does_not(drift_runs):
     """Choi & Lee §3-4, Figs 1 and 4: MINE's first term drifts after the estimate converges, ReMINE's stays put.
     Measured (calibrate_training.py, seeds 0-4 x {AVX512, DEFAULT}), per 1k steps over the second half: |MINE's

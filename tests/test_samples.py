@@ -159,6 +159,7 @@ def finished(pairs, tmp_path_factory):
     return run(cfg, out, echo=False), out
 
 
+@pytest.mark.drift  # calibrated on two kernel paths: make test-drift runs it on another
 def test_gaussian_sample_with_known_mi_ends_within_tolerance(finished):
     """2-D Gaussian, rho 0.8 (1.022 nats), 2,000 pairs, InfoNCE with the protocol's critic and lr: the best
     held-out estimate is at most 0.2 nats below the truth and 0.1 above it. Measured (calibrate_training.py,
@@ -211,6 +212,7 @@ def test_resume_after_a_crash_ends_with_the_same_numbers(small, tmp_path, monkey
     pd.testing.assert_frame_equal(resumed.extra["curve"], whole.extra["curve"])
 
 
+@pytest.mark.drift  # calibrated on two kernel paths: make test-drift runs it on another
 def test_group_runs_leave_when_they_stop_early(small, tmp_path):
     """Seeds x estimators as one vectorised group: each run stops at its own step, and records what it
     records alone up to rounding (drift.py: step 0 to 1e-5, then the means of the evaluation blocks both ran
