@@ -45,10 +45,11 @@ def samples_cfg(path, *extra: str):
 
 # ------------------------------------------------------------------------------- A: scale-free input numerics
 def old_standardize(x: np.ndarray) -> np.ndarray:
-    """mibench 0.1.0's: the values cast to float32, then mean and sd in float32."""
-    x = x.astype(np.float32)
-    sd = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    """mibench 0.1.0's: the values cast to float32, then mean and sd in float32 (overflowing as they may)."""
+    with np.errstate(all="ignore"):
+        x = x.astype(np.float32)
+        sd = x.std(axis=0)
+        return ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
 def test_standardize_is_scale_free_and_keeps_the_float32_numbers_of_ordinary_data():
