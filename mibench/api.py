@@ -46,14 +46,58 @@ class Estimation:
         return float(self.best_test_estimate)
 
 
+# the dataset=samples keys an override may set (the others say which arrays and file the run reads)
+DATASET_KEYS = ("standardize", "train_fraction", "test_fraction", "split_seed")
+VALID_ARRAY = "valid: real numbers as a numpy array, a torch tensor or a nested list"
+
+
 def _array(a: Any, name: str) -> np.ndarray:
-    if hasattr(a, "detach"):  # a torch tensor, on any device
-        a = a.detach().cpu().numpy()
+    if getattr(a, "is_meta", False):
+        raise ValueError(f"{name} is a meta tensor, which holds no values ({VALID_ARRAY})")
     try:
-        return np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be numbers: a numpy array, a torch tensor or a nested list "
-                         f"(got {type(a).__name__})") from None
+        if hasattr(a, "detach"):  # a torch tensor, on any device
+            a = a.detach().cpu().numpy()
+        arr = np.asarray(a)
+    except Exception as e:  # noqa: BLE001 -- a ragged list, a tensor numpy cannot take: one line
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{name} cannot be read as an array of numbers: {why} ({VALID_ARRAY})") from None
+    if arr.dtype.kind not in "biuf":
+        what = "complex numbers" if arr.dtype.kind == "c" else f"dtype {arr.dtype}"
+        raise ValueError(f"{name} holds {what} (got {type(a).__name__}; {VALID_ARRAY})")
+    return arr.astype(np.float64)
+
+
+# the keys estimate()'s own arguments set: an override of one would silently win over, or break, the argument
+OWNED = {"estimator": "estimator", "critic": "critic", "seed": "seed", "benchmark.steps": "steps",
+         "dataset.true_mi": "true_mi", "runs_root": "out_dir", "out_dir": "out_dir",
+         "trainer.enable_progress_bar": "progress"}
+
+
+def _check_arguments(overrides: Any, given: dict[str, Any]) -> list[str]:
+    """One-line ValueErrors for bad arguments and for overrides of what an argument sets; the overrides as a list."""
+    from .checks import Int, check_seed
+    from .compose import override_key
+    from .data.samples import _true_mi
+
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
+        raise ValueError(f"overrides={overrides!r} is invalid (valid: a list of 'key=value' strings, e.g. "
+                         f"['benchmark.lr=1e-3'])")
+    for o in overrides:
+        key = override_key(o)
+        if key == "dataset" or (key.startswith("dataset.") and key not in OWNED
+                                and key.split(".", 1)[1] not in DATASET_KEYS):
+            raise ValueError(f"overrides: {o!r} conflicts with estimate()'s data: it runs dataset=samples on x and y "
+                             f"(valid: {', '.join(f'dataset.{k}' for k in DATASET_KEYS)}, and the other groups' keys)")
+        if key in OWNED:
+            arg = OWNED[key]
+            raise ValueError(f"overrides: {o!r} conflicts with estimate()'s argument {arg}={given[arg]!r} "
+                             f"(valid: estimate(..., {arg}=...) instead)")
+    if given["steps"] is not None and not Int(1).ok(given["steps"]):
+        raise ValueError(f"steps={given['steps']!r} is invalid (valid: an integer >= 1, or None for the protocol's "
+                         f"10,000)")
+    check_seed(given["seed"])
+    _true_mi(given["true_mi"], "estimate()")
+    return list(overrides)
 
 
 def estimate(x: Any, y: Any, estimator: str = "infonce", critic: str = "concat", steps: int | None = None, *,
@@ -69,20 +113,28 @@ def estimate(x: Any, y: Any, estimator: str = "infonce", critic: str = "concat",
                default: a temporary folder, removed afterwards
     progress:  a progress bar (default: when stderr is a terminal)
 
-    Bad input raises ``ValueError`` with one line naming it, before any training.
+    Bad input raises ``ValueError`` with one line naming it, before any training: arrays that are not real
+    numbers, an ``out_dir`` where no directory can be written, overrides that are not a list of
+    ``key=value`` strings or that set what an argument sets (``estimator=``, ``dataset=``, ``seed=``, ...).
     """
     from .app import run
     from .compose import compose_config
     from .data.samples import save_samples
 
+    from .checks import check_dir
     from .cli import groups
+    from .compose import composition_error
 
     known = groups()
     for group, choice in (("estimator", estimator), ("critic", critic)):
         if choice not in known[group]:
             raise ValueError(f"unknown {group} {choice!r} (valid: {', '.join(known[group])})")
+    overrides = _check_arguments(overrides, {"estimator": estimator, "critic": critic, "seed": seed, "steps": steps,
+                                             "true_mi": true_mi, "out_dir": out_dir, "progress": progress})
     xa, ya = _array(x, "x"), _array(y, "y")
     keep = out_dir is not None
+    if keep:
+        check_dir(out_dir, f"out_dir={out_dir}")
     out = Path(out_dir) if keep else Path(tempfile.mkdtemp(prefix="mibench-"))
     try:
         path = save_samples(out / "samples.npz", xa, ya, true_mi)
@@ -95,8 +147,8 @@ def estimate(x: Any, y: Any, estimator: str = "infonce", critic: str = "concat",
         args.append(f"trainer.enable_progress_bar={str(bool(progress)).lower()}")
         try:
             cfg = compose_config([*args, *overrides], out_dir=out)
-        except Exception as e:  # Hydra's errors for an unknown choice or a malformed override
-            raise ValueError(str(e).strip().splitlines()[0]) from None
+        except Exception as e:  # Hydra's errors for an unknown key or a malformed override
+            raise ValueError(composition_error(e, [*args, *overrides], lambda o: compose_config(o, hydra=True))) from None
         result = run(cfg, out, echo=False)
         record = json.loads((out / "result.json").read_text())
         m = result.metrics

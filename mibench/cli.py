@@ -100,8 +100,12 @@ def sweep_preset(args: list[str]) -> str | None:
     return None
 
 
-def preflight(args: list[str]) -> str | None:
-    """Return an error line for the first bad override / config, or None when all is well."""
+def preflight(args: list[str], notes: list[str] | None = None) -> str | None:
+    """Return an error line for the first bad override / config, or None when all is well.
+
+    The first job's config is composed with its Hydra node and the command line's hydra overrides: the
+    launcher's settings are checked there (``-m``), and ``notes`` (when a list is given) gets one line per
+    preset the command line overrides implicitly (:func:`mibench.compose.preset_notes`, a preset's sweep)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -115,11 +119,16 @@ def preflight(args: list[str]) -> str | None:
         overrides = OverridesParser.create().parse_overrides(raw)
     except Exception as e:  # hydra's OverrideParseException and friends
         return f"cannot parse overrides: {_first_line(e)}"
+    if err := _runs_root_error(overrides):
+        return err
     known = groups()
     per_override: list[list[str]] = []
+    hydra_overrides: list[str] = []  # the launcher's settings, hydra/launcher=...: composed with the first job
     for ov in overrides:
         key = ov.key_or_group
         if key.startswith("hydra") and key != "hydra.searchpath":  # the search path changes what composes
+            if not ov.is_sweep_override():
+                hydra_overrides.append(ov.input_line)
             continue
         sweep = ov.is_sweep_override()
         if sweep and not multirun:
@@ -135,8 +144,11 @@ def preflight(args: list[str]) -> str | None:
     if preset:  # the preset's own sweep, except keys the command line sets
         from omegaconf import OmegaConf
 
-        given = {ov.key_or_group for ov in overrides}
+        given = {ov.key_or_group: ov.input_line for ov in overrides}
         params = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+        if notes is not None:
+            notes.extend(f"{given[key]} replaces experiment={preset}'s sweep {key}={vals}" for key, vals in params.items()
+                         if key in given)
         parsed = OverridesParser.create().parse_overrides(
             [f"{key}={vals}" for key, vals in params.items() if key not in given])
         for ov in parsed:  # range(0,10), choice(...), a,b,c: Hydra's own sweep syntax
@@ -150,30 +162,83 @@ def preflight(args: list[str]) -> str | None:
     # jobs that run elsewhere (SLURM) check their GPU where they run, not on the submitting node
     remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hydra/launcher=vectorized_slurm", "hardware=slurm"))
                  for a in raw)
+    given_groups = {ov.key_or_group: ov.get_value_element_as_str() for ov in overrides if ov.key_or_group in known
+                    and not ov.is_sweep_override() and not ov.is_delete()}
+    given_keys = {ov.key_or_group for ov in overrides}
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for combo in combos:
-            if err := _check(combo, remote):
+        for k, combo in enumerate(combos):
+            first = None if k else _First(hydra_overrides, multirun, given_groups, given_keys, notes)
+            if err := _check(combo, remote, first):
                 return err
     GlobalHydra.instance().clear()
     return None
 
 
-def _check(overrides: tuple[str, ...], remote: bool) -> str | None:
+def _runs_root_error(overrides: list) -> str | None:
+    """The runs root (``runs_root=``, else $MIBENCH_RUNS, else runs/) first: no other check matters when no run
+    can write its records (each job's config checks it again, with its interpolations resolved)."""
+    import os
+
+    from .checks import ConfigError, check_runs_root
+
+    given = [ov for ov in overrides if ov.key_or_group == "runs_root"]
+    if given and (given[-1].is_sweep_override() or "${" in given[-1].get_value_element_as_str()):
+        return None
+    root = given[-1].get_value_element_as_str() if given else os.environ.get("MIBENCH_RUNS", "runs")
+    try:
+        check_runs_root(root) if root != "null" else None
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+class _First:
+    """What the first job's check also does: compose with the hydra overrides, check the launcher, collect notes."""
+
+    def __init__(self, hydra_overrides: list[str], multirun: bool, groups: dict[str, str], keys: set[str],
+                 notes: list[str] | None):
+        self.hydra_overrides, self.multirun, self.groups, self.keys, self.notes = (hydra_overrides, multirun, groups,
+                                                                                   keys, notes)
+
+    def check(self, cfg) -> None:
+        """Raise ConfigError for a bad launcher setting; add the preset notes; drop the hydra node."""
+        from omegaconf import open_dict
+
+        from .compose import preset_notes
+
+        launcher = cfg.hydra.launcher
+        if self.multirun and str(launcher.get("_target_", "")).endswith("VectorizedLauncher"):
+            from hydra_plugins.mibench_launcher.vectorized_launcher import check_settings
+
+            check_settings(launcher)
+        if self.notes is not None:
+            self.notes.extend(preset_notes(cfg, self.groups, self.keys))
+        with open_dict(cfg):
+            del cfg["hydra"]
+
+
+def _check(overrides: tuple[str, ...], remote: bool, first: _First | None = None) -> str | None:
     """Compose one job's config (inside initialize_config_dir) and validate it; an error line or None.
 
     The validators build estimators and so import torch (seconds): only a config that composes pays for that.
     """
     from hydra import compose
 
+    from .compose import composition_error
+
+    extra = first.hydra_overrides if first is not None else []
     try:
-        cfg = compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=[*extra, *overrides], return_hydra_config=first is not None)
     except Exception as e:  # composition errors: unknown keys, bad types
-        return _first_line(e)
+        return composition_error(e, [*extra, *overrides], lambda ovs: compose(
+            config_name="config", overrides=ovs, return_hydra_config=True))
     from .config import ConfigError, validate
 
     try:
+        if first is not None:
+            first.check(cfg)
         validate(cfg, check_hardware=not remote)
     except ConfigError as e:
         return str(e)
@@ -233,10 +298,13 @@ def _dispatch(args: list[str]) -> None:
     args = implied(args) + searchpath_override(args)
     hydra_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if not hydra_flags:  # --help, --cfg, --info ... go straight to Hydra
-        err = preflight(args)
+        notes: list[str] = []
+        err = preflight(args, notes)
         if err:
             print(f"mibench: error: {err}", file=sys.stderr)
             raise SystemExit(2)
+        for note in notes:
+            print(f"mibench: note: {note}", file=sys.stderr)
     sys.argv = [sys.argv[0]] + args
     from .app import hydra_entry
 

@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import plugins
 from .benchmarks import TASKS, Task
-from .checks import ConfigError, check_int, check_seed, num
+from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, check_rules, check_runs_root,
+                     check_seed, check_size, num)
 from .precision import PRECISIONS
 from .estimators import LAYOUTS
 from .estimators import REGISTRY as ESTIMATORS
@@ -26,6 +27,15 @@ LAYOUT_TEXT = {"rows": "a row-wise partition (row i pairs x_i with its positives
 plugins.load()  # installed plug-ins register their estimators and benchmarks (mibench.plugins)
 
 __all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
+
+# the keys every benchmark's engine reads (a group's options may lack some: only the present ones are checked)
+GENERIC = {
+    "trainer": {"enable_progress_bar": Bool(), "deterministic": Bool(),
+                "checkpoint_every_min": Maybe(Number(0.0, text="minutes >= 0 (0: none)"), "null for none")},
+    "hardware": {"threads": Maybe(Int(1), "null for torch's default"), "num_workers": Int(0),
+                 "devices": OneOf(Int(1, minus_one=True), Numbers(Int(0), "device indices"), Choice("auto"),
+                                  text="-1 for all, an integer >= 1, a list of device indices, or auto")},
+}
 
 
 def apply_overrides(cfg: DictConfig) -> list[str]:
@@ -41,6 +51,8 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
         bad = [k for k in per if k not in ESTIMATORS]
         if bad:
             raise ConfigError(f"per_estimator.{bad[0]} is not an estimator (valid: {', '.join(sorted(ESTIMATORS))})")
+        for name, opts in per.items():  # every estimator's options, not only the one that runs: a sweep runs them all
+            check_options(f"per_estimator.{name}", name, opts)
         opts = per.get(cfg.estimator.name)
         if opts:
             with open_dict(cfg):
@@ -61,6 +73,26 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
             regs = ", ".join(n for n, s in ESTIMATORS.items() if s.regularized)
             notes.append(f"{top}={value} ignored: estimator={cfg.estimator.name} has no regularizer (regularized: {regs})")
     return notes
+
+
+def check_options(path: str, name: str, opts: Any) -> None:
+    """``opts`` (a mapping of estimator ``name``'s parameters, at ``path``) against the registry's ranges."""
+    spec = ESTIMATORS[name]
+    if not isinstance(opts, DictConfig):
+        raise ConfigError(f"{path}={opts!r} is invalid (valid: a mapping of estimator={name}'s parameters)")
+    for key, v in opts.items():
+        if key not in spec.params():
+            raise ConfigError(f"{path}.{key} is not a parameter of estimator={name} (valid: {', '.join(spec.params())})")
+        rng = spec.ranges.get(key)
+        if rng is not None and not rng.ok(v):
+            raise ConfigError(f"{path}.{key}={v} is invalid (valid: {rng.text})")
+
+
+def dim_y(cfg: DictConfig) -> int:
+    """``dataset.dim`` for the estimator's learned parts (2 where the dataset has none, or the benchmark's
+    own check will reject it)."""
+    v = cfg.dataset.get("dim", 2)
+    return v if Int(1).ok(v) else 2
 
 
 def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
@@ -98,14 +130,14 @@ def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
     gives it), so that a combination that cannot run fails here, before training, with one line."""
     import torch
 
-    dim_y = int(cfg.dataset.get("dim", 2))
+    dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked in validate)
     try:
-        est = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dim_y)
+        est = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dy)
         n = 4
         scores = torch.linspace(-1.0, 1.0, n * n).reshape(n, n)
         eye = torch.eye(n, dtype=torch.bool)
         joint, marginal = (None, None) if layout == "paired" else (eye, ~eye)
-        out = est(scores, joint, marginal, y=torch.zeros(n, dim_y) if gives_y else None)
+        out = est(scores, joint, marginal, y=torch.zeros(n, dy) if gives_y else None)
         out.loss.backward() if out.loss.requires_grad else None
     except (ValueError, TypeError, RuntimeError) as e:
         raise ConfigError(f"estimator={cfg.estimator.name} cannot run on benchmark={cfg.benchmark.name}: "
@@ -113,11 +145,14 @@ def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
 
 
 def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
-    """Raise :class:`ConfigError` on the first bad value; return informational notes."""
-    notes = apply_overrides(cfg)
+    """Raise :class:`ConfigError` on the first bad value; return informational notes. The runs root comes
+    first: no other check matters when the run cannot write its records."""
+    if cfg.get("runs_root"):
+        check_runs_root(cfg.runs_root)
     est = cfg.estimator
     if est.name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {est.name!r} (valid: {', '.join(sorted(ESTIMATORS))})")
+    notes = apply_overrides(cfg)
     for key, rng in ESTIMATORS[est.name].ranges.items():
         if key in est and not rng.ok(est[key]):
             raise ConfigError(f"estimator.{key}={est[key]} is invalid (valid: {rng.text})")
@@ -133,8 +168,7 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
     check_seed(cfg.seed)
     if cfg.logger.name not in LOGGERS:
         raise ConfigError(f"unknown logger {cfg.logger.name!r} (valid: {', '.join(LOGGERS)})")
-    if cfg.hardware.get("threads") is not None:
-        check_int(cfg.hardware, "threads", 1, "hardware")
+    check_rules(cfg, GENERIC, present=True)
     if str(cfg.hardware.get("precision", "32-true")) not in PRECISIONS:
         raise ConfigError(f"hardware.precision={cfg.hardware.get('precision')} is invalid (valid: {', '.join(PRECISIONS)})")
     if check_hardware and cfg.hardware.accelerator in ("gpu", "cuda"):
@@ -143,13 +177,12 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
                               f"(valid on this machine: hardware=cpu)")
-    try:  # unknown estimator parameters fail here, not mid-run
-        build_estimator(OmegaConf.to_container(est, resolve=True), dim_y=int(cfg.dataset.get("dim", 2)))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+    params = OmegaConf.to_container(est, resolve=True)  # unknown parameters and impossible sizes fail here, not mid-run
+    check_size(lambda: build_estimator(params, dim_y=dim_y(cfg)), f"estimator={est.name} (y of dimension {dim_y(cfg)})",
+               "smaller estimator.baseline_hidden / baseline_layers / components, or a smaller y")
     if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.conditional_for(cfg):
         raise ConfigError(f"critic=conditional is a known encoder's log p(y|x), which benchmark={bench.name} does "
                           f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")
     task.validate(cfg)
     check_estimator_fits(cfg, task)
-    return notes
+    return notes + (task.notes(cfg) if hasattr(task, "notes") else [])  # e.g. the data's constant columns

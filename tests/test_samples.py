@@ -65,7 +65,7 @@ def test_formats_read_the_same_pairs(tmp_path):
     got = [load_samples(tmp_path / "a.npz"), load_samples(tmp_path / "a.pt"),
            load_samples(tmp_path / "a.csv", ["u", "v"], ["w"], true_mi=mi)]
     for s in got:
-        assert s.x.shape == (50, 2) and s.y.shape == (50, 1) and s.x.dtype == np.float32
+        assert s.x.shape == (50, 2) and s.y.shape == (50, 1) and s.x.dtype == np.float64  # standardised in float64
         np.testing.assert_allclose(s.x, x, rtol=1e-6)
         np.testing.assert_allclose(s.y[:, 0], y1, rtol=1e-6)
         assert s.true_mi == pytest.approx(mi)

@@ -47,6 +47,23 @@ SLURM_KEYS = {"partition", "qos", "comment", "constraint", "exclude", "gres", "c
 CLUSTERS = ("slurm", "local", "debug")
 
 
+def settings_rules() -> dict:
+    """What ``hydra.launcher.max_group_size`` / ``memory_fraction`` / ``progress`` / ``submitit`` may hold (rules
+    of mibench.checks; the CLI checks them with the rest of the config before any job starts)."""
+    from mibench.checks import Bool, Choice, Int, Maybe, Number
+
+    return {"max_group_size": Maybe(Int(1), "null for as many runs as fit memory_fraction"),
+            "memory_fraction": Number(0.0, 1.0, lo_open=True, text="a fraction 0 < f <= 1 of the free memory"),
+            "progress": Bool(), "submitit": Maybe(Choice(*CLUSTERS), "null to train here")}
+
+
+def check_settings(launcher: Any) -> None:
+    """Raise a one-line ConfigError (a ValueError) for a bad launcher setting, naming the key and what is valid."""
+    from mibench.checks import check_rules
+
+    check_rules(OmegaConf.create({"hydra": {"launcher": launcher}}), {"hydra.launcher": settings_rules()})
+
+
 class VectorizedLauncher(Launcher):
     def __init__(self, max_group_size: int | None = None, memory_fraction: float = 0.5, progress: bool = True,
                  submitit: str | None = None, **queue: Any) -> None:
@@ -54,9 +71,9 @@ class VectorizedLauncher(Launcher):
         job per group. ``queue``: the keys of Hydra's SlurmQueueConf (submitit_folder, timeout_min,
         partition, ...); without ``submitit`` they are ignored (``hardware=slurm_gpu`` sets them)."""
         super().__init__()
+        check_settings({"max_group_size": max_group_size, "memory_fraction": memory_fraction, "progress": progress,
+                        "submitit": submitit})
         self.max_group_size, self.memory_fraction, self.progress = max_group_size, float(memory_fraction), progress
-        if submitit is not None and submitit not in CLUSTERS:
-            raise ValueError(f"hydra.launcher.submitit={submitit!r}: one of null, {', '.join(CLUSTERS)}")
         unknown = set(queue) - GENERIC - SLURM_KEYS - {"submitit_folder", "max_num_timeout"}
         if unknown:
             raise ValueError(f"hydra.launcher: unknown key(s) {', '.join(sorted(unknown))} (SLURM keys: "
@@ -262,4 +279,4 @@ def _on_task_config(cfg: DictConfig, fn: Any) -> str | None:
         return None
 
 
-__all__ = ["VectorizedLauncher"]
+__all__ = ["VectorizedLauncher", "check_settings"]

@@ -33,6 +33,7 @@ from ..data.cifar import SPECS, CifarBatches, CifarData, CifarDataError, check_a
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import Estimator
 from ..models import REGISTRY as MODELS
+from ..models import SCHEMA as MODEL_SCHEMA
 from ..models import build_model
 from ..results import atomic_write_csv
 from ..precision import full
@@ -183,8 +184,7 @@ class ImageTask(Task):
         if cfg.model.name not in MODELS:
             raise ConfigError(f"model={cfg.model.name} cannot encode images for benchmark={task} "
                               f"(valid: {', '.join(sorted(MODELS))})")
-        if cfg.model.get("input_size") is not None:
-            check_rules(cfg, {"model": {"input_size": Int(32)}})
+        check_rules(cfg, {"model": MODEL_SCHEMA}, present=True)
         if cfg.critic.name != task:
             raise ConfigError(f"critic={cfg.critic.name} does not fit benchmark={task} (valid: critic={task})")
         if task == "slb" and b.get("features", "head") != "head":

@@ -33,7 +33,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule
+from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, Rule
 from ..data.cifar import SPECS, CifarData, CifarDataError, check_available
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
@@ -211,8 +211,9 @@ class DIM(Task):
                             "disc_lr": LEARNING_RATE},
               "benchmark.probe": {"kinds": Numbers(Choice(*PROBES), "probe kinds"), "epochs": Int(1),
                                   "batch_size": Int(1), "hidden": Int(1), "lr": LEARNING_RATE,
-                                  "dropout": Number(0.0, 1.0, hi_open=True), "milestones": _MILESTONES},
-              "dataset": {"augment": Bool(), "flip": Bool(), "download": Bool()}}
+                                  "dropout": Number(0.0, 1.0, hi_open=True), "milestones": _MILESTONES,
+                                  "datasets": Maybe(Numbers(Choice(*SPECS), "datasets"), "null for the pretraining one")},
+              "dataset": {"augment": Bool(), "flip": Bool(), "download": Bool(), "crop_pad": Int(0)}}
 
     @classmethod
     def validate(cls, cfg) -> None:

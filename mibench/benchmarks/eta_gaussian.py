@@ -141,7 +141,7 @@ class EtaGaussian(Task):
             raise ConfigError(f"benchmark.marginals=permutation gives one marginal pair per row, which "
                               f"estimator={cfg.estimator.name} cannot use (valid: benchmark.marginals=pairs)")
         dim = int(d.dim)
-        check_critic(cfg, dim // 2, dim - dim // 2)
+        check_critic(cfg, dim // 2, dim - dim // 2, f"dataset.dim={dim}")
 
     def setup(self) -> None:
         d = self.cfg.dataset

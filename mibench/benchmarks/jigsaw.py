@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule
+from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule, check_rules
 from ..data.imagefolder import ImageFolder, ImageFolderError, scan, write_generated_tree
 from ..data.jigsaw import Geometry, permutation_set, puzzle_patches, scramble, target_patches
 from ..engine import Engine, Optim, RunResult, Step, Task, data_error, register
+from ..models import SCHEMA as MODEL_SCHEMA
 from ..models import build_model
 from ..models.jigsaw import NEGATIVES, CosineWitness, Descrambler, PatchEncoder, witness_layout
 from ..probes import Probes
@@ -160,6 +161,7 @@ class Jigsaw(Task):
     @classmethod
     def check(cls, cfg) -> None:
         b, d = cfg.benchmark, cfg.dataset
+        check_rules(cfg, {"model": MODEL_SCHEMA}, present=True)
         try:
             geometry(b).check()
         except ValueError as e:

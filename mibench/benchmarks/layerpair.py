@@ -157,7 +157,7 @@ class LayerPair(Task):
               "benchmark.probe": {"datasets": _Datasets(), "epochs": Int(1), "batch_size": Int(1),
                                   "lr": LEARNING_RATE, "train_size": Int(1, minus_one=True),
                                   "test_size": Int(1, minus_one=True)},
-              "dataset": {"augment": Bool(), "flip": Bool(), "download": Bool()}}
+              "dataset": {"augment": Bool(), "flip": Bool(), "download": Bool(), "crop_pad": Int(0)}}
 
     @classmethod
     def check(cls, cfg) -> None:

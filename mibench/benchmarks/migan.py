@@ -88,7 +88,7 @@ class MIGan(Task):
         panels = b.get("panels")
         if panels is not None and not (isinstance(panels, int) and not isinstance(panels, bool) and panels >= 1):
             raise ConfigError(f"benchmark.panels={panels} is invalid (valid: an integer >= 1)")
-        check_critic(cfg, 2, int(b.code_dim))
+        check_critic(cfg, 2, int(b.code_dim), f"benchmark.code_dim={b.code_dim}")
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:

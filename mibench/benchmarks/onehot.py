@@ -154,7 +154,8 @@ class OneHot(Task):
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_critic(cfg, int(cfg.dataset.n_classes), int(cfg.dataset.n_classes))
+        n = int(cfg.dataset.n_classes)
+        check_critic(cfg, n, n, f"dataset.n_classes={n}")
 
     def setup(self) -> None:
         d, b = self.cfg.dataset, self.cfg.benchmark

@@ -139,7 +139,7 @@ class Optimal(Task):
         if not names or bad:
             raise ConfigError(f"benchmark.estimators has {bad[0] if bad else 'nothing'!r} "
                               f"(valid: a non-empty list of {', '.join(supported)})")
-        if "alpha" in names:
+        if "alphas" in b or "alpha" in names:  # (read into a list even when no alpha runs)
             check_rules(cfg, {"benchmark": {"alphas": Numbers(Number(0.0, 1.0, lo_open=True), "alphas")}})
 
     def evaluate(self) -> dict[str, Any]:

@@ -26,10 +26,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number, check_critic
+from ..checks import LEARNING_RATE, SEED_MAX, Bool, ConfigError, Int, Maybe, Name, Number, Numbers, check_critic, check_rules
 from ..data import bmi
 from ..data.batches import IndexStream
-from ..data.samples import Samples, load_samples, split, split_sizes, standardize
+from ..data.samples import Samples, inputs, load_samples, split, split_sizes
 from ..engine import RunResult, Scores, Task, data_error, register
 from ..engine.heldout import heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
@@ -38,6 +38,8 @@ from ..precision import full
 
 CURVE_COLUMNS = ["step", "test_estimate", "best_test_estimate", "train_estimate", "true_mi"]
 FRACTION = Number(0.0, 1.0, lo_open=True, hi_open=True, text="a fraction 0 < f < 1")
+SEED = Maybe(Int(0, SEED_MAX), "null for the run's seed")
+COLUMNS = Maybe(Numbers(Name(), "CSV column names"), "null for a .npz / .pt file")
 
 
 def source(cfg: Any) -> tuple[Path, str]:
@@ -64,10 +66,12 @@ class SampleTask(Task):
     resumable = True
     vectorized = True
 
-    schema = {"dataset": {"train_fraction": FRACTION, "standardize": Bool()},
+    schema = {"dataset": {"train_fraction": FRACTION, "standardize": Bool(),
+                          "split_seed": SEED, "sample_seed": SEED, "x": COLUMNS, "y": COLUMNS},
               "benchmark": {"lr": LEARNING_RATE, "batch_size": Int(2, why=": a batch needs >= 2 samples to form "
                                                                        "product-of-marginals pairs"),
-                            "steps": Int(1), "eval_every": Int(1), "early_stopping": Bool(), "patience": Int(1)}}
+                            "steps": Int(1), "eval_every": Int(1), "early_stopping": Bool(), "patience": Int(1),
+                            "eval_block": Maybe(Int(2), "null for the whole test split")}}
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -76,17 +80,9 @@ class SampleTask(Task):
         if tf is not None and not (FRACTION.ok(tf) and tf + d.train_fraction <= 1.0):
             raise ConfigError(f"dataset.test_fraction={tf} is invalid (valid: null for the rest, or a fraction "
                               f"<= 1 - dataset.train_fraction = {1 - d.train_fraction:g})")
-        if b.get("eval_block") is not None and not Int(2).ok(b.eval_block):
-            raise ConfigError(f"benchmark.eval_block={b.eval_block} is invalid (valid: null for the whole test "
-                              f"split, or an integer >= 2)")
         if d.name == "bmi":
-            for key in ("n", "sample_seed"):
-                if d.get(key) is not None and not Int(2 if key == "n" else 0).ok(d[key]):
-                    raise ConfigError(f"dataset.{key}={d[key]} is invalid (valid: an integer >= {2 if key == 'n' else 0})")
-        try:
-            s = read(cfg)
-        except ValueError as e:
-            raise data_error(e) from None
+            check_rules(cfg, {"dataset": {"n": Int(2)}})
+        s, _ = cls.prepared(cfg)
         n_train, n_test = split_sizes(s.n, float(d.train_fraction), d.get("test_fraction"))
         where = f"the {n_train} training pairs (dataset.train_fraction={d.train_fraction} of {s.n})"
         if b.batch_size > n_train:
@@ -96,17 +92,31 @@ class SampleTask(Task):
                               f"dataset.test_fraction or provide more samples)")
         if b.get("eval_block") is not None and b.eval_block > n_test:
             raise ConfigError(f"benchmark.eval_block={b.eval_block} is invalid (valid: <= the {n_test} test pairs)")
-        check_critic(cfg, s.x.shape[1], s.y.shape[1])
+        check_critic(cfg, s.x.shape[1], s.y.shape[1], f"the columns of x and y in {s.name}")
+
+    @classmethod
+    def prepared(cls, cfg) -> tuple[Samples, tuple[np.ndarray, np.ndarray, list[str]]]:
+        """The checked sample file and the float32 x, y a run trains on, with notes (one-line ConfigError)."""
+        try:
+            s = read(cfg)
+            return s, inputs(s, bool(cfg.dataset.standardize))
+        except ValueError as e:
+            raise data_error(e) from None
+        except MemoryError:
+            d = cfg.dataset
+            what = f"dataset.n={d.n} samples of {d.task}" if d.name == "bmi" else f"dataset.path={d.path}"
+            raise ConfigError(f"{what} do not fit in this machine's memory (valid: fewer samples)") from None
+
+    @classmethod
+    def notes(cls, cfg) -> list[str]:
+        """What the run does with the data that the user may not expect (constant columns)."""
+        return cls.prepared(cfg)[1][2]
 
     def setup(self) -> None:
         cfg, d = self.cfg, self.cfg.dataset
-        try:
-            s = read(cfg)
-        except ValueError as e:
-            raise data_error(e) from None
+        s, (x, y, _) = self.prepared(cfg)
         self.label = source(cfg)[1]
         self.true_mi = s.true_mi
-        x, y = (standardize(s.x), standardize(s.y)) if d.standardize else (s.x, s.y)
         split_seed = int(d.split_seed) if d.get("split_seed") is not None else int(cfg.seed)
         tr, te = split(s.n, float(d.train_fraction), d.get("test_fraction"), split_seed)
         dev = self.device

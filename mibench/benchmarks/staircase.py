@@ -32,11 +32,12 @@ class Staircase(Task):
     schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
                           "dim": Int(1), "mi_levels": Numbers(Number(0.0), "MI values in nats"),
                           "steps_per_level": Int(1), "transform": Choice(*TRANSFORMS)},
-              "benchmark": {"lr": LEARNING_RATE, "steps_per_batch": Int(1)}}
+              "benchmark": {"lr": LEARNING_RATE, "steps_per_batch": Int(1),
+                            "ema_span": Number(1.0, text="a smoothing span >= 1 step")}}
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_critic(cfg, int(cfg.dataset.dim), int(cfg.dataset.dim))
+        check_critic(cfg, int(cfg.dataset.dim), int(cfg.dataset.dim), f"dataset.dim={cfg.dataset.dim}")
         if cls.conditional_for(cfg) and cfg.dataset.transform != "none":
             raise ConfigError(f"critic=conditional is the Gaussian log p(y|x), which dataset.transform="
                               f"{cfg.dataset.transform} changes (valid: dataset.transform=none)")

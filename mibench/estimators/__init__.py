@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from .. import checks as _checks
 from . import bounds
 from .base import Estimate, masked_logmeanexp, masked_mean, resolve_masks
 from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, LearnedDensity, mlp
@@ -46,7 +47,7 @@ class Choice:
         return any(type(v) is type(c) and v == c for c in self.values)
 
 
-RANGES: dict[str, Range | Choice] = {
+RANGES: dict[str, Range | Choice | _checks.Rule] = {
     "lam": Range(0.0, lo_open=False, text="lambda >= 0, e.g. 0.1, 0.01, 0.001"),
     "c_star": Range(text="a finite number (log scale)"),
     "clip": Range(0.0, none=True, text="a positive tau, or null for no clipping"),
@@ -56,6 +57,13 @@ RANGES: dict[str, Range | Choice] = {
     "clip_joint": Choice((False, True), "true (clamp the joint term too, Choi & Lee's code) or false"),
     "value": Choice(bounds.JS_VALUES, " | ".join(bounds.JS_VALUES)),
     "reg_term": Choice(REG_TERMS, " | ".join(REG_TERMS)),
+    # the learned parts' sizes and starting values (checks.Rule's: their types matter, not only their range)
+    "baseline": Choice(("constant", "learned"), "constant | learned"),
+    "baseline_hidden": _checks.WIDTHS,
+    "baseline_layers": _checks.Maybe(_checks.Int(0, _checks.MAX_LAYERS), "null for 2 (or one per width of a list)"),
+    "components": _checks.Int(1),
+    "eta_init": Range(text="a finite number (eta's starting value)"),
+    "ema": Choice((False, True), "true or false"),
 }
 # bounds whose ``marginal`` is a log-partition, so that ``reg_term: bound`` regularises it
 LOG_PARTITION_BOUNDS = (bounds.dv, bounds.infonce, bounds.smile)

@@ -5,6 +5,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ..checks import Int, Maybe, Numbers
+
 from .convnet import ConvNet
 from .resnet import CifarResNet18, ResNet18, ResNet50
 
@@ -16,6 +18,11 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
+# what the options' keys may hold (a task that builds a model checks the keys its option has)
+SCHEMA = {"width": Int(1), "blocks": Numbers(Int(1), "residual blocks per stage"),
+          "input_size": Maybe(Int(32), "null for the data's own size")}
+
+
 def build_model(cfg: Mapping[str, Any], out_dim: int | None) -> nn.Module:
     """Build ``cfg['name']`` with an ``out_dim``-wide linear head (None: no head, the pooled post-ReLU
     backbone features, e.g. 512-d for ResNet-18); other keys are constructor arguments."""
@@ -25,4 +32,4 @@ def build_model(cfg: Mapping[str, Any], out_dim: int | None) -> nn.Module:
     return REGISTRY[name](out_dim, **{k: v for k, v in cfg.items() if k != "name"})
 
 
-__all__ = ["REGISTRY", "build_model", "ConvNet", "CifarResNet18", "ResNet18", "ResNet50"]
+__all__ = ["REGISTRY", "SCHEMA", "build_model", "ConvNet", "CifarResNet18", "ResNet18", "ResNet50"]
