@@ -66,6 +66,42 @@ def fault_injection_step(t: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint a run cannot resume from (one line: the file and the user's choices; exit 2)."""
+
+
+def write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``state`` to ``path`` through a temporary file and an atomic rename; on a failed write (a full disk) the
+    temporary file is removed and the OSError names ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The state saved in ``path`` (``mmap``: tensors mapped, not read: a cheap check that it loads);
+    :class:`CheckpointError` when it is empty, truncated, not a checkpoint, or from another checkpoint format."""
+    choices = "delete it, or start afresh with resume=false overwrite=true"
+    try:
+        state = torch.load(path, weights_only=False, map_location=map_location, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 -- torch raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
+        empty = path.exists() and path.stat().st_size == 0
+        why = "it is empty" if empty else f"it is truncated or not a checkpoint ({first_line(e)})"
+        raise CheckpointError(f"cannot resume from {path}: {why}; {choices}") from None
+    version = state.get("version", 1) if isinstance(state, dict) else None
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"cannot resume from {path}: written by another mibench (checkpoint format {version}, "
+                              f"this one reads {CHECKPOINT_VERSION}); {choices}")
+    return state
+
+
 @dataclass
 class Resume:
     """Where a checkpoint left its segment: ``offset`` batches of it done, ``pending`` rows not yet flushed,
@@ -308,16 +344,10 @@ class Engine:
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "task": self.task.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        path = self.out_dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> "Resume":
-        state = torch.load(path, weights_only=False, map_location=self.backend.device)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path} was written by an older mibench (checkpoint format "
-                             f"{state.get('version', 1)}, this one reads {CHECKPOINT_VERSION}): start afresh")
+        state = read_checkpoint(path, self.backend.device)
         self.modules().load_state_dict(state["modules"])
         for o, s in zip(self.optimizers, state["optimizers"]):
             o.load_state_dict(s)
