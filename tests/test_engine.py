@@ -48,7 +48,8 @@ def test_one_host_copy_per_block(tmp_path, monkeypatch):
     assert copies.count((20, 4)) == 3  # three levels of 20 steps: three block copies, no per-step sync
 
 
-def test_divergence_mid_block_records_the_first_bad_step_and_stops(tmp_path, monkeypatch):
+def poison(monkeypatch, step, change, once=False):
+    """The staircase's step ``step`` (0-based), and every later one unless ``once``, records ``change(estimate)``."""
     from mibench.benchmarks import staircase
 
     real = staircase.Staircase.step
@@ -57,11 +58,15 @@ def test_divergence_mid_block_records_the_first_bad_step_and_stops(tmp_path, mon
     def poisoned(self, batch):
         calls[0] += 1
         s = real(self, batch)
-        if calls[0] > 25:
-            s.values[0] = s.values[0] * float("nan")
+        if calls[0] - 1 == step or (calls[0] - 1 > step and not once):
+            s.values[0] = change(s.values[0])
         return s
 
     monkeypatch.setattr(staircase.Staircase, "step", poisoned)
+
+
+def test_divergence_mid_block_records_the_first_bad_step_and_stops(tmp_path, monkeypatch):
+    poison(monkeypatch, 25, lambda est: est * float("nan"))
     res = run(compose_config(TINY + ["dataset.mi_levels=[2,4,6]"], out_dir=tmp_path), echo=False)
     assert res.status == "diverged" and res.diverged_step == 25
     steps = pd.read_csv(tmp_path / "steps.csv")
@@ -122,19 +127,7 @@ def test_dv_at_lr_100_is_diverged_with_its_step_and_reason(tmp_path):
 
 def test_infonce_above_log_k_is_diverged_at_that_step(tmp_path, monkeypatch):
     """InfoNCE's estimate can never exceed log K (K = 16, the batch): one step above it is divergence."""
-    from mibench.benchmarks import staircase
-
-    real = staircase.Staircase.step
-    calls = [0]
-
-    def above_log_k(self, batch):
-        calls[0] += 1
-        s = real(self, batch)
-        if calls[0] == 26:
-            s.values[0] = s.values[0] * 0 + 3.0  # log 16 = 2.773
-        return s
-
-    monkeypatch.setattr(staircase.Staircase, "step", above_log_k)
+    poison(monkeypatch, 25, lambda est: est * 0 + 3.0, once=True)  # log 16 = 2.773
     res = run(compose_config(TINY + ["dataset.mi_levels=[2,4,6]"], out_dir=tmp_path), echo=False)
     rec = record_of(tmp_path)
     assert res.status == rec["status"] == "diverged" and rec["diverged_step"] == 25
