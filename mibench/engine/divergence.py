@@ -75,6 +75,7 @@ class Watch:
         return min(found) if found else None
 
     def nonfinite(self, block: np.ndarray) -> Finding | None:
+        """The first NaN or infinite value of ``finite_columns`` in ``block``."""
         vals = block[:, self.finite]
         bad = ~np.isfinite(vals).all(axis=1)
         if not bad.any():
