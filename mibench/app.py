@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
-from .records import CHECKPOINT, find_same, machine, start_record, write_record
+from .records import CHECKPOINT, RECORD, find_same, machine, read_record, start_record, write_record
 from .results import atomic_write_text
 from .threads import set_threads
 
@@ -145,6 +145,10 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
         if resume_dir is not None:
             _discard_fresh(out)
             out, resume_from = resume_dir, resume_dir / CHECKPOINT
+    if resume_from is not None:  # a file that cannot be resumed from: one line, before any record is touched
+        from .engine.loop import read_checkpoint
+
+        read_checkpoint(resume_from, mmap=True)
     out.mkdir(parents=True, exist_ok=True)
     if process_rank() > 0:  # DDP: rank 0 writes the records, the other ranks only train
         seed_everything(int(cfg.seed))
@@ -158,13 +162,31 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
 
 
+class RecordError(RuntimeError):
+    """A run's record could not be written (e.g. a full disk); the message is one line."""
+
+
+def write_outcome(prep: Prepared, outcome: str) -> None:
+    """Write ``prep.record`` atomically. When that fails, a record still saying ``running`` is removed (no run
+    looks alive that is not) and :class:`RecordError` says so in one line."""
+    try:
+        write_record(prep.out, prep.record)
+    except OSError as e:
+        stale = read_record(prep.out)
+        removed = stale is not None and stale.get("status") == "running"
+        if removed:
+            (prep.out / RECORD).unlink(missing_ok=True)
+        raise RecordError(f"{e.strerror or e}; the run {outcome} but is not recorded"
+                          f"{'; its stale running record was removed' if removed else ''}") from None
+
+
 def record_interruption(prep: Prepared, interruptions: list[dict[str, Any]]) -> None:
     """A stop signal was handled and the run checkpointed: ``interrupted``, with every interruption so far
     (the requeued job resumes it and ends with the status of the finished run)."""
     prep.record.update({"status": "interrupted", "interruptions": interruptions,
                         "interruption_counts": interruption_counts(interruptions),
                         "wall_time_s": round(time.time() - prep.t0, 3), "error": None})
-    write_record(prep.out, prep.record)
+    write_outcome(prep, "was interrupted")
 
 
 def interruption_counts(interruptions: list[dict[str, Any]]) -> dict[str, int]:
@@ -177,9 +199,9 @@ def record_crash(prep: Prepared, e: BaseException) -> None:
     kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
     prep.record.update({"status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
                         "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
-    write_record(prep.out, prep.record)
     LAST_RECORD.clear()
     LAST_RECORD.update(prep.record)
+    write_outcome(prep, f"{kind} ({prep.record['error']})")
 
 
 def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResult":
@@ -188,7 +210,8 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     record.update({
         "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wall_time_s": round(time.time() - prep.t0, 3), "resumed": prep.resume_from is not None,
-        "diverged_step": result.diverged_step, "steps_done": result.steps_done, "metrics": result.metrics or None,
+        "diverged_step": result.diverged_step, "diverged_reason": result.diverged_reason,
+        "steps_done": result.steps_done, "metrics": result.metrics or None,
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures], **extra,
         "machine": machine(prep.cfg, result.extra.get("threads")),  # the threads the run computed with
@@ -200,9 +223,9 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     if cluster.job_id() is not None:  # every requeue, also one signalled before the run had started training
         record["slurm"] = {"job_id": cluster.job_id(), "restart_count": cluster.restart_count()}
     _log_to_wandb(prep.cfg, prep.out, record)
-    write_record(prep.out, record)
     LAST_RECORD.clear()
     LAST_RECORD.update(record)
+    write_outcome(prep, str(record["status"]))
     if prep.echo:
         print(result.text)
         print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {prep.out}")
@@ -267,11 +290,15 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
         except Exception as e:  # noqa: BLE001 -- the shared training failed: every run of the chunk crashed
             outs = [e] * len(chunk)
         for i, p, out in zip(idx, chunk, outs):
-            if isinstance(out, Exception):
-                record_crash(p, out)
-                results[i] = out
-            else:
-                results[i] = record_result(p, out, vectorized={"group_size": len(chunk)})
+            try:
+                if isinstance(out, Exception):
+                    results[i] = out
+                    record_crash(p, out)
+                else:
+                    results[i] = record_result(p, out, vectorized={"group_size": len(chunk)})
+            except RecordError as e:  # this run is not recorded (said on one line); the others still are
+                print(f"mibench: error: {e}", file=sys.stderr)
+                results[i] = e
     return results
 
 
@@ -325,6 +352,12 @@ def hydra_entry() -> Any:
         except ConfigError as e:
             print(f"mibench: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except (RecordError, OSError) as e:  # the machine, not the code (a full disk): one line, no traceback
+            print(f"mibench: error: {e}" if isinstance(e, RecordError) else
+                  f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+            if multirun:
+                return None
+            raise SystemExit(1) from None
         except Exception as e:
             # recorded as crashed in result.json; a sweep goes on with its other jobs
             print(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)

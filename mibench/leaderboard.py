@@ -40,8 +40,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .records import NOT_VARIANT, flat_config, iter_records, read_config, variant_hash
-from .results import atomic_write_csv, atomic_write_text, draw_staircase, level_summary, save_figure
+from .records import (CONFIG, NOT_VARIANT, RECORD, empty_run_dirs, flat_config, load_config, scan_records,
+                      variant_hash)
+from .results import (atomic_write_csv, atomic_write_text, draw_staircase, first_line, level_summary, read_steps,
+                      save_figure)
 from .stats import mean_ci
 
 PAIRS = [("mine", "remine"), ("smile", "resmile"), ("infonce", "reinfonce"), ("nwj", "renwj"), ("tuba", "retuba"),
@@ -71,45 +73,74 @@ def _alive(rec: dict[str, Any]) -> bool:
 
 
 def load_runs(root: str | Path) -> pd.DataFrame:
-    """One row per run directory below ``root``: identity, status, group (the configuration: its variant
-    hash), config (flattened, for labels), versions and conventions, metrics.
+    """One row per run directory below ``root`` (see :func:`scan`)."""
+    return scan(root)[0]
 
-    Status is the record's, except ``running`` whose process is gone (``killed``) and a directory
-    with a config but no readable record (``no record``). Re-runs of an identical config
+
+def scan(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, skipped). ``runs``: one row per run directory below ``root``: identity, status, group (the
+    configuration: its variant hash), config (flattened, for labels), versions and conventions, metrics.
+    ``skipped``: every record, config.yaml, steps.csv or run directory that could not be used (``path``,
+    ``reason``).
+
+    Status is the record's, except ``running`` whose process is gone (``killed``), a directory with a config but
+    no record (``no record``) and a run whose record, config.yaml or (finished staircase runs) steps.csv cannot be
+    read or contradicts its config (``invalid``: in no table, and in ``skipped``). Re-runs of an identical config
     (``overwrite=true``) count once: the newest finished one.
     """
-    rows = []
-    for d, rec in iter_records(root):
-        cfg = read_config(d)
-        if rec is None and cfg is None:
-            continue
-        row: dict[str, Any] = {"run_dir": str(d), "config": (rec or {}).get("config") or {}}
-        if cfg is not None:
-            row.update(benchmark=cfg["benchmark"]["name"], dataset=cfg["dataset"]["name"],
-                       estimator=cfg["estimator"]["name"], critic=cfg["critic"]["name"],
-                       lam=cfg["estimator"].get("lam"), c_star=cfg["estimator"].get("c_star"), seed=cfg.get("seed"),
-                       batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
-                       group=variant_hash(cfg), config=row["config"] or flat_config(cfg))
-        if rec is None:
-            row["status"] = "no record"
-        else:
-            row.update({k: rec.get(k) for k in ("benchmark", "dataset", "estimator", "critic", "lam", "c_star", "seed")
-                        if k not in row or row[k] is None})
-            status = rec.get("status", "no record")
-            row.update(status="killed" if status == "running" and not _alive(rec) else status,
-                       config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
-                       wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"),
-                       **_provenance(rec))
-            row["group"] = rec.get("variant_hash") or row.get("group")
-            for k, v in (rec.get("metrics") or {}).items():
-                row[f"m_{k}"] = v
-        row["group"] = row.get("group") or row.get("config_hash") or f"dir:{d}"
+    rows, skipped = [], []
+    for d, rec, rec_problem in scan_records(root):
+        cfg, cfg_problem = load_config(d)
+        row = _run_row(d, rec, cfg)
+        problems = [(d / name, why) for name, why in ((RECORD, rec_problem), (CONFIG, cfg_problem)) if why]
+        if not problems and row["status"] in FINISHED and row.get("benchmark") == "staircase":
+            _, why = read_steps(d / "steps.csv", ((cfg or {}).get("dataset") or {}).get("mi_levels"))
+            problems = [(d / "steps.csv", why)] if why else []
+        if problems:
+            row["status"], row["error"] = INVALID, f"{problems[0][0].name}: {problems[0][1]}"
+            skipped += [(str(path), why) for path, why in problems]
         rows.append(row)
-    df = pd.DataFrame(rows)
+    skipped += [(str(d), EMPTY_RUN_DIR) for d in empty_run_dirs(root)]
+    return _newest(pd.DataFrame(rows)), pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+INVALID = "invalid"  # a run whose record, config.yaml or steps.csv cannot be used (listed in ``skipped``)
+EMPTY_RUN_DIR = "empty run directory: no config.yaml or result.json (the run never started writing)"
+
+
+def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's row of :func:`scan` from its (readable) record and config.yaml, either or both None."""
+    row: dict[str, Any] = {"run_dir": str(d), "config": (rec or {}).get("config") or {}}
+    if cfg is not None:
+        row.update(benchmark=cfg["benchmark"]["name"], dataset=cfg["dataset"]["name"],
+                   estimator=cfg["estimator"]["name"], critic=cfg["critic"]["name"],
+                   lam=cfg["estimator"].get("lam"), c_star=cfg["estimator"].get("c_star"), seed=cfg.get("seed"),
+                   batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
+                   group=variant_hash(cfg), config=row["config"] or flat_config(cfg))
+    if rec is None:
+        row["status"] = "no record"
+    else:
+        row.update({k: rec.get(k) for k in ("benchmark", "dataset", "estimator", "critic", "lam", "c_star", "seed")
+                    if k not in row or row[k] is None})
+        status = rec["status"]
+        row.update(status="killed" if status == "running" and not _alive(rec) else status,
+                   config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
+                   wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"),
+                   **_provenance(rec))
+        row["group"] = rec.get("variant_hash") or row.get("group")
+        for k, v in (rec.get("metrics") or {}).items():
+            row[f"m_{k}"] = v
+    row["group"] = row.get("group") or row.get("config_hash") or f"dir:{d}"
+    return row
+
+
+def _newest(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with re-runs of an identical config (same config_hash) counted once: the newest finished one."""
     if df.empty:
         return df
-    df["finished"] = df["status"].isin(FINISHED)
-    df = df.sort_values(["finished", "started_at"], na_position="first")
+    if "config_hash" not in df:  # no record at all
+        return df
+    df = df.assign(finished=df["status"].isin(FINISHED)).sort_values(["finished", "started_at"], na_position="first")
     dup = df["config_hash"].notna() & df.duplicated("config_hash", keep="last")
     return df[~dup].drop(columns="finished").reset_index(drop=True)
 
@@ -223,11 +254,7 @@ def variant_labels(runs: pd.DataFrame, key: list[str], keep: Callable[[str], boo
 
 
 def _steps(run_dir: str) -> pd.DataFrame | None:
-    p = Path(run_dir) / "steps.csv"
-    try:
-        return pd.read_csv(p)
-    except (OSError, ValueError):
-        return None
+    return read_steps(Path(run_dir) / "steps.csv")[0]
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -371,8 +398,16 @@ def compare(m1: float, h1: float, m2: float, h2: float) -> tuple[str, bool]:
     return better, (m1 + h1 < m2 - h2) or (m2 + h2 < m1 - h1)
 
 
+# the statuses of a run that did not complete, in the failures table's order (its columns: ``no record`` -> no_record)
+FAILED = ("diverged", "crashed", "killed", "interrupted", "running", "no record", INVALID)
+
+
+def _column(status: str) -> str:
+    return status.replace(" ", "_")
+
+
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per config: seeds that crashed, diverged, were killed / are running, have no record, or are missing
+    """Per config: the seeds of each FAILED status (diverged, crashed, killed, ..., invalid) and the missing ones
     (a seed some other config of the same benchmark has)."""
     if runs.empty:
         return pd.DataFrame()
@@ -383,13 +418,14 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
         first = g.iloc[0]
         seeds = lambda st: sorted(int(s) for s in g.loc[g["status"] == st, "seed"].dropna())  # noqa: E731
         present = set(g["seed"].dropna().astype(int))
-        row = {"benchmark": first["benchmark"], "dataset": first["dataset"], "estimator": first["estimator"],
-               "variant": first["variant"], "critic": first["critic"], "lam": first.get("lam"),
-               "completed": len(seeds("completed")), "diverged": seeds("diverged"), "crashed": seeds("crashed"),
-               "killed": seeds("killed"), "running": seeds("running"), "no_record": seeds("no record"),
-               "missing": sorted(expected.get(first["benchmark"], set()) - present)}
-        if any(row[k] for k in ("diverged", "crashed", "killed", "running", "no_record", "missing")):
-            errs = g.loc[g["status"] == "crashed", "error"].dropna().unique().tolist() if "error" in g else []
+        row = {"benchmark": first.get("benchmark"), "dataset": first.get("dataset"),
+               "estimator": first.get("estimator"), "variant": first["variant"], "critic": first.get("critic"),
+               "lam": first.get("lam"), "completed": len(seeds("completed")),
+               **{_column(st): seeds(st) for st in FAILED},
+               "missing": sorted(expected.get(first.get("benchmark"), set()) - present)}
+        if (g["status"] != "completed").any() or row["missing"]:
+            told = g["status"].isin(("crashed", INVALID)) & g.get("error", pd.Series(None, index=g.index)).notna()
+            errs = g.loc[told, "error"].unique().tolist()
             row["errors"] = "; ".join(errs)
             out.append(row)
     return pd.DataFrame(out)
@@ -633,8 +669,8 @@ STAIR_COLS = ["dataset", "critic", "estimator", "lam", "seeds", "true_mi", "mean
               "nonfinite"]
 ONEHOT_COLS = ["estimator", "batch_size", "lam", "c_star", "seeds", "drift_slope", "drift_slope_ci95", "estimate_end", "marginal_end",
                "explosion_step", "exploded"]
-FAIL_COLS = ["benchmark", "dataset", "estimator", "critic", "lam", "completed", "diverged", "crashed", "killed",
-             "running", "no_record", "missing", "errors"]
+FAIL_COLS = ["benchmark", "dataset", "estimator", "critic", "lam", "completed", *map(_column, FAILED), "missing",
+             "errors"]
 
 
 # ----------------------------------------------------------------------------------------- figures
@@ -781,20 +817,59 @@ def _bmi_text(r: pd.Series) -> str:
 
 
 # ----------------------------------------------------------------------------------------- command
+def tolerant(problems: list[str], what: str, make: Callable[[], Any], default: Any) -> Any:
+    """``make()``, or ``default`` and a line in ``problems`` when it fails (a page of broken runs shows the rest)."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 -- said on the page, never a crash
+        problems.append(f"Could not make {what}: {type(e).__name__}: {first_line(e)}")
+        return default
+
+
+def relative(path: str | Path, root: Path) -> str:
+    """``path`` below ``root`` as a relative path (as given when it is not below it)."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def load(root: Path, out: Path | None = None, prog: str = "mibench leaderboard") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`scan` of ``root`` without what lies under ``out`` (the leaderboard's own folder), paths of the skipped
+    relative to ``root``; SystemExit (one line, from ``prog``) when there is no run."""
+    runs, skipped = scan(root)
+    if out is not None:
+        runs = runs[~runs["run_dir"].str.startswith(str(out))] if not runs.empty else runs
+        skipped = skipped[~skipped["path"].str.startswith(str(out))]
+    if runs.empty:
+        first = skipped.iloc[0] if len(skipped) else None
+        why = f"; skipped {relative(first['path'], root)}: {first['reason']}" if first is not None else ""
+        raise SystemExit(f"{prog}: no runs found under {root} (looked for */config.yaml and */result.json){why}")
+    return runs.reset_index(drop=True), skipped.assign(path=[relative(p, root) for p in skipped["path"]])
+
+
+def status_line(runs: pd.DataFrame, skipped: pd.DataFrame) -> str:
+    """'12 runs: 10 completed, 1 diverged, 1 invalid; 2 records or files skipped (see Skipped)'."""
+    counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
+    more = f"; {len(skipped)} records or files skipped (see Skipped)" if len(skipped) else ""
+    return f"{len(runs)} runs: {counts}{more}"
+
+
+SKIPPED_NOTE = ("Records and files that could not be read, or that contradict their run's config: their runs are "
+                "`invalid` (in no table); an empty run directory is no run.")
+
+
 def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """Write leaderboard.md / .tex, one CSV per table and the figures under ``out``; return what was made."""
     root = Path(root)
     out = Path(out) if out is not None else root / "leaderboard"
-    runs = load_runs(root)
-    if runs.empty:
-        raise SystemExit(f"mibench leaderboard: no runs found under {root} (looked for */config.yaml and */result.json)")
+    runs, skipped = load(root, out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = runs[~runs["run_dir"].str.startswith(str(out))]
-    md, tex = [f"# mibench leaderboard\n\n{len(runs)} runs under `{root}`: "
-               + ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items()) + "\n"], []
-    made: dict[str, Any] = {"runs": runs}
+    problems: list[str] = []
+    md, tex = [f"# mibench leaderboard\n\n{status_line(runs, skipped)} under `{root}`.\n"], []
+    made: dict[str, Any] = {"runs": runs, "skipped": skipped}
 
-    t2 = table2(runs)
+    t2 = tolerant(problems, "Table 2", lambda: table2(runs), pd.DataFrame())
     if not t2.empty:
         atomic_write_csv(out / "table2.csv", t2)
         md += ["\n## SLB / CLB (Choi & Lee Table 2)\n\nMean ± 95% CI over seeds (Student t); **bold**: the better of "
@@ -804,7 +879,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                table_notes("table2", t2, runs)]
         tex += ["% Choi & Lee Table 2\n", render_table2(t2, latex=True)]
         made["table2"] = t2
-    st = staircase_table(runs)
+    st = tolerant(problems, "the staircase table", lambda: staircase_table(runs), pd.DataFrame())
     if not st.empty:
         atomic_write_csv(out / "staircase.csv", st)
         shown = _labelled(st)
@@ -814,7 +889,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                table_notes("staircase", shown, runs)]
         tex += ["% staircase\n", _render(STAIR_COLS, _df_lines(shown, STAIR_COLS), True)]
         made["staircase"] = st
-    oh = onehot_table(runs)
+    oh = tolerant(problems, "the one-hot table", lambda: onehot_table(runs), pd.DataFrame())
     if not oh.empty:
         atomic_write_csv(out / "onehot.csv", oh)
         cols = [c for c in ONEHOT_COLS if c in oh]
@@ -823,7 +898,7 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                table_notes("onehot", shown, runs)]
         tex += ["% one-hot\n", _render(cols, _df_lines(shown, cols), True)]
         made["onehot"] = oh
-    bt = bmi_table(runs)
+    bt = tolerant(problems, "the Beyond-Normal table", lambda: bmi_table(runs), pd.DataFrame())
     if not bt.empty:
         atomic_write_csv(out / "bmi.csv", bt)
         md += ["\n## Beyond-Normal and sample-file runs\n\nMean ± sd over seeds of the best held-out estimate over "
@@ -834,8 +909,8 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
                table_notes("bmi", bt, runs)]
         tex += [BMI_TEX, render_bmi(bt, latex=True)]
         made["bmi"] = bt
-    fl = failures(runs)
-    md.append("\n## Crashed, diverged, killed and missing runs\n\n")
+    fl = tolerant(problems, "the failures table", lambda: failures(runs), pd.DataFrame())
+    md.append("\n## Crashed, diverged, killed, invalid and missing runs\n\n")
     if fl.empty:
         md.append("None: every run completed.\n")
     else:
@@ -843,16 +918,19 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         atomic_write_csv(out / "failures.csv", fl.astype({c: str for c in FAIL_COLS if c not in ("lam", "completed")}))
         md.append(_render(FAIL_COLS, _df_lines(_labelled(fl), FAIL_COLS), False))
     made["failures"] = fl
-    figs = []
-    if staircase_grid(runs, out / "staircase_grid.png"):
-        figs.append("staircase_grid.png")
-    if lambda_ablation(runs, out / "lambda_ablation.png"):
-        figs.append("lambda_ablation.png")
-    if bmi_suite(bt, out / "bmi_suite.png"):
-        figs.append("bmi_suite.png")
+    if len(skipped):
+        atomic_write_csv(out / "skipped.csv", skipped)
+        md.append(f"\n## Skipped\n\n{SKIPPED_NOTE}\n\n"
+                  + _render(["path", "reason"], [[c.replace("|", "\\|") for c in r] for r in skipped.values.tolist()],
+                            False))
+    figs = [name for name, draw in (("staircase_grid.png", lambda p: staircase_grid(runs, p)),
+                                    ("lambda_ablation.png", lambda p: lambda_ablation(runs, p)),
+                                    ("bmi_suite.png", lambda p: bmi_suite(bt, p)))
+            if tolerant(problems, name, lambda: draw(out / name), False)]
     if figs:
         md.append("\n## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in figs) + "\n")
     made["figures"] = [out / f for f in figs]
+    md[1:1] = [f"\n{p}\n" for p in problems]
     atomic_write_text(out / "leaderboard.md", "".join(md))
     atomic_write_text(out / "leaderboard.tex", "".join(tex) or "% no SLB/CLB, staircase, one-hot or samples runs\n")
     atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels", "config") if c in runs]))

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from .results import atomic_write_text
+from .results import atomic_write_text, first_line
 
 RECORD = "result.json"
 CHECKPOINT = "checkpoint.pt"  # a resumable run's state (mibench.engine.loop writes it at segment ends)
@@ -52,6 +52,7 @@ ADDED_DEFAULTS: dict[tuple[str, str], Any] = {
     ("estimator", "clip_joint"): False, ("estimator", "reg_term"): "log_partition", ("estimator", "value"): "nwj",
     ("benchmark", "normalise"): "dataset", ("benchmark", "eval_bn"): "running", ("benchmark", "features"): "head",
     ("benchmark", "eta_schedule"): "joint", ("benchmark", "critic_steps"): 1, ("benchmark", "marginals"): "pairs",
+    ("trainer", "diverge_above"): 10.0, ("trainer", "diverge_loss"): 1e6,
 }
 
 
@@ -239,22 +240,109 @@ def start_record(cfg: DictConfig, out_dir: Path, commit: str | None) -> dict[str
     return rec
 
 
-def read_record(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's record, or None when there is none or it cannot be parsed (never half-written by us)."""
-    p = Path(run_dir) / RECORD
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
+RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted")  # what a result.json may say
+# what a record's fields may hold when present and not null (a record breaking one is not read as a run)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("status", "benchmark", "dataset", "estimator", "critic", "started_at", "config_hash",
+                     "variant_hash", "error", "host", "diverged_reason"), (str,)),
+    **dict.fromkeys(("metrics", "config", "versions", "machine", "conventions"), (dict,)),
+    "levels": (list,), "figures": (list,), "interruptions": (list,),
+    **dict.fromkeys(("seed", "steps_done", "diverged_step", "schema_version"), (int,)),
+    **dict.fromkeys(("lam", "c_star", "wall_time_s"), (int, float)),
+}
+JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+              bool: "a boolean", type(None): "null"}
+
+
+def _holds(v: Any) -> str:
+    """What a JSON value is, in words (``a list``)."""
+    return JSON_NAMES.get(type(v), type(v).__name__)
+
+
+def _mistyped(key: str, v: Any, types: tuple[type, ...]) -> str | None:
+    """Why ``v`` (the value of ``key``) is not one of ``types``, or None when it is (a bool is no number)."""
+    if isinstance(v, types) and not isinstance(v, bool):
         return None
+    return f"{key} holds {_holds(v)} ({str(v)[:40]}), not {' or '.join(dict.fromkeys(JSON_NAMES[t] for t in types))}"
+
+
+def record_problem(rec: Any) -> str | None:
+    """Why ``rec`` (a parsed result.json) cannot be read as a run's record, or None when it can."""
+    if not isinstance(rec, dict):
+        return f"holds {_holds(rec)}, not an object"
+    for key, types in FIELD_TYPES.items():
+        why = _mistyped(key, rec[key], types) if rec.get(key) is not None else None
+        if why:
+            return why
+    status = rec.get("status")
+    if status not in RECORD_STATUSES:
+        return f"unknown status {status!r} (valid: {', '.join(RECORD_STATUSES)})" if status is not None else "no status"
+    return None
+
+
+def load_record(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None), or (None, why it cannot be read); (None, None) when the run has no result.json."""
+    text, problem = read_text(Path(run_dir) / RECORD)
+    if text is None:
+        return None, problem
+    try:
+        rec = json.loads(text)
+    except ValueError as e:
+        return None, f"not valid JSON ({first_line(e)})"
+    problem = record_problem(rec)
+    return (None, problem) if problem else (rec, None)
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's record, or None when there is none or it cannot be read (see :func:`load_record`)."""
+    return load_record(run_dir)[0]
+
+
+# what tables need of a config.yaml: names (required), numbers (when present)
+CONFIG_KEYS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("benchmark.name", "dataset.name", "estimator.name", "critic.name"), (str,)),
+    "seed": (int,), "estimator.lam": (int, float), "estimator.c_star": (int, float), "dataset.batch_size": (int,)}
+
+
+def read_text(path: Path) -> tuple[str | None, str | None]:
+    """(the file's text, None), or (None, why it cannot be read); (None, None) when there is no such file."""
+    if not path.exists():
+        return None, None
+    try:
+        return path.read_text(), None
+    except UnicodeDecodeError:
+        return None, "not text (binary data)"
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror})"
+
+
+
+
+def load_config(run_dir: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the run's resolved config.yaml as plain data, None), or (None, why it cannot be read); (None, None)
+    when the run has none."""
+    text, problem = read_text(Path(run_dir) / CONFIG)
+    if text is None:
+        return None, problem
+    try:
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        return None, f"not valid YAML ({first_line(e)})"
+    if not isinstance(cfg, dict):
+        return None, f"holds {_holds(cfg)}, not a mapping"
+    for key, types in CONFIG_KEYS.items():
+        group, _, name = key.rpartition(".")
+        node = cfg.get(group) if group else cfg
+        v = node.get(name) if isinstance(node, dict) else None
+        why = f"no {key}" if v is None and str in types else _mistyped(key, v, types) if v is not None else None
+        if why:
+            return None, why
+    return cfg, None
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's resolved ``config.yaml`` as plain data, or None when there is none or it cannot be parsed."""
-    try:
-        cfg = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return cfg if isinstance(cfg, dict) else None
+    """The run's resolved ``config.yaml`` as plain data, or None when there is none or it cannot be read."""
+    return load_config(run_dir)[0]
 
 
 def upgrade(rec: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -271,10 +359,11 @@ def upgrade(rec: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     return out
 
 
-def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    """(run_dir, record) for every run directory below ``root``: a directory with a config.yaml or a
-    result.json. A run that has a config but no readable record yields ``None``. Every record goes
-    through :func:`upgrade`, so older schemas read like today's."""
+def scan_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None, str | None]]:
+    """(run_dir, record, problem) for every run directory below ``root``: a directory with a config.yaml or a
+    result.json. ``record`` is None when there is none or it cannot be read, ``problem`` then says why (None
+    when there is no result.json). Every record goes through :func:`upgrade`, so older schemas read like
+    today's."""
     root = Path(root)
     if not root.exists():
         return
@@ -283,15 +372,43 @@ def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None
         if p.parent.name == ".hydra":
             continue
         seen.add(p.parent)
-        yield p.parent, _read_upgraded(p.parent)
+        yield (p.parent, *_read_upgraded(p.parent))
     for p in sorted(root.rglob(RECORD)):
         if p.parent not in seen:
-            yield p.parent, _read_upgraded(p.parent)
+            yield (p.parent, *_read_upgraded(p.parent))
 
 
-def _read_upgraded(run_dir: Path) -> dict[str, Any] | None:
-    rec = read_record(run_dir)
-    return None if rec is None else upgrade(rec, run_dir)
+def iter_records(root: str | Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """(run_dir, record) for every run directory below ``root`` (:func:`scan_records`); a run that has a
+    config but no readable record yields ``None``."""
+    for d, rec, _ in scan_records(root):
+        yield d, rec
+
+
+def _read_upgraded(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    rec, problem = load_record(run_dir)
+    return (None if rec is None else upgrade(rec, run_dir)), problem
+
+
+RUN_LEFTOVERS = (".hydra", "app.log", "main.log")  # what a run that died before writing anything leaves
+
+
+def empty_run_dirs(root: str | Path) -> list[Path]:
+    """Directories below ``root``, not inside a run directory nor a hidden one, with no subfolder and nothing in
+    them but Hydra's leftovers (RUN_LEFTOVERS, logs): run directories whose run never wrote its config.yaml
+    or result.json."""
+    root = Path(root)
+    out = []
+    for d in sorted(p for p in root.rglob("*") if p.is_dir()):
+        inside = [a for a in d.relative_to(root).parents if a != Path(".")]
+        if any(part.startswith(".") for part in d.relative_to(root).parts) or any(
+                (root / a / CONFIG).exists() or (root / a / RECORD).exists() for a in inside):
+            continue
+        kids = list(d.iterdir())
+        if all(k.name in RUN_LEFTOVERS or k.suffix == ".log" for k in kids) and not any(
+                k.is_dir() and k.name != ".hydra" for k in kids):
+            out.append(d)
+    return out
 
 
 def find_same(root: str | Path, chash: str, exclude: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:

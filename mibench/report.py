@@ -30,8 +30,8 @@ from .results import atomic_write_text
 
 MAX_IMAGE_BYTES = 2_000_000  # one figure larger than this is not inlined (a note says so)
 MAX_TOTAL_IMAGE_BYTES = 25_000_000  # nor any once this much is inlined
-STATUSES = ("completed", "diverged", "crashed", "killed", "running", "no record")
-FAILED = ("diverged", "crashed", "killed", "running", "no record")
+STATUSES = ("completed", *lb.FAILED)  # the summary's rows, in this order
+SHOWN = ("completed", "diverged", "crashed", "killed", "running")  # in the summary even when no run has them
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
@@ -205,13 +205,6 @@ def run_pngs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.rglob("*.png") if ".hydra" not in p.relative_to(run_dir).parts)
 
 
-def _rel(d: str | Path, root: Path) -> str:
-    try:
-        return str(Path(d).relative_to(root))
-    except ValueError:
-        return str(d)
-
-
 def _first_line(text: Any) -> str:
     lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
     return lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
@@ -223,15 +216,14 @@ def _missing(d: Path) -> list[str]:
 
 def failed_runs(runs: pd.DataFrame, root: Path) -> str:
     """One row per run that did not complete: folder, status, error line, missing files."""
-    bad = runs[runs["status"].isin(FAILED) | ~runs["status"].isin(STATUSES)]
+    bad = runs[runs["status"] != "completed"]
     if bad.empty:
         return "<p>None: every run completed.</p>"
     rows = []
     for _, r in bad.iterrows():
         err = r.get("error") if "error" in r else None
-        miss = _missing(Path(r["run_dir"]))
-        rows.append([_rel(r["run_dir"], root), str(r["status"]), _first_line(err) if isinstance(err, str) else "",
-                     ", ".join(f"no {m}" for m in miss)])
+        rows.append([lb.relative(r["run_dir"], root), str(r["status"]), _first_line(err) if isinstance(err, str) else "",
+                     ", ".join(f"no {m}" for m in _missing(Path(r["run_dir"])))])
     return html_table(["run", "status", "error", "missing"], rows, "failed-runs")
 
 
@@ -241,14 +233,14 @@ def runs_table(runs: pd.DataFrame, root: Path) -> str:
     rows, keys = [], []
     for _, r in runs.iterrows():
         d = Path(r["run_dir"])
-        cells = [_rel(d, root)] + [_plain(r.get(k)) for k in head[1:7]]
+        cells = [lb.relative(d, root)] + [_plain(r.get(k)) for k in head[1:7]]
         st = str(r["status"])
         cells.append(f'<span class="status-{_e(st.replace(" ", "-"))}">{_e(st)}</span>')
         wall = r.get("wall_time_s")
         cells.append(_plain(round(float(wall), 1) if isinstance(wall, (int, float)) and wall == wall else wall))
         cells.append(_details(d, r))
         rows.append(cells)
-        keys.append(_rel(d, root))
+        keys.append(lb.relative(d, root))
     return html_table(head, rows, "runs", raw={7, 9}, sort_keys={7: list(runs["status"].astype(str)), 9: keys})
 
 
@@ -284,47 +276,44 @@ def _known(v: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- page
-def _tolerant(problems: list[str], f: Any, args: Any, what: str, default: Any) -> Any:
-    """``f(*args)``, or ``default`` and a note on the page when odd records make it fail."""
-    try:
-        return f(*args) if isinstance(args, tuple) else f(args)
-    except Exception as e:  # a report of broken runs should still show the rest
-        problems.append(f"Could not make {what}: {type(e).__name__}: {e}")
-        return default
+def skipped_section(skipped: pd.DataFrame) -> str:
+    """Every record, config.yaml, steps.csv or run directory the tables could not use, with why."""
+    if skipped.empty:
+        return '<h2 id="skipped">Skipped</h2><p>None: every record and file was read.</p>'
+    return (f'<h2 id="skipped">Skipped</h2><p class="note">{_e(lb.SKIPPED_NOTE)}</p>'
+            + html_table(["path", "reason"], skipped.values.tolist(), "skipped"))
 
 
 def render(root: str | Path) -> str:
     """The report page for the runs under ``root`` (SystemExit when there are none)."""
     root = Path(root)
-    runs = lb.load_runs(root)
-    if runs.empty:
-        raise SystemExit(f"mibench report: no runs found under {root} (looked for */config.yaml and */result.json)")
+    runs, skipped = lb.load(root, prog="mibench report")
     counts = runs["status"].value_counts()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     budget, problems = [MAX_TOTAL_IMAGE_BYTES], []
-    body = [f"<h1>mibench report</h1><p>{len(runs)} runs under <code>{_e(root.resolve())}</code>, "
+    body = [f"<h1>mibench report</h1><p>{_e(lb.status_line(runs, skipped))} under <code>{_e(root.resolve())}</code>, "
             f"written {_e(now)}. Click a column header to sort.</p>",
             html_table(["status", "runs"], [[s, str(int(counts.get(s, 0)))] for s in STATUSES
-                                            if s in counts or s != "no record"]
-                       + [[str(s), str(int(n))] for s, n in counts.items() if s not in STATUSES], "summary")]
-    tables = _tolerant(problems, leaderboard_tables, runs, "the leaderboard tables", [])
+                                            if s in counts or s in SHOWN], "summary")]
+    tables = lb.tolerant(problems, "the leaderboard tables", lambda: leaderboard_tables(runs), [])
     body.append("<h2>Leaderboard</h2>" if tables else "<h2>Leaderboard</h2><p>No leaderboard table for these runs.</p>")
     for tid, title, table, note in tables:
         body.append(f'<h3 id="h-{_e(tid)}">{_e(title)}</h3>{table}{note}')
     body.append("<h2>Failures</h2><h3>Per configuration (the leaderboard's failures table)</h3>")
-    fl = _tolerant(problems, lb.failures, runs, "the failures table", pd.DataFrame())
+    fl = lb.tolerant(problems, "the failures table", lambda: lb.failures(runs), pd.DataFrame())
     if fl.empty:
         body.append("<p>None: every run completed.</p>")
     else:
         fl = lb._labelled(fl.reindex(columns=lb.FAIL_COLS + ["variant"]))
         body.append(html_table(lb.FAIL_COLS, lb._df_lines(fl, lb.FAIL_COLS), "failures"))
     body.append("<h3>Failed runs</h3>" + failed_runs(runs, root))
-    figs = _tolerant(problems, leaderboard_figures, (runs, budget), "the leaderboard figures", [])
+    body.append(skipped_section(skipped))
+    figs = lb.tolerant(problems, "the leaderboard figures", lambda: leaderboard_figures(runs, budget), [])
     body.append("<h2>Figures</h2>" + ("".join(figs) if figs else "<p>No leaderboard figure for these runs.</p>"))
     own = []
     for d in runs["run_dir"]:
         for p in run_pngs(Path(d)):
-            own.append(_figure(p, _rel(p, root), budget))
+            own.append(_figure(p, lb.relative(p, root), budget))
     if own:
         body.append("<h3>Runs' own figures</h3><div class=\"own\">" + "".join(own) + "</div>")
     body.append("<h2>Runs</h2><p class=\"note\">Re-runs of an identical config count once (the newest finished). "

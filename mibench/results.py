@@ -13,18 +13,27 @@ import pandas as pd
 STEP_COLUMNS = ["step", "level", "true_mi", "estimate", "loss", "joint", "marginal"]
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's first non-blank line (its type's name when it has no message): for one-line errors."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and an atomic rename (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # e.g. a full disk: the one line names the file
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -74,9 +83,14 @@ def save_figure(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def plot_staircase(steps: pd.DataFrame, path: str | Path, title: str, ema_span: int = 200,
@@ -100,6 +114,55 @@ def format_summary(summary: pd.DataFrame, header: str = "") -> str:
     cols = ["level", "true_mi", "mean", "bias", "variance", "mse", "nonfinite"]
     text = summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
     return f"{header}\n{text}" if header else text
+
+
+def read_steps(path: str | Path, levels: Sequence[float] | None = None) -> tuple[pd.DataFrame | None, str | None]:
+    """A staircase ``steps.csv`` (STEP_COLUMNS, numbers; NaN / inf are recorded values), or (None, why it cannot be
+    used): missing, empty, ragged, not text, a column missing or holding a non-number, or a level that is not one of
+    ``levels`` (the run's dataset.mi_levels) or whose true_mi is not that level's."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        return None, "missing"
+    except pd.errors.EmptyDataError:
+        return None, "empty"
+    except pd.errors.ParserError as e:
+        return None, f"ragged ({first_line(e).split('C error: ')[-1]})"
+    except UnicodeDecodeError:
+        return None, "not text (binary data)"
+    except (OSError, ValueError) as e:
+        return None, f"cannot be read ({first_line(e)})"
+    missing = [c for c in STEP_COLUMNS[:4] if c not in df]
+    if missing:
+        return None, f"no {', '.join(missing)} column (header: {', '.join(map(str, df.columns[:8]))[:80]})"
+    if df.empty:
+        return None, "no rows"
+    for c in [c for c in STEP_COLUMNS if c in df]:
+        x = pd.to_numeric(df[c], errors="coerce")
+        odd = (x.isna() & (df[c].notna() | (c in ("step", "level")))).to_numpy()  # (step and level: never NaN)
+        if odd.any():
+            i = int(odd.argmax())
+            return None, f"{c} holds {df[c].iloc[i]!r} in line {i + 2}"
+        df[c] = x
+    why = _level_problem(df, levels) if levels is not None else None
+    return (None, why) if why else (df, None)
+
+
+def _level_problem(df: pd.DataFrame, levels: Sequence[float]) -> str | None:
+    """Why ``df``'s levels contradict ``levels`` (the run's dataset.mi_levels), or None."""
+    lv, n = df["level"].to_numpy(), len(levels)
+    bad = (lv != np.round(lv)) | (lv < 0) | (lv >= n)
+    if bad.any():
+        i = int(bad.argmax())
+        return f"level {lv[i]:g} in line {i + 2} is not one of this run's {n} levels (0-{n - 1}, dataset.mi_levels)"
+    truth = np.asarray(levels, dtype=float)[lv.astype(int)]
+    off = ~np.isclose(df["true_mi"].to_numpy(), truth, rtol=1e-6, atol=1e-9)
+    if off.any():
+        i = int(off.argmax())
+        return (f"true_mi {df['true_mi'].iloc[i]:g} in line {i + 2} is not level {int(lv[i])}'s {truth[i]:g} "
+                f"(dataset.mi_levels)")
+    return None
 
 
 def write_steps(path: str | Path, rows: Sequence[np.ndarray] | np.ndarray) -> pd.DataFrame:

@@ -398,3 +398,87 @@ def test_bmi_configurations_stay_apart_and_files_are_told_apart(tmp_path, monkey
     assert "| a/pairs.npz | – | 2.000 |  |" in md  # one seed: no sd; no separable run of the file
     assert lb.file_labels(["/d/x.npz", "/e/y.npz", "x.npz"]) == {"/d/x.npz": "d/x.npz", "/e/y.npz": "y.npz",
                                                                   "x.npz": "x.npz"}
+
+
+# ----------------------------------------------------------------------------------------- malformed files
+def good_staircase_runs(root, seeds=(0, 1, 2)):
+    """Completed nwj staircase runs of one configuration (levels 2 and 4 nats), one per seed."""
+    rng = np.random.default_rng(6)
+    levels = {"dataset": {"mi_levels": [2, 4]}}
+    return [write_run(root, f"nwj_s{s}", benchmark="staircase", dataset="gaussian", estimator="nwj", seed=s,
+                      steps=staircase_steps(rng), cfg_extra=levels, config_hash=f"h{s}") for s in seeds]
+
+
+def _rewrite(d, name, change):
+    """Rewrite run ``d``'s file ``name`` (text) with ``change``."""
+    (d / name).write_text(change((d / name).read_text()))
+
+
+def _steps_with(d, **cells):
+    """Run ``d``'s steps.csv with ``column=(row, value)`` written over."""
+    steps = pd.read_csv(d / "steps.csv").astype(object)
+    for col, (row, value) in cells.items():
+        steps.loc[row, col] = value
+    steps.to_csv(d / "steps.csv", index=False)
+
+
+def _record(d, **changes):
+    rec = json.loads((d / "result.json").read_text())
+    (d / "result.json").write_text(json.dumps({**rec, **changes}))
+
+
+# name -> (what it does to a fourth seed's run directory, the skipped path below the runs folder, the reason)
+MALFORMED = {
+    "ragged_steps": (lambda d: _rewrite(d, "steps.csv", lambda t: t.replace("\n3,", "\n3,9,", 1)),
+                     "bad/steps.csv", "ragged (Expected 7 fields in line 5, saw 8)"),
+    "empty_steps": (lambda d: (d / "steps.csv").write_text(""), "bad/steps.csv", "empty"),
+    "binary_steps": (lambda d: (d / "steps.csv").write_bytes(np.random.default_rng(0).bytes(2048)), "bad/steps.csv",
+                     "not text (binary data)"),
+    "phantom_level": (lambda d: _rewrite(d, "steps.csv", lambda t: t + "40,7,16,3.0,-3.0,3.0,0.0\n"), "bad/steps.csv",
+                      "level 7 in line 42 is not one of this run's 2 levels (0-1, dataset.mi_levels)"),
+    "oops_estimate": (lambda d: _steps_with(d, estimate=(2, "oops")), "bad/steps.csv", "estimate holds 'oops' in line 4"),
+    "banana_status": (lambda d: _record(d, status="banana"), "bad/result.json",
+                      "unknown status 'banana' (valid: running, completed, diverged, crashed, interrupted)"),
+    "record_is_a_list": (lambda d: (d / "result.json").write_text("[1, 2]"), "bad/result.json",
+                         "holds a list, not an object"),
+    "metrics_is_a_list": (lambda d: _record(d, metrics=[1, 2]), "bad/result.json",
+                          "metrics holds a list ([1, 2]), not an object"),
+    "record_not_json": (lambda d: (d / "result.json").write_text("{\"status\": "), "bad/result.json",
+                        "not valid JSON (Expecting value: line 1 column 12 (char 11))"),
+    "config_not_a_mapping": (lambda d: (d / "config.yaml").write_text("- a\n- b\n"), "bad/config.yaml",
+                             "holds a list, not a mapping"),
+}
+
+
+def malformed_tree(root, case):
+    """Three good seeds and a fourth run broken as MALFORMED[case] says (``empty_run_dir``: an empty folder);
+    returns (skipped path, reason)."""
+    good_staircase_runs(root)
+    if case == "empty_run_dir":
+        (root / "bad" / ".hydra").mkdir(parents=True)
+        return "bad", lb.EMPTY_RUN_DIR
+    (d,) = good_staircase_runs(root, seeds=(3,))
+    d.rename(root / "bad")
+    breaks, path, reason = MALFORMED[case]
+    breaks(root / "bad")
+    return path, reason
+
+
+@pytest.mark.parametrize("case", [*MALFORMED, "empty_run_dir"])
+def test_leaderboard_names_each_malformed_file_and_counts_seeds_like_the_status_table(tmp_path, case):
+    path, reason = malformed_tree(tmp_path, case)
+    made = lb.build(tmp_path)
+    md = (made["out"] / "leaderboard.md").read_text()
+    assert f"| {path} | {reason} |" in md and md.index("## Skipped") > md.index("## Crashed")
+    assert made["skipped"].to_dict("records") == [{"path": path, "reason": reason}]
+    st = made["staircase"]  # the good seeds' table, intact
+    assert len(st) == 2 and (st["seeds"] == 3).all() and list(st["true_mi"]) == [2.0, 4.0]
+    invalid = case != "empty_run_dir"
+    status = f"{4 if invalid else 3} runs: 3 completed{', 1 invalid' if invalid else ''}; 1 records or files skipped"
+    assert status in md.splitlines()[2]
+    if invalid:
+        (fl,) = [r for r in made["failures"].to_dict("records") if r["invalid"]]  # (a broken config: its own row)
+        assert fl["invalid"] == [3] and reason in fl["errors"] and made["failures"]["completed"].sum() == 3
+        assert "every run completed" not in md
+    else:
+        assert "None: every run completed." in md

@@ -243,3 +243,104 @@ def test_options_added_later_keep_old_hashes_when_at_their_default():
     assert config_hash(cfg) == config_hash(old) and variant_hash(cfg) == variant_hash(old)
     on = compose_config(["estimator=renwj", "dataset.steps_per_level=5", "estimator.clip_joint=true"], out_dir="/x")
     assert config_hash(on) != config_hash(cfg)
+
+
+# ----------------------------------------------------------------------------------------- checkpoints, full disks
+TWO = [*TINY[:1], "dataset.mi_levels=[2,4]", *TINY[2:]]  # two levels: a checkpoint after the first
+
+
+def crashed_after_a_checkpoint(root, monkeypatch):
+    """A run under ``root`` that crashed in its second level: record ``crashed``, the first level's checkpoint."""
+    real = Staircase.step
+    calls = [0]
+
+    def crash(self, batch):
+        calls[0] += 1
+        if calls[0] > 5:
+            raise RuntimeError("simulated failure")
+        return real(self, batch)
+
+    monkeypatch.setattr(Staircase, "step", crash)
+    with pytest.raises(RuntimeError):
+        app.run(compose_config(TWO + [f"runs_root={root}"], out_dir=root / "a"), echo=False, reuse=True)
+    monkeypatch.setattr(Staircase, "step", real)
+    assert json.loads((root / "a" / "result.json").read_text())["status"] == "crashed"
+    return root / "a" / "checkpoint.pt"
+
+
+DAMAGE = {"empty": (lambda b: b"", "it is empty"),
+          "truncated": (lambda b: b[: len(b) // 2], "it is truncated or not a checkpoint (PytorchStreamReader failed"),
+          "garbage": (lambda b: b"not a checkpoint\n" * 20, "it is truncated or not a checkpoint (")}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_resume_from_a_damaged_checkpoint_is_one_line_naming_the_file(runs_dir, monkeypatch, damage):
+    from mibench.checks import ConfigError
+
+    ckpt = crashed_after_a_checkpoint(runs_dir, monkeypatch)
+    change, why = DAMAGE[damage]
+    ckpt.write_bytes(change(ckpt.read_bytes()))
+    resume = compose_config(TWO + [f"runs_root={runs_dir}", "resume=true"], out_dir=runs_dir / "b")
+    with pytest.raises(ConfigError) as e:
+        app.run(resume, echo=False, reuse=True)
+    msg = str(e.value)
+    assert msg.startswith(f"cannot resume from {ckpt}: {why}") and "\n" not in msg
+    assert msg.endswith("; delete it, or start afresh with resume=false overwrite=true")
+    assert json.loads((ckpt.parent / "result.json").read_text())["status"] == "crashed"  # the record is untouched
+    assert not (runs_dir / "b").exists()
+    if damage == "truncated":  # the command line: exit 2 and that one line
+        p = mibench(*TWO, "resume=true", runs=runs_dir)
+        assert p.returncode == 2 and p.stderr == f"mibench: error: {msg}\n", p.stderr[-2000:]
+
+
+def test_a_full_disk_at_a_checkpoint_leaves_no_temp_file_and_a_crashed_record(tmp_path, monkeypatch):
+    from full_disk import fail_checkpoints
+
+    fail_checkpoints(monkeypatch.setattr)
+    with pytest.raises(OSError, match="No space left on device"):
+        app.run(compose_config(TWO, out_dir=tmp_path), echo=False)
+    rec = json.loads((tmp_path / "result.json").read_text())
+    assert rec["status"] == "crashed"
+    assert rec["error"] == f"OSError: [Errno 28] cannot write {tmp_path / 'checkpoint.pt'}: No space left on device"
+    assert not list(tmp_path.glob(".*"))  # no .checkpoint.pt.tmp, no record temp
+
+
+def test_a_full_disk_at_the_record_leaves_no_temp_file_and_no_running_record(tmp_path, monkeypatch):
+    from full_disk import fail_records
+
+    fail_records(monkeypatch.setattr)
+    with pytest.raises(app.RecordError) as e:
+        app.run(compose_config(TWO, out_dir=tmp_path), echo=False)
+    assert str(e.value) == (f"cannot write {tmp_path / 'result.json'}: No space left on device; the run completed but "
+                            f"is not recorded; its stale running record was removed")
+    assert not (tmp_path / "result.json").exists() and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["fail_checkpoints", "fail_records", "both"])
+def test_a_full_disk_is_one_line_on_stderr(runs_dir, where):
+    """The command line on a full disk: exit 1 and one line (never a traceback), no temp file, no record left
+    saying running."""
+    import subprocess
+    import sys
+
+    from test_cli import ROOT
+
+    fail = ["fail_checkpoints", "fail_records"] if where == "both" else [where]
+    code = ("import full_disk, sys; from mibench.cli import main; "
+            + "".join(f"full_disk.{f}(setattr); " for f in fail) + f"main({TWO!r})")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MIBENCH_RUNS": str(runs_dir), "PYTHONPATH": str(ROOT / "tests")})
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr[-3000:]
+    (d,) = {x.parent for x in runs_dir.rglob("config.yaml") if x.parent.name != ".hydra"}
+    assert not [x for x in d.iterdir() if x.name.startswith(".") and x.name != ".hydra"]
+    line = p.stderr.strip()
+    if where == "fail_checkpoints":
+        assert line == (f"mibench: error: run crashed: OSError: [Errno 28] cannot write {d / 'checkpoint.pt'}: "
+                        f"No space left on device")
+        assert json.loads((d / "result.json").read_text())["status"] == "crashed"
+    else:
+        outcome = "completed" if where == "fail_records" else "crashed (OSError: [Errno 28] cannot write"
+        assert line.startswith(f"mibench: error: cannot write {d / 'result.json'}: No space left on device; the run "
+                               f"{outcome}") and line.endswith("its stale running record was removed")
+        assert not (d / "result.json").exists()

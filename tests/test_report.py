@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mibench.report import write_report
-from test_leaderboard import ENV_NOTE, machine, staircase_steps, write_run
+from test_leaderboard import ENV_NOTE, MALFORMED, machine, malformed_tree, staircase_steps, write_run
 
 # the smallest valid PNG (1x1, grey)
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
@@ -173,6 +173,23 @@ def test_report_notes_what_it_could_not_make_or_inline(tmp_path, monkeypatch):
     assert "Figure r0/big.png not inlined:" in html and "<img" not in html
     page = parse(tmp_path / "report.html")
     assert page.tables["failed-runs"]["rows"][0][:3] == ["r0", "crashed", "ValueError: boom"]
+
+
+@pytest.mark.parametrize("case", [*MALFORMED, "empty_run_dir"])
+def test_report_names_each_malformed_file_and_counts_seeds_like_the_status_table(tmp_path, case):
+    path, reason = malformed_tree(tmp_path, case)
+    page = parse(write_report(tmp_path))
+    assert page.tables["skipped"] == {"head": ["path", "reason"], "rows": [[path, reason]]}
+    st = page.tables["staircase"]  # the good seeds' table, intact
+    assert [r[st["head"].index("seeds")] for r in st["rows"]] == ["3", "3"]
+    summary = dict(map(tuple, page.tables["summary"]["rows"]))
+    invalid = case != "empty_run_dir"
+    assert summary["completed"] == "3" and summary.get("invalid", "0") == ("1" if invalid else "0")
+    html = (tmp_path / "report.html").read_text()
+    assert ("every run completed" in html) is not invalid
+    if invalid:
+        (bad,) = page.tables["failed-runs"]["rows"]
+        assert bad[:3] == ["bad", "invalid", f"{Path(path).name}: {reason}"]
 
 
 def chromium():

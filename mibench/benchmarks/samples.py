@@ -64,6 +64,7 @@ def read(cfg: Any) -> Samples:
 @register("samples")
 class SampleTask(Task):
     resumable = True
+    checks_range = True  # against the task's true MI (when the file or task has one) and K = the batch
     vectorized = True
 
     schema = {"dataset": {"train_fraction": FRACTION, "standardize": Bool(),
@@ -133,6 +134,12 @@ class SampleTask(Task):
     @property
     def block(self) -> int:
         return int(self.cfg.benchmark.eval_every)
+
+    def true_mi_of(self, rows: np.ndarray) -> float | None:
+        return self.true_mi
+
+    def candidates(self) -> int:
+        return int(self.cfg.benchmark.batch_size)
 
     def total_steps(self) -> int:
         return int(self.cfg.benchmark.steps)

@@ -26,6 +26,7 @@ class Staircase(Task):
     context_columns = ("level", "true_mi")
     int_columns = ("level",)
     finite_columns = ("estimate",)
+    checks_range = True  # against the level's true MI (the true_mi column) and K = the batch
     resumable = True
     vectorized = True
 
@@ -62,6 +63,9 @@ class Staircase(Task):
     @property
     def block(self) -> int:
         return self.spl
+
+    def candidates(self) -> int:
+        return int(self.cfg.dataset.batch_size)
 
     def data_bytes(self) -> int:
         d = self.cfg.dataset  # x and y of one level (and the next one's, while it is drawn)

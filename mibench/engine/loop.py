@@ -3,10 +3,11 @@
 Per step: the task's forward (under the backend's autocast) gives a loss and the step's values;
 ``zero_grad`` / ``backward`` / ``step`` run directly on the optimizer (Lightning would only add
 hooks here); the values go into a preallocated device buffer. Every ``task.block`` steps the
-buffer is copied to the host once: the rows are streamed to steps.csv, checked for non-finite
-values (divergence: recorded, the run stops cleanly when ``stop_on_divergence``) and handed to the
-task. At each segment's end (a level, an epoch) the task summarises it and, for a resumable task,
-everything a resumed run needs to end with the same numbers is checkpointed atomically.
+buffer is copied to the host once: the rows are streamed to steps.csv, checked for divergence
+(non-finite values, an estimate outside its bound's valid range: :mod:`mibench.engine.divergence`; recorded
+with its step and reason, the run stops cleanly when ``stop_on_divergence``) and handed to the task. At
+each segment's end (a level, an epoch) the task summarises it and, for a resumable task, everything a
+resumed run needs to end with the same numbers is checkpointed atomically.
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ import torch
 from torch import nn
 
 from .. import cluster
+from ..checks import ConfigError
 from ..records import CHECKPOINT
-from ..results import atomic_write_csv
+from ..results import atomic_write_csv, first_line
 from .backend import Backend
+from .divergence import Watch
 from .interrupt import Interrupts
 from .logging import Logger, Progress, describe
 from .task import Optim, Task
@@ -63,6 +66,42 @@ def fault_injection_step(t: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint a run cannot resume from (one line: the file and the user's choices; exit 2)."""
+
+
+def write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``state`` to ``path`` through a temporary file and an atomic rename; on a failed write (a full disk) the
+    temporary file is removed and the OSError names ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The state saved in ``path`` (``mmap``: tensors mapped, not read: a cheap check that it loads);
+    :class:`CheckpointError` when it is empty, truncated, not a checkpoint, or from another checkpoint format."""
+    choices = "delete it, or start afresh with resume=false overwrite=true"
+    try:
+        state = torch.load(path, weights_only=False, map_location=map_location, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 -- torch raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
+        empty = path.exists() and path.stat().st_size == 0
+        why = "it is empty" if empty else f"it is truncated or not a checkpoint ({first_line(e)})"
+        raise CheckpointError(f"cannot resume from {path}: {why}; {choices}") from None
+    version = state.get("version", 1) if isinstance(state, dict) else None
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"cannot resume from {path}: written by another mibench (checkpoint format {version}, "
+                              f"this one reads {CHECKPOINT_VERSION}); {choices}")
+    return state
+
+
 @dataclass
 class Resume:
     """Where a checkpoint left its segment: ``offset`` batches of it done, ``pending`` rows not yet flushed,
@@ -89,6 +128,7 @@ class Fit:
     segment: int = 0
     rows: list[np.ndarray] = field(default_factory=list)
     diverged_step: int | None = None
+    diverged_reason: str | None = None
     stopped: bool = False
     interruptions: list[dict[str, Any]] = field(default_factory=list)  # stop signals survived (time limit, preemption)
 
@@ -112,6 +152,7 @@ class Engine:
         self.seg_start = 0  # the step the current segment began at
         self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task))
         self.columns = task.record_columns()
+        self.watch = Watch(task)
         self.int_columns = int_columns
         self.fit = Fit()
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -246,17 +287,17 @@ class Engine:
         ctx = task.context(lo, hi)
         block = np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)
                                           for c in task.context_columns], rec])
-        cols = [task.columns.index(c) for c in (task.finite_columns or task.columns)]
-        bad = ~np.isfinite(rec[:, cols]).all(axis=1)
-        flag = torch.tensor(float(bad.any()), device=self.backend.device)  # NCCL reduces only CUDA tensors
+        found = self.watch.first(block, fit.rows[-1] if fit.rows else None)  # (step, reason) or None
+        flag = torch.tensor(float(found is not None), device=self.backend.device)  # NCCL reduces only CUDA tensors
         diverged = bool(self.backend.reduce(flag, "max"))  # any rank
-        if bad.any() and fit.diverged_step is None:
-            fit.diverged_step = lo + int(bad.argmax())
+        if found is not None and fit.diverged_step is None:
+            fit.diverged_step, fit.diverged_reason = found
         fit.rows.append(block)
         if task.on_block(lo, hi, block) and fit.diverged_step is None:
             fit.diverged_step, diverged = hi, True
+            fit.diverged_reason = f"a non-finite value in {task.name}'s evaluation after step {hi}"
         elif diverged and fit.diverged_step is None:
-            fit.diverged_step = lo  # another rank went non-finite in this block
+            fit.diverged_step, fit.diverged_reason = lo, f"another rank diverged in steps {lo}-{hi - 1}"
         if (diverged and self.stop_on_divergence) or task.done():
             fit.stopped = True
         if self._partial is not None and self.backend.is_global_zero:
@@ -292,6 +333,7 @@ class Engine:
         rows = np.concatenate(fit.rows) if fit.rows else np.zeros((0, len(self.columns)))
         inside = pending is not None
         state = {"version": CHECKPOINT_VERSION, "t": fit.t, "segment": fit.segment, "diverged_step": fit.diverged_step,
+                 "diverged_reason": fit.diverged_reason,
                  "seg_start": self.seg_start if inside else fit.t,
                  "pending": pending.detach().cpu() if inside else torch.zeros(0),
                  "interruptions": list(fit.interruptions),
@@ -300,16 +342,10 @@ class Engine:
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "task": self.task.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        path = self.out_dir / CHECKPOINT
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> "Resume":
-        state = torch.load(path, weights_only=False, map_location=self.backend.device)
-        if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path} was written by an older mibench (checkpoint format "
-                             f"{state.get('version', 1)}, this one reads {CHECKPOINT_VERSION}): start afresh")
+        state = read_checkpoint(path, self.backend.device)
         self.modules().load_state_dict(state["modules"])
         for o, s in zip(self.optimizers, state["optimizers"]):
             o.load_state_dict(s)
@@ -320,6 +356,7 @@ class Engine:
         at.restore_rng()
         fit = self.fit
         fit.t, fit.segment, fit.diverged_step = int(state["t"]), int(state["segment"]), state["diverged_step"]
+        fit.diverged_reason = state.get("diverged_reason")
         fit.interruptions = list(state.get("interruptions", []))
         at.pending = state.get("pending", torch.zeros(0))
         at.offset = fit.t - int(state.get("seg_start", fit.t))

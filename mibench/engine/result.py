@@ -12,7 +12,8 @@ STATUSES = ("completed", "diverged", "skipped")
 
 @dataclass
 class RunResult:
-    """status: ``completed``, ``diverged`` (a result: the bound went non-finite) or ``skipped``
+    """status: ``completed``, ``diverged`` (a result: the bound went non-finite or left its valid range,
+    ``diverged_reason`` says how) or ``skipped``
     (an identical config already ran: ``out_dir`` points at it).
 
     summary:   the task's summary table (staircase: per level; written as summary.csv by the task)
@@ -25,6 +26,7 @@ class RunResult:
     out_dir: Path | None = None
     steps_done: int = 0
     diverged_step: int | None = None
+    diverged_reason: str | None = None  # one line: what left which range at which step
     summary: pd.DataFrame | None = None
     steps: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)

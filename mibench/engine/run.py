@@ -67,7 +67,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
     if engine is not None:
         fit = engine.fit
         result.steps = engine.write_steps()
-        result.steps_done, result.diverged_step = fit.t, fit.diverged_step
+        result.steps_done, result.diverged_step, result.diverged_reason = fit.t, fit.diverged_step, fit.diverged_reason
         result.extra["interruptions"] = list(fit.interruptions)
         if fit.t == 0:
             raise NoWorkError(f"benchmark={task.name} trained no step ({task.no_work_hint()})")
@@ -76,6 +76,8 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
     task.finish(result)
     result.wall_time_s = time.perf_counter() - t0
     result.status = "diverged" if result.diverged_step is not None else "completed"
+    if result.status == "diverged" and result.diverged_reason is None:  # the task's own finding (finish)
+        result.diverged_reason = f"a non-finite value in {task.name}'s evaluation by step {result.diverged_step}"
     if engine is not None:
         engine.remove_checkpoint()
     return result

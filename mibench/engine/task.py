@@ -85,6 +85,9 @@ class Task:
     columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
     context_columns: ClassVar[tuple[str, ...]] = ()  # host-side columns between ``step`` and ``columns``
     finite_columns: ClassVar[tuple[str, ...] | None] = None  # a non-finite value here = divergence (None: all)
+    # the ``estimate`` must stay in its bound's valid range and the ``loss`` within trainer.diverge_loss
+    # (mibench.engine.divergence), measured against :meth:`true_mi_of` and :meth:`candidates`
+    checks_range: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # checkpoint at each segment's end; resume=true continues from it
     trains: ClassVar[bool] = True  # False: evaluation only (no optimizer, no steps)
     steps_file: ClassVar[str | None] = "steps.csv"
@@ -114,7 +117,11 @@ class Task:
     # ------------------------------------------------------------------ what a task declares
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
-        """Raise :class:`ConfigError` (one line) on a bad value: ``schema`` first, then :meth:`check`."""
+        """Raise :class:`ConfigError` (one line) on a bad value: the divergence limits and ``schema`` first, then
+        :meth:`check`."""
+        from .divergence import SCHEMA
+
+        check_rules(cfg, SCHEMA)
         check_rules(cfg, cls.schema)
         cls.check(cfg)
 
@@ -185,6 +192,17 @@ class Task:
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Host-side columns of steps [lo, hi) (e.g. the staircase's level and true MI)."""
         return {}
+
+    def true_mi_of(self, rows: np.ndarray) -> np.ndarray | float | None:
+        """The true MI of each host row (``step``, context columns, ``columns``), or one for all; None: unknown.
+        Default: the ``true_mi`` context column, when the task has one."""
+        if "true_mi" not in self.context_columns:
+            return None
+        return rows[:, 1 + self.context_columns.index("true_mi")]
+
+    def candidates(self) -> int | None:
+        """K, the candidates in a row of the score matrix (InfoNCE's estimate is at most log K); None: not fixed."""
+        return None
 
     def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:
         """After each block: return True when the run diverged here (e.g. a non-finite test estimate)."""

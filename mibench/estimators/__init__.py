@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from .. import checks as _checks
 from . import bounds
 from .base import Estimate, masked_logmeanexp, masked_mean, resolve_masks
@@ -68,6 +70,22 @@ RANGES: dict[str, Range | Choice | _checks.Rule] = {
 # bounds whose ``marginal`` is a log-partition, so that ``reg_term: bound`` regularises it
 LOG_PARTITION_BOUNDS = (bounds.dv, bounds.infonce, bounds.smile)
 
+# Divergence (docs/estimators.md#divergence): where an estimate may be in a run that has not diverged
+STREAK = 10  # steps in a row beyond a practical limit that make divergence (single-sample bounds spike for 1 step)
+LOG_K_SLACK = 1e-3  # nats above log K still taken for rounding (the bound is computed in float32)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of an estimate's valid range: values beyond ``limit`` (above it when ``upper``, one per step or
+    one for all) for ``steps`` steps in a row are divergence; ``text`` says what the limit is (``{limit}``: its
+    value at the step)."""
+
+    limit: Any
+    upper: bool
+    steps: int
+    text: str
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -79,6 +97,8 @@ class Spec:
             the joint pairs on the diagonal, e.g. I_alpha, the leave-one-out bound)
     learns: what the estimator learns besides the critic (``ema``, ``baseline`` (a(y) / q(y), from y when
             ``baseline: learned``), ``eta``, ``density`` (a normalised q(y), from y)), or None
+    ceiling: ``log_k`` when the estimate cannot exceed log K, K the candidates of a row's partition (InfoNCE:
+            each row's log-mean-exp includes its joint score), else ``none``; see :meth:`valid`
     conditional: True when the scores must be the known encoder's log p(y_j | x_i) (Poole §2.5's structured
             bounds): only a benchmark with a tractable encoder gives them (``Task.conditional_for``)
     """
@@ -92,6 +112,7 @@ class Spec:
     layout: str = "any"
     learns: str | None = None
     conditional: bool = False
+    ceiling: str = "none"
 
     def params(self) -> tuple[str, ...]:
         """The parameters its YAML may set."""
@@ -102,6 +123,21 @@ class Spec:
     @property
     def ranges(self) -> dict[str, Range | Choice]:
         return {k: RANGES[k] for k in self.params() if k in RANGES}
+
+    def valid(self, k: int | None, true_mi: Any, above: float | None) -> list[Side]:
+        """The sides of this bound's valid range (the one place the divergence rule is written; the table is in
+        docs/estimators.md): its own ceiling, log K (one step above it is impossible, so divergence), and, where
+        the true MI is known (a number or one per step), +/- ``above`` x max(true MI, 1 nat) for every bound
+        (STREAK steps in a row beyond it). ``above`` None: no practical limit."""
+        sides = []
+        if self.ceiling == "log_k" and k:
+            sides.append(Side(math.log(k) + LOG_K_SLACK, True, 1, f"log K = log {k} = {math.log(k):.3g} nats, "
+                                                                    f"the bound's ceiling"))
+        if above is not None and true_mi is not None:
+            scale = above * np.maximum(np.asarray(true_mi, dtype=np.float64), 1.0)
+            text = f"{above:g} x max(true MI, 1 nat) = {{limit:.3g}} nats"
+            sides += [Side(scale, True, STREAK, text), Side(-scale, False, STREAK, f"-{text}")]
+        return sides
 
     def needs_y(self, cfg: Mapping[str, Any]) -> bool:
         """True when it learns a per-y baseline, i.e. needs the y of every score column."""
@@ -115,7 +151,7 @@ REGISTRY: dict[str, Spec] = {
     "mine": Spec(bounds.dv, EmaDV, learns="ema"),
     "nwj": Spec(bounds.nwj, shift=1.0),
     "tuba": Spec(bounds.tuba, LearnedBaseline, learns="baseline"),
-    "infonce": Spec(bounds.infonce, layout="rows"),
+    "infonce": Spec(bounds.infonce, layout="rows", ceiling="log_k"),
     "js": Spec(bounds.js, shift=1.0),
     "smile": Spec(bounds.smile),
     "smile_js": Spec(bounds.smile_js),
@@ -124,7 +160,8 @@ REGISTRY: dict[str, Spec] = {
     "eta_mine": Spec(bounds.eta_dv, EtaDV, defaults=(("eta_lr", 0.01),), learns="eta"),
     # Poole §2.5, structured bounds: the scores are the known encoder's log p(y|x) (a tractable conditional)
     "loo_upper": Spec(bounds.loo, trainable=False, layout="paired", conditional=True),  # eq. 13 (+ any c(y))
-    "tnce": Spec(bounds.tnce, layout="paired", conditional=True),  # eq. 12: InfoNCE with f = log p(y|x)
+    "tnce": Spec(bounds.tnce, layout="paired", conditional=True,
+                 ceiling="log_k"),  # eq. 12: InfoNCE with f = log p(y|x)
     "rate": Spec(bounds.rate, LearnedDensity, defaults=(("components", 1),), learns="density",
                  conditional=True),  # eq. 1, upper bound, learned normalised q(y)
     "struct_nwj": Spec(bounds.tuba, LearnedBaseline, defaults=(("baseline", "learned"),), learns="baseline",
@@ -138,7 +175,7 @@ REGISTRY: dict[str, Spec] = {
     "renwj": Spec(bounds.nwj, regularized=True, shift=1.0,
                   defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0))),
     "reinfonce": Spec(bounds.infonce, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0)),
-                      layout="rows"),
+                      layout="rows", ceiling="log_k"),
     "resmile": Spec(bounds.smile, regularized=True, defaults=(("distance", "euclidean"), ("c_star", 0.0), ("clip", 10.0))),
     "retuba": Spec(bounds.tuba, LearnedBaseline, regularized=True,
                    defaults=(("distance", "log_euclidean"), ("c_star", 0.0), ("clip", 10.0)), learns="baseline"),
@@ -186,5 +223,5 @@ def usable(layout: str, gives_y: bool, trainable: bool = True, conditional: bool
                   and (conditional or not s.conditional))
 
 
-__all__ = ["Choice", "Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REG_TERMS", "REGISTRY", "Spec", "usable", "build_estimator", "bounds", "regularize", "regularizer",
+__all__ = ["Choice", "Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REG_TERMS", "REGISTRY", "Side", "Spec", "STREAK", "usable", "build_estimator", "bounds", "regularize", "regularizer",
            "masked_mean", "masked_logmeanexp", "resolve_masks", "mlp", "DISTANCES"]
