@@ -8,15 +8,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from .overrides import CONF_DIR, implied
+
 _initialized_here: list = [None]  # the global Hydra this module initialised (with CONF_DIR): reused, YAMLs cached
 
 
 def compose_config(overrides: Sequence[str] = (), out_dir: str | Path | None = None, hydra: bool = False) -> DictConfig:
     """The config ``python -m mibench <overrides>`` would run, with ``out_dir`` set (no Hydra run dir);
     ``hydra``: with its ``hydra`` node (the launcher, ``hydra.runtime.choices``)."""
-    from .cli import implied
-
     from .plugins import searchpath_override
 
     overrides = implied(list(overrides)) + searchpath_override(list(overrides))

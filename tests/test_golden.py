@@ -5,7 +5,7 @@ Two goldens per case, because one comparison cannot both catch a small change an
 - **float64** (``data64/``, ``hardware.precision=64-true``): every column of every record to 1e-7
   relative. Rounding differences between CPU kernels stay at the CSVs' 9th digit in float64 (measured:
   4e-9 rel between the AVX512, AVX2 and DEFAULT paths), while a change of Adam's eps, of one data draw, of
-  a default by 1 %, or of the order of two steps moves them by 1e-6 or more (docs/results.md lists the
+  a default by 1 %, or of the order of two steps moves them by 1e-6 or more (docs/testing.md lists the
   injected changes and the case that caught each).
 - **float32** (``data/``, the pre-engine originals, as users run): the first record tightly, later ones
   within the measured drift allowance, only in the columns the bound determines.
