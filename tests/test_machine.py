@@ -146,5 +146,5 @@ def test_fresh_process_records_aten_default_and_the_rules_threads(runs_dir):
     assert p.returncode == 0, p.stderr[-2000:]
     ((_, rec),) = iter_records(runs_dir)
     m = rec["machine"]
-    assert m["cpu_capability"] == "DEFAULT" and m["env"] == {"ATEN_CPU_CAPABILITY": "default"}
+    assert m["cpu_capability"] == "DEFAULT" and m["env"] == {k: env[k] for k in rec_mod.MACHINE_ENV if k in env}
     assert m["threads"] == thread_rule(None, env, available_cores(), 1)

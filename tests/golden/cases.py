@@ -23,9 +23,14 @@ QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 # columns that hold wall-clock time or the config blob, not numbers of the run
 SKIP_COLUMNS = {"wall_s", "wall_time_s", "train_wall_s", "config"}
 FLOAT64 = ["hardware.precision=64-true"]
-# float64 goldens: |got - want| <= ATOL64 + RTOL64 |want|. Measured over the 61 cases between the native
-# (AVX512), AVX2 and DEFAULT kernel paths: max 1e-9 abs, 4e-9 rel (one unit of the CSVs' 9th digit).
-RTOL64, ATOL64 = 1e-7, 1e-9
+# float64 goldens: |got - want| <= ATOL64 + rtol64(case) |want|. Measured over the 61 cases between the native
+# (AVX512), AVX2 and DEFAULT kernel paths: max 1e-9 abs, 4e-9 rel (one unit of the CSVs' 9th digit). MKL's
+# reproducibility mode (MKL_CBWR=COMPATIBLE: another GEMM order) moves the conv-net cases more: CLB's epoch
+# means by up to 4.9e-6 relative; they get IMAGE_RTOL64, 10x that.
+RTOL64, ATOL64, IMAGE_RTOL64 = 1e-7, 1e-9, 5e-5
+# accuracies move by whole test images when a prediction flips: DIM's probe top-1 (60 test images) moved by
+# one image (1.7 points) under MKL_CBWR=COMPATIBLE. Allowance: two images.
+ACCURACY_ATOL = {"top1": 2 * 100 / 60, "test_acc": 2 / 60}
 # float32 goldens. The first record (step 0, or the first evaluation: before an update has acted much)
 # matches tightly in every column: measured max 2e-8 abs between kernel paths (staircase, one-hot).
 ATOL32_FIRST = 1e-5
@@ -75,6 +80,11 @@ def cases() -> dict[str, tuple[list[str], list[str]]]:
     for est in ("infonce", "js"):
         out[f"dim_{est}"] = ([f"estimator={est}", "dataset.root={root}", "seed=5"] + DIM, ["epochs.csv", "probes.csv"])
     return out
+
+
+def rtol64(name: str) -> float:
+    """The float64 golden tolerance of a case: conv-net cases (SLB, CLB, DIM) move more under MKL's modes."""
+    return IMAGE_RTOL64 if name.split("_")[0] in ("slb", "clb", "dim") else RTOL64
 
 
 def fake_root(where: Path) -> Path:
