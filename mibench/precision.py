@@ -1,6 +1,6 @@
 """The run's floating-point type: float32 (``hardware.precision=32-true`` and the mixed precisions, whose
 bounds are computed in fp32), or float64 (``64-true``: every tensor the run makes, for regression tests
-whose rounding differences between CPUs stay ~1e-12 instead of growing to ~1e-2 through training)."""
+whose rounding differences between CPU kernels stay at ~1e-9 relative instead of growing to ~1e-2)."""
 from __future__ import annotations
 
 import contextlib
