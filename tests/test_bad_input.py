@@ -300,3 +300,81 @@ def test_check_dir_accepts_a_path_it_can_make(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(ConfigError, match="is a symlink loop"):
         check_dir(tmp_path / "loop" / "runs", "runs_root=...")
+
+
+# ---------------------------------------------------------------------------------------------
+# requirement 3 on every benchmark that trains an estimator: finite nonsense is `diverged`, with its reason
+
+def _nonsense(fn):
+    """``fn``'s bound with 1e12 added to the estimate and the loss: finite, and beyond any valid range."""
+    import functools
+
+    from mibench.estimators.bounds import Estimate
+
+    @functools.wraps(fn)  # (Spec.params reads the signature through __wrapped__)
+    def wrapped(*args, **kwargs):
+        est = fn(*args, **kwargs)
+        return Estimate(mi=est.mi + 1e12, loss=est.loss + 1e12, joint=est.joint, marginal=est.marginal)
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def image_roots(tmp_path_factory):
+    from mibench.data.fake_cifar import write_fake_cifar
+    from mibench.data.imagefolder import write_generated_tree
+    from mibench.data.stl10 import write_fake_stl10
+
+    cifar = tmp_path_factory.mktemp("cifar")
+    write_fake_cifar(cifar, classes=10, train_per_class=4, test_per_class=2, seed=1)
+    write_fake_stl10(cifar, train_per_class=1, test_per_class=1, seed=2)  # (layer-pair's probes)
+    tree = write_generated_tree(tmp_path_factory.mktemp("imgs"), classes=3, train_per_class=3, val_per_class=2,
+                                size=(72, 64))
+    return {"cifar": cifar, "tree": tree}
+
+
+IMAGE_SMALL = ["model=convnet", "model.width=8", "dataset=cifar10", "dataset.root={cifar}", "dataset.batch_size=8"]
+# benchmark, estimator, overrides (>= 10 steps: the STREAK of the practical limits), what the reason names
+DIVERGING = [
+    ("slb", "infonce", IMAGE_SMALL + ["benchmark=slb", "benchmark.epochs=1"], "log K = log 10"),  # K = C
+    ("clb", "dv", IMAGE_SMALL + ["benchmark=clb", "benchmark.epochs=3"], "10 x max(true MI, 1 nat) = 23"),  # log C
+    ("dim", "infonce", ["benchmark=dim", "benchmark.batch_size=8", "benchmark.mi_units=8", "benchmark.epochs=1",
+                        "benchmark.probe.epochs=1", "benchmark.probe.datasets=[cifar10]", "dataset.root={cifar}"],
+     "log K = log 512"),  # local DIM: B x B*8*8
+    ("layerpair", "dv", ["benchmark=layerpair", "benchmark.batch_size=4", "benchmark.head_units=8",
+                           "benchmark.head_hidden=8", "benchmark.probe.epochs=1", "benchmark.epochs=2",
+                           "dataset=cifar10", "dataset.root={cifar}"], "(trainer.diverge_loss)"),  # MI unknown
+    ("jigsaw", "dv", ["experiment=jigsaw_fast", "model.width=2", "benchmark.images_per_batch=2",
+                        "benchmark.perms_per_batch=3", "benchmark.epochs=4", "benchmark.max_steps=12",
+                        "benchmark.check_every=1", "benchmark.witness.dim=16", "benchmark.descrambler.proj=8",
+                        "benchmark.descrambler.hidden=8", "benchmark.pretext.images=2", "benchmark.pretext.perms=2",
+                        "benchmark.probe.epochs=1", "dataset.root={tree}", "benchmark.perm_cache={tmp}"],
+     "10 x max(true MI, 1 nat)"),  # log P
+    ("dsprites", "infonce", ["experiment=dsprites_fast", "benchmark.steps=12", "benchmark.eval_every=6",
+                             "benchmark.batch_size=8", "benchmark.eval_size=96", "benchmark.eval_batch=48"],
+     "log K = log 8"),
+    ("migan", "dv", ["benchmark=migan", "benchmark.steps=20", "benchmark.eval_every=10", "benchmark.batch_size=16",
+                       "benchmark.eval_samples=200", "benchmark.g_hidden=16", "benchmark.d_hidden=16",
+                       "critic.hidden=16", "critic.embed=8"], "10 x max(true MI, 1 nat) = 32.2"),  # log 25 (codes)
+]
+
+
+@pytest.mark.parametrize("bench,est,overrides,reason", DIVERGING, ids=[d[0] for d in DIVERGING])
+def test_every_benchmark_records_finite_nonsense_as_diverged(bench, est, overrides, reason, image_roots, tmp_path,
+                                                             monkeypatch):
+    """A bound that returns 1e12 nats (finite) on SLB, CLB, DIM, layer-pair, Jigsaw, dSprites and MI-GAN ends
+    `diverged`, at the step and for the reason its task's range gives (log K, a multiple of log C or log P, or the
+    loss limit where the true MI is unknown), not `completed`."""
+    import dataclasses
+    import json
+
+    from mibench.app import run
+    from mibench.estimators import REGISTRY
+
+    monkeypatch.setitem(REGISTRY, est, dataclasses.replace(REGISTRY[est], fn=_nonsense(REGISTRY[est].fn)))
+    subs = {**{k: str(v) for k, v in image_roots.items()}, "tmp": str(tmp_path / "cache")}
+    cfg = compose_config([o.format(**subs) for o in overrides] + [f"estimator={est}", *QUIET[:2]],
+                         out_dir=tmp_path / "run")
+    run(cfg, echo=False)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "diverged", record
+    assert reason in record["diverged_reason"], record["diverged_reason"]

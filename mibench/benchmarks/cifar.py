@@ -248,6 +248,14 @@ class ImageTask(Task):
             return None
         return int(self.cfg.benchmark.epochs) * -(-len(self.data.train_batches) // self.backend.world_size)
 
+    def candidates(self) -> int:
+        """SLB: the C logits of a row; CLB: the batch (a row's joint and marginal entries)."""
+        return self.data.num_classes if self.name == "slb" else int(self.cfg.dataset.batch_size)
+
+    def true_mi_of(self, rows: np.ndarray) -> float:
+        """log C: I(X; label) <= H(label) <= log C (the ``true_mi`` of the records)."""
+        return math.log(self.data.num_classes)
+
     def no_work_hint(self) -> str:
         return (f"dataset.batch_size={self.cfg.dataset.batch_size}: no batch"
                 + (" held a positive pair" if self.name == "clb" else " fitted the training set"))

@@ -198,6 +198,7 @@ class DIM(Task):
     """DIM pretraining (segment = epoch) through the engine, then frozen-encoder probes through it again."""
 
     columns = COLUMNS
+    estimate_columns = ("mi_local", "mi_global")
 
     @classmethod
     def layout_for(cls, cfg) -> str:
@@ -271,6 +272,12 @@ class DIM(Task):
 
     def segments(self, start: int):
         return epoch_segments(self, start)
+
+    def candidates(self) -> int:
+        """The longest row: local DIM scores an image's global vector against every location of the batch
+        (B x B*M*M), global DIM against the batch's images (B x B)."""
+        b = int(self.cfg.benchmark.batch_size)
+        return b * LOCAL_SHAPE[1] * LOCAL_SHAPE[2] if self.cfg.dim.beta > 0 else b
 
     def step(self, batch) -> Step:
         x = self.data.normalise(batch[0].to(self.device, non_blocking=True), True)

@@ -222,6 +222,10 @@ class DSpritesInfoMax(Task):
         t = self.objective(batch)
         return Step(t.loss, [t.est.mi, t.loss, t.est.joint, t.est.marginal, t.tc, t.smooth])
 
+    def candidates(self) -> int:
+        """The batch: a square matrix of the batch's images and their noisy copies."""
+        return int(self.cfg.benchmark.batch_size)
+
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         col = {c: 1 + k for k, c in enumerate(self.columns)}
         mean = (lambda c: float(rows[:, col[c]].mean()) if len(rows) else math.nan)

@@ -139,6 +139,7 @@ class Jigsaw(Task):
 
     columns = COLUMNS
     finite_columns = ("loss", "mi", "acc")  # CE has no joint / marginal terms (NaN)
+    estimate_columns = ("mi",)
     gives_y = True  # the one-hot of every score column's permutation
 
     schema = {"benchmark": {"objective": Choice("ce", "mi"), "epochs": Int(1), "max_steps": Int(1, minus_one=True),
@@ -235,6 +236,15 @@ class Jigsaw(Task):
         b = self.cfg.benchmark
         n = int(b.epochs) * self.steps_per_epoch()
         return n if int(b.max_steps) < 0 else min(n, int(b.max_steps))
+
+    def candidates(self) -> int:
+        """The longest row of :func:`witness_layout`: the puzzles (``negatives: batch``) or the batch's used and
+        unused permutations."""
+        return max(self.n_images * self.n_used, 2 * self.n_used)
+
+    def true_mi_of(self, rows: np.ndarray) -> float:
+        """log P: I(puzzle; permutation) <= H(permutation) = log P, P = ``benchmark.n_perms``."""
+        return math.log(self.n_perms)
 
     def no_work_hint(self) -> str:
         return "check benchmark.images_per_batch against the training subset"

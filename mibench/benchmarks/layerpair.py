@@ -148,6 +148,7 @@ class LayerPair(Task):
     """Layer-pair DIM pretraining (segment = epoch) through the engine, then linear probes through it again."""
 
     columns = COLUMNS
+    estimate_columns = ("mi",)
 
     schema = {"benchmark": {"layers": _Layers(), "supervised": Bool(),
                             "batch_size": Int(2, why=": the negatives are the batch's other images"),
@@ -233,6 +234,10 @@ class LayerPair(Task):
 
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         return end_epoch(self, index, rows, wall, COLUMNS)
+
+    def candidates(self) -> int:
+        """The batch: scores[i, j] = h(x_i) . g(y_j) over the batch's images."""
+        return int(self.cfg.benchmark.batch_size)
 
     @torch.no_grad()
     def _supervised_top1(self, pdm, idx) -> float:

@@ -140,6 +140,14 @@ class MIGan(Task):
             c = draw_codes(bs, self.code, self.code_dim, g)
             yield real.to(self.device), z.to(self.device), c.to(self.device)
 
+    def candidates(self) -> int:
+        """The batch: scores[i, j] = T(G(z_i, c_i), c_j)."""
+        return int(self.cfg.benchmark.batch_size)
+
+    def true_mi_of(self, rows: np.ndarray) -> float | None:
+        """log K for a K-way categorical code: I(G(z, c); c) <= H(c) = log K; a continuous code: unknown."""
+        return math.log(self.code_dim) if self.code == "categorical" else None
+
     # ------------------------------------------------------------------ one step
     def step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Step:
         real, z, c = batch

@@ -139,6 +139,7 @@ class OneHot(Task):
     columns = tuple(STEP_COLUMNS[2:])
     context_columns = ("true_mi",)
     finite_columns = tuple(c for c in STEP_COLUMNS[2:] if c != "reg")
+    estimate_columns = ()  # the study measures explosions itself (explosion_step, benchmark.explode_threshold)
     layout, gives_y = "any", False
     # The ops are tiny (an N x N table through a 64-wide layer): intra-op threads only add overhead,
     # and on a shared/loaded CPU they slow a run down ~15x (measured 23 s vs 1.5 s for 1,000 steps).

@@ -64,7 +64,6 @@ def read(cfg: Any) -> Samples:
 @register("samples")
 class SampleTask(Task):
     resumable = True
-    checks_range = True  # against the task's true MI (when the file or task has one) and K = the batch
     vectorized = True
 
     schema = {"dataset": {"train_fraction": FRACTION, "standardize": Bool(),

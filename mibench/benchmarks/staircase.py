@@ -26,7 +26,6 @@ class Staircase(Task):
     context_columns = ("level", "true_mi")
     int_columns = ("level",)
     finite_columns = ("estimate",)
-    checks_range = True  # against the level's true MI (the true_mi column) and K = the batch
     resumable = True
     vectorized = True
 

@@ -287,7 +287,7 @@ class Engine:
         ctx = task.context(lo, hi)
         block = np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)
                                           for c in task.context_columns], rec])
-        found = self.watch.first(block, fit.rows[-1] if fit.rows else None)  # (step, reason) or None
+        found = self.watch.first(block, fit.rows)  # (step, reason) or None
         flag = torch.tensor(float(found is not None), device=self.backend.device)  # NCCL reduces only CUDA tensors
         diverged = bool(self.backend.reduce(flag, "max"))  # any rank
         if found is not None and fit.diverged_step is None:

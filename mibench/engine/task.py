@@ -85,9 +85,10 @@ class Task:
     columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
     context_columns: ClassVar[tuple[str, ...]] = ()  # host-side columns between ``step`` and ``columns``
     finite_columns: ClassVar[tuple[str, ...] | None] = None  # a non-finite value here = divergence (None: all)
-    # the ``estimate`` must stay in its bound's valid range and the ``loss`` within trainer.diverge_loss
-    # (mibench.engine.divergence), measured against :meth:`true_mi_of` and :meth:`candidates`
-    checks_range: ClassVar[bool] = False
+    # the columns holding an estimate of the run's bound: each must stay in the bound's valid range, and the
+    # ``loss`` within trainer.diverge_loss (mibench.engine.divergence), measured against :meth:`true_mi_of` and
+    # :meth:`candidates`; () checks only non-finite values
+    estimate_columns: ClassVar[tuple[str, ...]] = ("estimate",)
     resumable: ClassVar[bool] = False  # checkpoint at each segment's end; resume=true continues from it
     trains: ClassVar[bool] = True  # False: evaluation only (no optimizer, no steps)
     steps_file: ClassVar[str | None] = "steps.csv"
@@ -194,14 +195,16 @@ class Task:
         return {}
 
     def true_mi_of(self, rows: np.ndarray) -> np.ndarray | float | None:
-        """The true MI of each host row (``step``, context columns, ``columns``), or one for all; None: unknown.
-        Default: the ``true_mi`` context column, when the task has one."""
+        """The true MI of each host row (``step``, context columns, ``columns``), or one for all, or a ceiling of it
+        (e.g. log C for a C-class label); None: unknown. Default: the ``true_mi`` context column, when the task has
+        one."""
         if "true_mi" not in self.context_columns:
             return None
         return rows[:, 1 + self.context_columns.index("true_mi")]
 
     def candidates(self) -> int | None:
-        """K, the candidates in a row of the score matrix (InfoNCE's estimate is at most log K); None: not fixed."""
+        """K, the most candidates in a row of the score matrix (InfoNCE's estimate is at most log K); None: not
+        fixed."""
         return None
 
     def on_block(self, lo: int, hi: int, rows: np.ndarray) -> bool:
