@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
+from .log import LOG, run_logs
 from .records import CHECKPOINT, RECORD, find_same, machine, read_record, start_record, write_record
 from .results import atomic_write_text
 from .threads import set_threads
@@ -107,7 +108,7 @@ def _skipped(run_dir: Path, msg: str, echo: bool) -> "RunResult":
     LAST_RECORD.clear()
     LAST_RECORD.update(status="skipped", out_dir=str(run_dir))
     if echo:
-        print(f"mibench: {msg}")
+        LOG.info(f"mibench: {msg}")
     return RunResult(status="skipped", out_dir=run_dir, text=msg)
 
 
@@ -157,9 +158,37 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     resolved["out_dir"] = str(out)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
     for note in notes:
-        print(f"mibench: note: {note}", file=sys.stderr)
+        LOG.warning(f"mibench: note: {note}")  # (stderr; without a logging set-up, Python's last resort shows it)
     seed_everything(int(cfg.seed))
-    return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
+    record = start_record(cfg, out, git_commit())
+    LOG.info(start_line(record, out, resume_from))
+    return Prepared(cfg, out, resume_from, record, time.time(), echo)
+
+
+def start_line(record: dict[str, Any], out: Path, resume_from: Path | None) -> str:
+    """The job log's first line of a run: what it is, its config hash (as its records), where it writes."""
+    lam = f" lambda={record['lam']}" if record.get("lam") is not None else ""
+    resume = f" (resuming from {resume_from})" if resume_from is not None else ""
+    return (f"mibench: start {record['benchmark']}/{record['dataset']} estimator={record['estimator']}{lam} "
+            f"critic={record['critic']} seed={record['seed']} config={record['config_hash']} -> {out}{resume}")
+
+
+def end_line(prep: "Prepared", result: "RunResult | None" = None) -> str:
+    """The job log's last line of a run: its status, wall time, steps, why it diverged or crashed, the task's
+    last progress fields and held-out estimate (the final estimate), where it wrote."""
+    from .engine.logging import join_fields
+
+    record = prep.record
+    why = record.get("diverged_reason") or record.get("error")
+    parts = [f"{record['wall_time_s']:.1f}s"]
+    if record.get("steps_done") is not None and record["status"] != "crashed":
+        parts.append(f"{record['steps_done']} steps")
+    fields = dict(result.extra.get("fields") or {}) if result is not None else {}
+    test = (result.metrics or {}).get("test_estimate") if result is not None else None
+    if isinstance(test, float):
+        fields["test estimate"] = test
+    shown = f": {join_fields(fields, ', ')}" if fields else ""
+    return f"mibench: end {record['status']} after {', '.join(parts)}{f' ({why})' if why else ''}{shown} -> {prep.out}"
 
 
 class RecordError(RuntimeError):
@@ -199,6 +228,7 @@ def record_crash(prep: Prepared, e: BaseException) -> None:
     kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
     prep.record.update({"status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
                         "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
+    LOG.info(end_line(prep))
     LAST_RECORD.clear()
     LAST_RECORD.update(prep.record)
     write_outcome(prep, f"{kind} ({prep.record['error']})")
@@ -226,9 +256,9 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     LAST_RECORD.clear()
     LAST_RECORD.update(record)
     write_outcome(prep, str(record["status"]))
-    if prep.echo:
-        print(result.text)
-        print(f"[{record['status']}] {record['wall_time_s']:.1f}s -> {prep.out}")
+    if prep.echo and result.text:
+        LOG.info(result.text)
+    LOG.info(end_line(prep, result))
     return result
 
 
@@ -275,14 +305,16 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
         if len(chunk) == 1:  # a group of one trains alone (the single-run step, not vmapped)
             seed_everything(int(chunk[0].cfg.seed))  # (the other runs' preparation reseeded the generators)
             try:
-                results[idx[0]] = _run_prepared(chunk[0])
+                with run_logs([chunk[0].out]):
+                    results[idx[0]] = _run_prepared(chunk[0])
             except Exception as e:  # noqa: BLE001 -- recorded as crashed by run()
                 results[idx[0]] = e
             continue
         try:
-            outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
-                               progress=progress,
-                               on_interrupt=[(lambda ev, p=p: record_interruption(p, ev)) for p in chunk])
+            with run_logs([p.out for p in chunk]):  # the group's lines: in every one of its runs' app.log
+                outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
+                                   progress=progress,
+                                   on_interrupt=[(lambda ev, p=p: record_interruption(p, ev)) for p in chunk])
         except SystemExit as e:  # a stop signal after the group checkpointed (a requeue): records say interrupted
             for p in chunk:
                 record_crash(p, e)
@@ -291,11 +323,12 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
             outs = [e] * len(chunk)
         for i, p, out in zip(idx, chunk, outs):
             try:
-                if isinstance(out, Exception):
-                    results[i] = out
-                    record_crash(p, out)
-                else:
-                    results[i] = record_result(p, out, vectorized={"group_size": len(chunk)})
+                with run_logs([p.out]):  # its end line: in its own app.log
+                    if isinstance(out, Exception):
+                        results[i] = out
+                        record_crash(p, out)
+                    else:
+                        results[i] = record_result(p, out, vectorized={"group_size": len(chunk)})
             except RecordError as e:  # this run is not recorded (said on one line); the others still are
                 print(f"mibench: error: {e}", file=sys.stderr)
                 results[i] = e
@@ -349,18 +382,18 @@ def hydra_entry() -> Any:
         try:
             set_threads(cfg.hardware.get("threads"), hc.launcher)
             result = run(cfg, reuse=True)
-        except ConfigError as e:
-            print(f"mibench: error: {e}", file=sys.stderr)
+        except ConfigError as e:  # (errors: stderr and app.log, through mibench.log)
+            LOG.error(f"mibench: error: {e}")
             raise SystemExit(2) from None
         except (RecordError, OSError) as e:  # the machine, not the code (a full disk): one line, no traceback
-            print(f"mibench: error: {e}" if isinstance(e, RecordError) else
-                  f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+            LOG.error(f"mibench: error: {e}" if isinstance(e, RecordError) else
+                      f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
             if multirun:
                 return None
             raise SystemExit(1) from None
         except Exception as e:
             # recorded as crashed in result.json; a sweep goes on with its other jobs
-            print(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+            LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
             traceback.print_exc()
             if multirun:
                 return None

@@ -31,7 +31,8 @@ __all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
 # the keys every benchmark's engine reads (a group's options may lack some: only the present ones are checked)
 GENERIC = {
     "trainer": {"enable_progress_bar": Bool(), "deterministic": Bool(),
-                "checkpoint_every_min": Maybe(Number(0.0, text="minutes >= 0 (0: none)"), "null for none")},
+                "checkpoint_every_min": Maybe(Number(0.0, text="minutes >= 0 (0: none)"), "null for none"),
+                "log_every_min": Maybe(Number(0.0, text="minutes >= 0 (0: none)"), "null for none")},
     "hardware": {"threads": Maybe(Int(1), "null for torch's default"), "num_workers": Int(0),
                  "devices": OneOf(Int(1, minus_one=True), Numbers(Int(0), "device indices"), Choice("auto"),
                                   text="-1 for all, an integer >= 1, a list of device indices, or auto")},

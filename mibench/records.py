@@ -38,7 +38,8 @@ CONFIG = "config.yaml"
 SCHEMA_VERSION = 2
 # keys that do not change a run's numbers: left out of the config hash
 _NOT_HASHED = ("out_dir", "runs_root", "overwrite", "resume", "logger", "hydra")
-_NOT_HASHED_TRAINER = ("enable_progress_bar", "progress_refresh_rate", "enable_model_summary", "checkpoint_every_min")
+_NOT_HASHED_TRAINER = ("enable_progress_bar", "progress_refresh_rate", "enable_model_summary", "checkpoint_every_min",
+                       "log_every_min")
 # also left out of the variant hash: the seed, the command-line spellings of estimator.lam and
 # estimator.c_star (validate() folds them in, or ignores them for an unregularized estimator), and a
 # preset's per_estimator table (validate() folds the running estimator's entry into estimator.*)

@@ -69,7 +69,7 @@ ZERO_OK = {
     "noise_std": "no smoothness noise", "dropout": "no dropout", "gray_p": "a probability",
     "factor_threshold": "a threshold", "active_threshold": "a threshold", "mi_values": "MI 0 is a level",
     "mi_levels": "MI 0 is a level", "num_workers": "0: data loaded in the main process",
-    "checkpoint_every_min": "0: no timed checkpoints", "layers": "0 hidden layers: a linear network",
+    "checkpoint_every_min": "0: no timed checkpoints", "log_every_min": "0: no progress lines", "layers": "0 hidden layers: a linear network",
     "baseline_layers": "0 hidden layers: a linear baseline", "crop_pad": "no padding",
     "epochs": "0: the random-init encoder baseline (benchmark=dim, layerpair), no probe training (jigsaw)",
 }

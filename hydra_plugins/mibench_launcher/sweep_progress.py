@@ -1,4 +1,4 @@
-"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed] <swept overrides> -> <status> <time>``.
+"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed, ~T left] <swept overrides> -> <status> <time>``.
 
 Registered as a Hydra callback in conf/hydra/default.yaml, so it works under Hydra's basic launcher and
 under ``hydra/launcher=vectorized`` (which reports the jobs it trains as a group itself, once they have
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -22,11 +22,13 @@ FAILED = ("crashed", "interrupted", "failed")
 
 
 class SweepTally:
-    """Counts a sweep's finished jobs and formats each one's line."""
+    """Counts a sweep's finished jobs and formats each one's line; the time left is the sweep's time so far
+    per finished job, times the jobs still to come (``clock``: seconds, time.monotonic)."""
 
-    def __init__(self, total: int | None = None, swept: Sequence[str] = ()):
-        self.total, self.swept = total, tuple(swept)
+    def __init__(self, total: int | None = None, swept: Sequence[str] = (), clock: Callable[[], float] = time.monotonic):
+        self.total, self.swept, self.clock = total, tuple(swept), clock
         self.done = self.failed = 0
+        self.t0 = clock()
 
     def line(self, overrides: Sequence[str], status: str, seconds: float | None) -> str:
         self.done += 1
@@ -34,7 +36,16 @@ class SweepTally:
         shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept] or list(overrides)
         total = self.total if self.total is not None else "?"
         took = f" {seconds:.1f}s" if seconds is not None else ""
-        return f"[{self.done}/{total} done, {self.failed} failed] {' '.join(shown) or '(no overrides)'} -> {status}{took}"
+        return (f"[{self.done}/{total} done, {self.failed} failed{self.left()}] {' '.join(shown) or '(no overrides)'}"
+                f" -> {status}{took}")
+
+    def left(self) -> str:
+        """``, ~04:10 left`` while jobs remain (nothing when their number is not known)."""
+        if self.total is None or self.done >= self.total:
+            return ""
+        from mibench.log import duration
+
+        return f", ~{duration((self.clock() - self.t0) / self.done * (self.total - self.done))} left"
 
 
 TALLY: SweepTally | None = None  # the running sweep's (on_multirun_start); None outside a sweep

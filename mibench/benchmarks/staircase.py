@@ -91,24 +91,35 @@ class Staircase(Task):
         return {"level": level, "true_mi": np.asarray(self.mi_levels)[level]}
 
     def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
-        """Level k/K, its true MI and the estimate smoothed as in staircase.png: pandas' ``ewm(span=ema_span)``
-        (adjust=True; inf and NaN left out) over every step so far, updated here once per block."""
+        """The level of the last of ``rows`` (the level being trained), its true MI, and the estimate smoothed as
+        in staircase.png: pandas' ``ewm(span=ema_span)`` (adjust=True; inf and NaN left out) over every step up to
+        ``hi``, however the calls fall (every block, a look inside one, none for a while, a resumed run)."""
+        num, den = self._ema_through(rows)
+        level = int(rows[-1, 1]) if len(rows) else (hi - 1) // self.spl
+        return {"level": f"{level + 1}/{len(self.mi_levels)}", "true MI": float(self.mi_levels[level]),
+                "est": num / den if den > 0 else "nan"}
+
+    def _ema_through(self, rows: np.ndarray) -> tuple[float, float]:
+        """The EMA's (numerator, denominator) after the last of ``rows``, folding in once each step not folded
+        yet: those before ``rows`` from the engine's records, then the new ones of ``rows``."""
         span = float(self.cfg.benchmark.get("ema_span", 200))
         decay = 1.0 - 2.0 / (span + 1.0)
-        num, den = getattr(self, "_ema", (0.0, 0.0))
+        num, den, upto = getattr(self, "_ema", (0.0, 0.0, 0))  # upto: the first step not folded yet
         fit = getattr(getattr(self, "engine", None), "fit", None)
-        if not hasattr(self, "_ema") and fit is not None and fit.rows and fit.rows[-1] is rows:
-            rows = np.concatenate(fit.rows)  # the first block seen here (a resumed run: every step so far)
+        first = int(rows[0, 0]) if len(rows) else upto
+        if first > upto and fit is not None:  # steps no call has seen (a resumed run, calls only now and then)
+            rows = np.concatenate([*[b[b[:, 0] < first] for b in fit.rows if len(b) and b[-1, 0] >= upto], rows])
+        rows = rows[rows[:, 0] >= upto] if len(rows) else rows
+        if not len(rows):
+            return num, den
         x = rows[:, 1 + len(self.context_columns) + self.columns.index("estimate")]
         ok = np.isfinite(x)
         w = decay ** np.arange(len(x) - 1, -1, -1, dtype=np.float64)
         scale = decay ** len(x)
         num = scale * num + float((w * np.where(ok, x, 0.0)).sum())
         den = scale * den + float((w * ok).sum())
-        self._ema = (num, den)
-        level = int(rows[-1, 1]) if len(rows) else (hi - 1) // self.spl
-        return {"level": f"{level + 1}/{len(self.mi_levels)}", "true MI": float(self.mi_levels[level]),
-                "est (EMA)": num / den if den > 0 else "nan"}
+        self._ema = (num, den, int(rows[-1, 0]) + 1)
+        return num, den
 
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         df = pd.DataFrame(rows, columns=STEP_COLUMNS).astype({"step": int, "level": int})

@@ -39,9 +39,9 @@ from torch.func import functional_call, vmap
 
 from .. import cluster
 from .backend import Backend, needs_fabric
-from .logging import Logger, Progress, describe
+from .logging import Logger, Progress, log_every_s
 from .interrupt import Interrupts
-from .loop import Engine, Resume, fault_injection
+from .loop import Engine, Resume, fault_injection, log_interruption
 from .task import TASKS, Optim, Scores, Task
 from ..precision import full
 
@@ -322,8 +322,8 @@ class GroupEngine:
         self.est_state = {(lo, hi): (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
                           for lo, hi, _, st in self.subgroups}
         self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
-                                 f"{template.name} x{self.R}" if len({describe(t) for t in tasks}) > 1
-                                 else f"{describe(template)} x{self.R}")
+                                 f"{template.name} x{self.R}",  # (short: 80 columns keep the fields)
+                                 log_every_s(template.cfg) if backend.is_global_zero else None)
         for m in members:
             m.engine.build_optimizers()  # per-run torch optimizers: parameter order and checkpoint format
         self.optimizer, self.owner = self._build_optimizer()
@@ -386,6 +386,7 @@ class GroupEngine:
         for m in members:
             m.engine.modules().train()
         t = members[0].engine.fit.t
+        self.progress.resume_at(t)
         segment0 = members[0].engine.fit.segment
         block = max(1, members[0].task.block)
         width = len(members[0].task.columns)
@@ -427,6 +428,8 @@ class GroupEngine:
                         lo = t
                         if not any(m.active for m in members):
                             break
+                    elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
+                        self.peek(buf[: t - lo], lo, t)
                     if checkpoints and stop.due(t):  # mid-segment: the wall clock, or the cluster stops the job
                         self.interrupt(stop, buf[: t - lo], t)
                 if t > lo:
@@ -459,25 +462,35 @@ class GroupEngine:
                 if m.active and m.engine.on_interrupt is not None:
                     m.engine.on_interrupt(list(m.engine.fit.interruptions))
             self.progress.close()
+            log_interruption(event, self.progress, "in each run's directory")
             stop.forward()
 
     def _flush(self, buf: Tensor, lo: int, hi: int, seg_index: int, t0: float) -> None:
         """One host copy for the group's block; each active run records its rows (and may leave the group)."""
         rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
         fields: list[dict[str, Any]] = []
+        wanted = self.progress.wanted()
         for r, m in enumerate(self.members):
             if not m.active:
                 continue
             m.engine.fit.t = hi
             m.engine.record(rec[:, r, :], lo, hi)
-            if self.progress.enabled:  # this run's fields from the rows it just recorded
-                fields.append(m.task.progress(lo, hi, m.engine.fit.rows[-1]))
+            if wanted:  # this run's fields from the rows it just recorded
+                fields.append(m.engine.block_fields())
             if m.engine.fit.stopped:  # diverged or done (early stopping): end its segment as alone, freeze it
                 m.active = False
                 self.optimizer.drop(r)
                 m.engine.end_segment(seg_index, m.seg_first, t0)
-        if self.progress.enabled:
-            self.progress.update(hi - lo, group_fields(fields, sum(m.active for m in self.members)))
+        if wanted:
+            self.progress.show(hi, group_fields(fields, sum(m.active for m in self.members)))
+
+    def peek(self, pending: Tensor, lo: int, t: int) -> None:
+        """The group's bar and progress line between block ends, from the rows of the block so far (one copy,
+        when :meth:`Progress.due`: never per step)."""
+        host = pending.cpu().numpy().astype(np.float64)
+        active = [(r, m) for r, m in enumerate(self.members) if m.active]
+        fields = [m.engine.fields(lo, t, m.engine.rows(host[:, r, :], lo, t)) for r, m in active]
+        self.progress.show(t, group_fields(fields, len(active)))
 
     def checkpoint(self, segment: int) -> None:
         for r, m in enumerate(self.members):

@@ -66,6 +66,15 @@ def fault_injection_step(t: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def log_interruption(event: dict[str, Any], progress: Progress, where: str) -> None:
+    """The job log's line for a stop signal handled: what came, at which step, where the checkpoint is."""
+    from ..log import LOG
+
+    of = f"/{progress.total}" if progress.total else ""
+    LOG.info(f"mibench: {progress.desc}: {event['signal']} ({event['kind']}) at step {event['step']}{of}: "
+             f"checkpoint written {where}; handing the signal on")
+
+
 class CheckpointError(ConfigError):
     """A checkpoint a run cannot resume from (one line: the file and the user's choices; exit 2)."""
 
@@ -131,6 +140,7 @@ class Fit:
     diverged_reason: str | None = None
     stopped: bool = False
     interruptions: list[dict[str, Any]] = field(default_factory=list)  # stop signals survived (time limit, preemption)
+    fields: dict[str, Any] = field(default_factory=dict)  # the task's progress fields at the last segment end
 
     def table(self, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(columns)))
@@ -143,14 +153,17 @@ class Engine:
     def __init__(self, task: Task, backend: Backend, logger: Logger | None = None, progress: bool = False,
                  stop_on_divergence: bool = True, checkpoint: bool = False, out_dir: Path | None = None,
                  total_steps: int | None = None, int_columns: tuple[str, ...] = (),
-                 checkpoint_every_s: float | None = None):
+                 checkpoint_every_s: float | None = None, log_every_s: float | None = None):
         self.task, self.backend, self.logger = task, backend, logger or Logger()
         self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
         self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
         self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)
         self.on_interrupt: Any = None  # called with the interruptions so far when a stop signal is handled
         self.seg_start = 0  # the step the current segment began at
-        self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task))
+        self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task),
+                                 log_every_s if backend.is_global_zero else None)  # (a progress line every log_every_s)
+        self._last: tuple[int, int, np.ndarray, np.ndarray | None] | None = None  # the last block recorded
+        self._fields_at: int | None = None  # the step fit.fields were computed up to
         self.columns = task.record_columns()
         self.watch = Watch(task)
         self.int_columns = int_columns
@@ -231,6 +244,8 @@ class Engine:
                         lo = fit.t
                         if fit.stopped:
                             break
+                    elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
+                        self.peek(buf[: fit.t - lo], lo)
                     if self.checkpoint and stop.due(fit.t):  # mid-segment: the wall clock, or the cluster stops the job
                         self.interrupt(stop, buf[: fit.t - lo])
                 if fit.t > lo:
@@ -259,11 +274,13 @@ class Engine:
             if self.on_interrupt is not None:
                 self.on_interrupt(list(self.fit.interruptions))
             self.progress.close()
+            log_interruption(self.fit.interruptions[-1], self.progress, f"-> {self.out_dir / CHECKPOINT}")
             stop.forward()
 
     def end_segment(self, seg_index: int, seg_first: int, t0: float) -> None:
         """The task summarises the segment (its host blocks are ``fit.rows[seg_first:]``); its metrics are logged."""
         fit = self.fit
+        self.block_fields()  # (before the segment count moves on: a task may name the segment in progress)
         fit.segment = seg_index + 1
         seg_rows = (np.concatenate(fit.rows[seg_first:]) if len(fit.rows) > seg_first
                     else np.zeros((0, len(self.columns))))
@@ -279,14 +296,38 @@ class Engine:
         n = len(self.task.columns)
         self.record(host[:, :n], lo, hi, host[:, n:] if host.shape[1] > n else None)
 
+    def peek(self, pending: torch.Tensor, lo: int) -> None:
+        """The bar and the progress line between block ends: steps done and the task's fields from the rows
+        of the block so far (one copy, when :meth:`Progress.due`: never per step)."""
+        t, n = self.fit.t, len(self.task.columns)
+        host = pending.cpu().numpy().astype(np.float64)
+        self.progress.show(t, self.fields(lo, t, self.rows(host[:, :n], lo, t), host[:, n:] if host.shape[1] > n else None))
+
+    def rows(self, rec: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Host rows of steps [lo, hi): ``step``, the task's context columns, then ``rec`` (its ``columns``)."""
+        steps = np.arange(lo, hi, dtype=np.float64)
+        ctx = self.task.context(lo, hi)
+        return np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)
+                                         for c in self.task.context_columns], rec])
+
+    def fields(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
+        """The task's progress fields for the rows of steps [lo, hi) (host rows only, never per step)."""
+        # (``shown`` only to a task that declares shown_columns: a task written before it keeps its 3 arguments)
+        task = self.task
+        return task.progress(lo, hi, rows, shown) if task.shown_columns else task.progress(lo, hi, rows)
+
+    def block_fields(self) -> dict[str, Any]:
+        """The task's fields for the last block recorded (``fit.fields``; computed once per block, when a bar,
+        a progress line or a segment end asks)."""
+        if self._last is not None and self._last[1] != self._fields_at:
+            self.fit.fields, self._fields_at = self.fields(*self._last), self._last[1]
+        return self.fit.fields
+
     def record(self, rec: np.ndarray, lo: int, hi: int, shown: np.ndarray | None = None) -> None:
         """Host rows of steps [lo, hi) (``task.columns``): check them for divergence, stream them out
         (``shown``: the block's ``Step.shown`` values, for the progress bar only)."""
         task, fit = self.task, self.fit
-        steps = np.arange(lo, hi, dtype=np.float64)
-        ctx = task.context(lo, hi)
-        block = np.column_stack([steps, *[np.broadcast_to(np.asarray(ctx[c], dtype=np.float64), steps.shape)
-                                          for c in task.context_columns], rec])
+        block = self.rows(rec, lo, hi)
         found = self.watch.first(block, fit.rows)  # (step, reason) or None
         flag = torch.tensor(float(found is not None), device=self.backend.device)  # NCCL reduces only CUDA tensors
         diverged = bool(self.backend.reduce(flag, "max"))  # any rank
@@ -306,10 +347,9 @@ class Engine:
                       index=False, float_format="%.9g")
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
-        if self.progress.enabled:  # the task's fields, from the host rows of this block (never per step)
-            # (``shown`` only to a task that declares shown_columns: a task written before it keeps its 3 arguments)
-            fields = task.progress(lo, hi, block, shown) if task.shown_columns else task.progress(lo, hi, block)
-            self.progress.update(hi - lo, fields)
+        self._last = (lo, hi, block, shown)
+        if self.progress.wanted():
+            self.progress.show(hi, self.block_fields())
 
     def write_steps(self) -> pd.DataFrame:
         """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""
@@ -368,7 +408,7 @@ class Engine:
             self._partial.unlink(missing_ok=True)
             if len(rows):
                 fit.table(self.columns, self.int_columns).to_csv(self._partial, index=False, float_format="%.9g")
-        self.progress.update(fit.t)
+        self.progress.resume_at(fit.t)
         return at
 
     def begin(self, resume: Path | None) -> Resume:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from .. import cluster
 from .backend import Backend, make_backend
 from .group import GroupEngine, Member
-from .logging import Logger, make_logger
+from .logging import Logger, log_every_s, make_logger
 from .loop import Engine, seed_everything
 from .result import RunResult
 from .task import TASKS, Task
@@ -45,10 +45,11 @@ def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Task:
 
 
 def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | None, progress: bool | None = None,
-                on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None) -> Engine:
+                on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None, alone: bool = True) -> Engine:
     """The task's engine. It checkpoints when ``benchmark.checkpoint`` says so, and always inside a SLURM job
     (a requeued job resumes from it): at segment ends, every ``trainer.checkpoint_every_min`` minutes and
-    when SLURM signals the job's end."""
+    when SLURM signals the job's end. A run ``alone`` writes a progress line every ``trainer.log_every_min``
+    minutes (a vectorised group writes one for all its runs)."""
     cfg, b = task.cfg, task.cfg.benchmark
     every = cfg.trainer.get("checkpoint_every_min", None)
     engine = Engine(task, backend, logger,
@@ -56,7 +57,8 @@ def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | No
                     stop_on_divergence=bool(b.get("stop_on_divergence", True)),
                     checkpoint=bool(b.get("checkpoint", False)) or cluster.job_id() is not None, out_dir=out_dir,
                     total_steps=task.total_steps(), int_columns=task.int_columns,
-                    checkpoint_every_s=60.0 * float(every) if every else None)
+                    checkpoint_every_s=60.0 * float(every) if every else None,
+                    log_every_s=log_every_s(cfg) if alone else None)
     engine.on_interrupt = on_interrupt
     task.engine = engine
     return engine
@@ -69,6 +71,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
         result.steps = engine.write_steps()
         result.steps_done, result.diverged_step, result.diverged_reason = fit.t, fit.diverged_step, fit.diverged_reason
         result.extra["interruptions"] = list(fit.interruptions)
+        result.extra["fields"] = dict(fit.fields)  # the task's progress fields at the end (the job log's end line)
         if fit.t == 0:
             raise NoWorkError(f"benchmark={task.name} trained no step ({task.no_work_hint()})")
     result.extra["train_wall_s"] = time.perf_counter() - t0
@@ -125,8 +128,8 @@ def _train_group(cfgs: list[DictConfig], out_dirs: list[Path], backend: Backend,
         seed_everything(int(cfg.seed))
         task = setup_task(cfg, out, backend)
         logger = make_logger(cfg, out)
-        members.append(Member(task, make_engine(task, backend, logger, out, progress=False, on_interrupt=hook), logger,
-                              resume=res))
+        members.append(Member(task, make_engine(task, backend, logger, out, progress=False, on_interrupt=hook,
+                                                alone=False), logger, resume=res))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # what the group trains with (result.json's machine)
     try:
