@@ -1,6 +1,7 @@
 """Running one composed config: validate, seed, dispatch to the benchmark, write the run's records."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -160,17 +161,16 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     for note in notes:
         LOG.warning(f"mibench: note: {note}")  # (stderr; without a logging set-up, Python's last resort shows it)
     seed_everything(int(cfg.seed))
-    record = start_record(cfg, out, git_commit())
-    LOG.info(start_line(record, out, resume_from))
-    return Prepared(cfg, out, resume_from, record, time.time(), echo)
+    return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
 
 
-def start_line(record: dict[str, Any], out: Path, resume_from: Path | None) -> str:
+def start_line(prep: "Prepared") -> str:
     """The job log's first line of a run: what it is, its config hash (as its records), where it writes."""
+    record = prep.record
     lam = f" lambda={record['lam']}" if record.get("lam") is not None else ""
-    resume = f" (resuming from {resume_from})" if resume_from is not None else ""
+    resume = f" (resuming from {prep.resume_from})" if prep.resume_from is not None else ""
     return (f"mibench: start {record['benchmark']}/{record['dataset']} estimator={record['estimator']}{lam} "
-            f"critic={record['critic']} seed={record['seed']} config={record['config_hash']} -> {out}{resume}")
+            f"critic={record['critic']} seed={record['seed']} config={record['config_hash']} -> {prep.out}{resume}")
 
 
 def end_line(prep: "Prepared", result: "RunResult | None" = None) -> str:
@@ -271,7 +271,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
     prep = prepare(cfg, out_dir, echo, reuse)
     if not isinstance(prep, Prepared):
         return prep
-    return _run_prepared(prep)
+    moved = prep.out != Path(out_dir if out_dir is not None else cfg.out_dir)  # resume=true: an earlier run's directory
+    with run_logs([prep.out]) if moved else contextlib.nullcontext():  # (its app.log gets the lines)
+        return _run_prepared(prep)
 
 
 def _run_prepared(prep: Prepared) -> "RunResult":
@@ -280,6 +282,7 @@ def _run_prepared(prep: Prepared) -> "RunResult":
     cfg = prep.cfg
     if process_rank() > 0:
         return run_task(cfg, prep.out, resume=prep.resume_from)
+    LOG.info(start_line(prep))
     try:
         result = run_task(cfg, prep.out, resume=prep.resume_from, on_interrupt=lambda ev: record_interruption(prep, ev))
     except BaseException as e:
@@ -310,6 +313,9 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
             except Exception as e:  # noqa: BLE001 -- recorded as crashed by run()
                 results[idx[0]] = e
             continue
+        for p in chunk:
+            with run_logs([p.out]):
+                LOG.info(start_line(p))
         try:
             with run_logs([p.out for p in chunk]):  # the group's lines: in every one of its runs' app.log
                 outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
