@@ -1,4 +1,4 @@
-"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed, ~T left] <swept overrides> -> <status> <time>``.
+"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed, ~T left] <overrides> -> <status> <time>``.
 
 Registered as a Hydra callback in conf/hydra/default.yaml, so it works under Hydra's basic launcher and
 under ``hydra/launcher=vectorized`` (which reports the jobs it trains as a group itself, once they have
@@ -25,7 +25,8 @@ class SweepTally:
     """Counts a sweep's finished jobs and formats each one's line; the time left is the sweep's time so far
     per finished job, times the jobs still to come (``clock``: seconds, time.monotonic)."""
 
-    def __init__(self, total: int | None = None, swept: Sequence[str] = (), clock: Callable[[], float] = time.monotonic):
+    def __init__(self, total: int | None = None, swept: Sequence[str] = (),
+                 clock: Callable[[], float] = time.monotonic):
         self.total, self.swept, self.clock = total, tuple(swept), clock
         self.done = self.failed = 0
         self.t0 = clock()

@@ -292,16 +292,21 @@ class Engine:
 
     def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
         """Copy steps [lo, hi) to the host (the one sync of the block) and record them."""
-        host = buf[: hi - lo].cpu().numpy().astype(np.float64)
+        rec, shown = self._to_host(buf[: hi - lo])
+        self.record(rec, lo, hi, shown)
+
+    def _to_host(self, pending: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows of the device buffer on the host (one copy): the record (``task.columns``) and the bar's values."""
+        host = pending.cpu().numpy().astype(np.float64)
         n = len(self.task.columns)
-        self.record(host[:, :n], lo, hi, host[:, n:] if host.shape[1] > n else None)
+        return host[:, :n], (host[:, n:] if host.shape[1] > n else None)
 
     def peek(self, pending: torch.Tensor, lo: int) -> None:
         """The bar and the progress line between block ends: steps done and the task's fields from the rows
         of the block so far (one copy, when :meth:`Progress.due`: never per step)."""
-        t, n = self.fit.t, len(self.task.columns)
-        host = pending.cpu().numpy().astype(np.float64)
-        self.progress.show(t, self.fields(lo, t, self.rows(host[:, :n], lo, t), host[:, n:] if host.shape[1] > n else None))
+        t = self.fit.t
+        rec, shown = self._to_host(pending)
+        self.progress.show(t, self.fields(lo, t, self.rows(rec, lo, t), shown))
 
     def rows(self, rec: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Host rows of steps [lo, hi): ``step``, the task's context columns, then ``rec`` (its ``columns``)."""

@@ -212,11 +212,12 @@ class Task:
         return False
 
     def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
-        """The progress bar's fields after the block of steps [lo, hi) (``rows``: its records, ``step``, the
-        context columns, then ``columns``; ``shown``: the block's ``shown_columns``, or None), e.g.
-        ``{"level": "3/5", "true MI": 6.0}``. Called only while a bar is shown, on the host rows the engine
-        already copied (never per step). Default: the block's mean estimate when the task records an
-        ``estimate`` column."""
+        """The fields of the progress bar and of the job log's progress and end lines for the steps [lo, hi)
+        (``rows``: their records, ``step``, the context columns, then ``columns``; ``shown``: their
+        ``shown_columns``, or None), e.g. ``{"level": "3/5", "true MI": 6.0}``. [lo, hi) is a block, or the
+        block so far (the bar between block ends); called on host rows the engine already copied, never per
+        step, and only when a bar, a progress line or a segment end (the end line) asks. Default: the mean
+        estimate of the rows when the task records an ``estimate`` column."""
         if "estimate" not in self.columns or not len(rows):
             return {}
         col = rows[:, 1 + len(self.context_columns) + self.columns.index("estimate")]
