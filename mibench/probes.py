@@ -124,6 +124,5 @@ def train_probes(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, 
                   dropout, seed)
     task.setup()
     engine = Engine(task, be, progress=progress, stop_on_divergence=False, total_steps=task.total_steps())
-    task.engine = engine
     engine.train()
     return task.accuracy(test_f, test_y)

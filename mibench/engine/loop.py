@@ -155,6 +155,7 @@ class Engine:
                  total_steps: int | None = None, int_columns: tuple[str, ...] = (),
                  checkpoint_every_s: float | None = None, log_every_s: float | None = None):
         self.task, self.backend, self.logger = task, backend, logger or Logger()
+        task.engine = self  # (a task's hooks read where training stands: self.engine.fit)
         self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
         self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
         self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)

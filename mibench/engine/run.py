@@ -60,7 +60,6 @@ def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | No
                     checkpoint_every_s=60.0 * float(every) if every else None,
                     log_every_s=log_every_s(cfg) if alone else None)
     engine.on_interrupt = on_interrupt
-    task.engine = engine
     return engine
 
 
