@@ -333,10 +333,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else root / "report.html"
     page = render(root)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, page)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # a page to share, not a private temp file
+    atomic_write_text(out, page)  # (a page to share: the mode of any new file, as every output)
     return out
 
 

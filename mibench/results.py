@@ -19,8 +19,31 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask (0o644 under the usual 022, 0o640 under
+    027). Read from /proc where it can be (``os.umask`` can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Rename the finished temporary file ``tmp`` over ``path`` (atomic), with the mode any file the user creates
+    gets (:func:`new_file_mode`): a temporary file from ``mkstemp`` is private (0o600), and a result others in the
+    group cannot read cannot be aggregated. Every atomic writer of mibench ends here."""
+    os.chmod(tmp, new_file_mode())
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and an atomic rename (never half-written)."""
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename (never half-written); the file gets the
+    mode of any new file under the process umask (:func:`publish`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = None
@@ -28,7 +51,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -38,6 +61,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_csv(path: str | Path, df: pd.DataFrame) -> None:
+    """``df`` as CSV (9 significant digits), written as :func:`atomic_write_text` writes."""
     atomic_write_text(path, df.to_csv(index=False, float_format="%.9g"))
 
 
@@ -85,7 +109,7 @@ def save_figure(fig, path: str | Path) -> None:
     tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
     try:
         fig.savefig(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from ..precision import full
+from ..results import publish
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 SIZES = (3, 6, 40, 32, 32)
@@ -144,7 +145,7 @@ def download(root: str | Path, url: str = URL, md5: str = MD5, timeout: float = 
             if got != md5:
                 raise DSpritesDataError(f"downloaded {url} has md5 {got}, expected {md5}; retry, or "
                                         f"{how_to_get(root)}")
-            os.replace(tmp, dest)
+            publish(tmp, dest)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -215,7 +216,7 @@ def _extract_imgs(path: Path, cache: Path, rows: int = 16384) -> None:
                     out[lo: lo + k] = np.frombuffer(buf, dtype=np.uint8).reshape(k, IMAGE, IMAGE)
             out.flush()
             del out
-            os.replace(tmp, cache)
+            publish(tmp, cache)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -28,7 +28,7 @@ from torch import nn
 from .. import cluster
 from ..checks import ConfigError
 from ..records import CHECKPOINT
-from ..results import atomic_write_csv, first_line
+from ..results import atomic_write_csv, first_line, publish
 from .backend import Backend
 from .divergence import Watch
 from .interrupt import Interrupts
@@ -85,7 +85,7 @@ def write_checkpoint(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
@@ -363,7 +363,7 @@ class Engine:
         if self._partial is not None and self.backend.is_global_zero:
             target = self._partial.with_name(self.task.steps_file)
             if self._partial.exists():
-                os.replace(self._partial, target)
+                publish(self._partial, target)
             else:
                 atomic_write_csv(target, df)
         return df

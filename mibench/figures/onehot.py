@@ -12,7 +12,6 @@ any run directory holding config.yaml, steps.csv and summary.csv of benchmark=on
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,14 +23,10 @@ LABELS = {"mine": "MINE", "nwj": "NWJ", "remine": "ReMINE", "renwj": "ReNWJ"}
 
 
 def save(fig: Any, path: str | Path) -> None:
-    """Save a figure atomically (temporary file + rename) and close it."""
-    import matplotlib.pyplot as plt
+    """Save a figure atomically (temporary file + rename) and close it (:func:`mibench.results.save_figure`)."""
+    from ..results import save_figure
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _finite(s: pd.Series) -> pd.Series:

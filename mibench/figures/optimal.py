@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results import save_figure
+
 
 def label(row: pd.Series | dict) -> str:
     a = row["alpha"]
@@ -14,8 +16,6 @@ def label(row: pd.Series | dict) -> str:
 
 def plot_optimal(df: pd.DataFrame, path: str | Path, title: str) -> None:
     """Fig. 3 layout: rows bias / variance / MSE, one column per batch size, MI on x, one line per estimator."""
-    import os
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +50,4 @@ def plot_optimal(df: pd.DataFrame, path: str | Path, title: str) -> None:
     axes[0, -1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
