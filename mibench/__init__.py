@@ -10,6 +10,17 @@ _UID = secrets.token_hex(2)
 OmegaConf.register_new_resolver("uid", lambda: _UID, replace=True)
 
 
+def _run_label(*, _root_) -> str:
+    """${run_label:} in conf/hydra: what names the run beside its seed (mibench.records.roles): the estimator, or
+    the analysis where the benchmark uses none (``sandwich``, ``optimal``, jigsaw's ``ce``)."""
+    from .records import roles
+
+    return roles(_root_)["label"]
+
+
+OmegaConf.register_new_resolver("run_label", _run_label, replace=True)
+
+
 def __getattr__(name: str):
     """``from mibench import estimate`` (the Python API, mibench.api) without importing torch for ``import mibench``."""
     if name in ("estimate", "Estimation"):

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .records import (CONFIG, NOT_VARIANT, RECORD, empty_run_dirs, flat_config, load_config, scan_records,
+from .records import (CONFIG, NOT_VARIANT, RECORD, empty_run_dirs, flat_config, load_config, roles, scan_records,
                       variant_hash)
 from .results import (atomic_write_csv, atomic_write_text, draw_staircase, first_line, level_summary, read_steps,
                       save_figure)
@@ -50,6 +50,7 @@ PAIRS = [("mine", "remine"), ("smile", "resmile"), ("infonce", "reinfonce"), ("n
          ("js", "rejs")]
 LABEL = {"mine": "MINE", "smile": "SMILE", "infonce": "InfoNCE", "nwj": "NWJ", "tuba": "TUBA", "js": "JS"}
 FINISHED = ("completed", "diverged")
+NONE = "–"  # a cell with nothing to show (no estimator where a benchmark uses none, a missing number)
 INFONCE_LIKE = ("infonce", "reinfonce")
 MIXED = "‡"
 # the fields of a record's ``machine`` that change which kernels compute a run's numbers
@@ -104,6 +105,7 @@ def scan(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return _newest(pd.DataFrame(rows)), pd.DataFrame(skipped, columns=["path", "reason"])
 
 
+GROUPS = ("benchmark", "estimator", "critic")  # the config groups that name a run (mibench.records.roles)
 INVALID = "invalid"  # a run whose record, config.yaml or steps.csv cannot be used (listed in ``skipped``)
 EMPTY_RUN_DIR = "empty run directory: no config.yaml or result.json (the run never started writing)"
 
@@ -112,8 +114,9 @@ def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) ->
     """A run's row of :func:`scan` from its (readable) record and config.yaml, either or both None."""
     row: dict[str, Any] = {"run_dir": str(d), "config": (rec or {}).get("config") or {}}
     if cfg is not None:
+        used = roles(cfg)  # no estimator / critic where the benchmark uses none (also in runs recorded before)
         row.update(benchmark=cfg["benchmark"]["name"], dataset=cfg["dataset"]["name"],
-                   estimator=cfg["estimator"]["name"], critic=cfg["critic"]["name"],
+                   estimator=used["estimator"], critic=used["critic"],
                    lam=cfg["estimator"].get("lam"), c_star=cfg["estimator"].get("c_star"), seed=cfg.get("seed"),
                    batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
                    group=variant_hash(cfg), config=row["config"] or flat_config(cfg))
@@ -121,7 +124,9 @@ def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) ->
         row["status"] = "no record"
     else:
         row.update({k: rec.get(k) for k in ("benchmark", "dataset", "estimator", "critic", "lam", "c_star", "seed")
-                    if k not in row or row[k] is None})
+                    if k not in row})
+        if cfg is None:  # named as the record's benchmark declares (a record written before it named none)
+            row.update({k: v for k, v in roles({g: {"name": rec.get(g)} for g in GROUPS}).items() if k in GROUPS})
         status = rec["status"]
         row.update(status="killed" if status == "running" and not _alive(rec) else status,
                    config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
@@ -562,7 +567,7 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with its estimator cells naming their variant and marked where the row mixes versions."""
     def label(r: pd.Series) -> str:
         variant = f" ({_text(r, 'variant')})" if _text(r, "variant") else ""
-        return str(r["estimator"]) + variant + (MIXED if _text(r, "mixed") else "")
+        return (_text(r, "estimator") or NONE) + variant + (MIXED if _text(r, "mixed") else "")
 
     return df.assign(estimator=df.apply(label, axis=1)) if len(df) else df
 

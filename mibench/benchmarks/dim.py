@@ -199,6 +199,7 @@ class DIM(Task):
 
     columns = COLUMNS
     estimate_columns = ("mi_local", "mi_global")
+    uses_critic = False  # the encoder's own local / global MI heads, never the critic group
 
     @classmethod
     def layout_for(cls, cfg) -> str:

@@ -129,6 +129,7 @@ class DSpritesInfoMax(Task):
     conditional = True  # the scores are always the encoder's log p(y_j | x_i)
     layout = "paired"  # a square batch matrix, the pairs (x_i, y_i) on the diagonal
     gives_y = True
+    uses_critic = False  # the critic is the encoder's own log p(y|x) - log q(y), never the critic group
 
     schema = {"benchmark": {"steps": Int(1), "eval_every": Int(1), "lr": LEARNING_RATE,
                             "batch_size": Int(2, why=": the bounds need >= 2 samples per batch"),

@@ -193,6 +193,7 @@ class Gradients(Task):
 
     trains = False
     uses_estimator = False
+    uses_critic = False  # the analytic optimal critic, never the critic group
     trains_critic = False
     steps_file = None
 

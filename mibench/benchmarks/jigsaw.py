@@ -141,6 +141,16 @@ class Jigsaw(Task):
     finite_columns = ("loss", "mi", "acc")  # CE has no joint / marginal terms (NaN)
     estimate_columns = ("mi",)
     gives_y = True  # the one-hot of every score column's permutation
+    uses_critic = False  # the cosine witness of the patch encoder, never the critic group
+
+    @classmethod
+    def uses_estimator_for(cls, cfg) -> bool:
+        """objective=ce trains the descrambler with cross-entropy: no estimator."""
+        return cfg["benchmark"].get("objective") != "ce"
+
+    @classmethod
+    def method_for(cls, cfg) -> str:
+        return "ce"
 
     schema = {"benchmark": {"objective": Choice("ce", "mi"), "epochs": Int(1), "max_steps": Int(1, minus_one=True),
                             "images_per_batch": Int(1), "perms_per_batch": Int(1), "n_perms": Int(2, 362880),

@@ -149,6 +149,16 @@ class LayerPair(Task):
 
     columns = COLUMNS
     estimate_columns = ("mi",)
+    uses_critic = False  # the encoder's own layer-pair heads, never the critic group
+
+    @classmethod
+    def uses_estimator_for(cls, cfg) -> bool:
+        """benchmark.supervised=true trains with labels (cross-entropy): no estimator."""
+        return not cfg["benchmark"].get("supervised", False)
+
+    @classmethod
+    def method_for(cls, cfg) -> str:
+        return "supervised"
 
     schema = {"benchmark": {"layers": _Layers(), "supervised": Bool(),
                             "batch_size": Int(2, why=": the negatives are the batch's other images"),

@@ -120,6 +120,7 @@ class Optimal(Task):
 
     trains = False
     uses_estimator = False
+    uses_critic = False  # the analytic optimal critic, never the critic group
     trains_critic = False
     steps_file = None
 

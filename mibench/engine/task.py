@@ -97,6 +97,7 @@ class Task:
     gives_y: ClassVar[bool] = True  # passes the y of every score column (learned baselines need it)
     conditional: ClassVar[bool] = False  # the scores are a known encoder's log p(y_j | x_i) (structured bounds)
     uses_estimator: ClassVar[bool] = True  # False: the estimator group is not used (benchmark=optimal)
+    uses_critic: ClassVar[bool] = True  # False: no network is built from the critic group (the task's own, or none)
     trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
     int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
     shown_columns: tuple[str, ...] = ()  # ``Step.shown``: per-step values for the progress bar, never recorded
@@ -142,6 +143,23 @@ class Task:
     def conditional_for(cls, cfg: DictConfig) -> bool:
         """Whether this config's scores are the encoder's log p(y_j | x_i) (``conditional``, or by option)."""
         return cls.conditional
+
+    @classmethod
+    def uses_estimator_for(cls, cfg: DictConfig | dict) -> bool:
+        """Whether a run of this config trains or evaluates the estimator group (``uses_estimator``, unless an option
+        rules it out). ``cfg`` may be a config.yaml read as plain data."""
+        return cls.uses_estimator
+
+    @classmethod
+    def uses_critic_for(cls, cfg: DictConfig | dict) -> bool:
+        """Whether a run of this config builds its critic from the critic group (``uses_critic``)."""
+        return cls.uses_critic
+
+    @classmethod
+    def method_for(cls, cfg: DictConfig | dict) -> str:
+        """What names a run of this config that uses no estimator, beside its seed (its run directory, records and
+        tables): the benchmark's name unless the task says better (jigsaw's ``ce``)."""
+        return cls.name
 
     @classmethod
     def vectorized_for(cls, cfg: DictConfig) -> bool:
