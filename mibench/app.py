@@ -241,6 +241,7 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "wall_time_s": round(time.time() - prep.t0, 3), "resumed": prep.resume_from is not None,
         "diverged_step": result.diverged_step, "diverged_reason": result.diverged_reason,
+        "generated_data": result.generated_data,
         "steps_done": result.steps_done, "metrics": result.metrics or None,
         "levels": result.summary.to_dict(orient="records") if result.summary is not None else None,
         "figures": [str(p.name) for p in result.figures], **extra,

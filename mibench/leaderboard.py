@@ -89,10 +89,11 @@ def scan(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     read or contradicts its config (``invalid``: in no table, and in ``skipped``). Re-runs of an identical config
     (``overwrite=true``) count once: the newest finished one.
     """
-    rows, skipped = [], []
+    rows, skipped, sweeps = [], [], SweepSeeds(Path(root))
     for d, rec, rec_problem in scan_records(root):
         cfg, cfg_problem = load_config(d)
         row = _run_row(d, rec, cfg)
+        row["requested"] = sweeps.requested(d, row.get("seed"))
         problems = [(d / name, why) for name, why in ((RECORD, rec_problem), (CONFIG, cfg_problem)) if why]
         if not problems and row["status"] in FINISHED and row.get("benchmark") == "staircase":
             _, why = read_steps(d / "steps.csv", ((cfg or {}).get("dataset") or {}).get("mi_levels"))
@@ -103,6 +104,47 @@ def scan(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append(row)
     skipped += [(str(d), EMPTY_RUN_DIR) for d in empty_run_dirs(root)]
     return _newest(pd.DataFrame(rows)), pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+class SweepSeeds:
+    """The seeds a run's sweep asked for, read once per sweep folder below the scanned root."""
+
+    def __init__(self, root: Path):
+        self.root, self.cache = root, {}
+
+    def requested(self, run_dir: Path, seed: Any) -> tuple[int, ...]:
+        """The seeds of the sweep (``-m``) that ``run_dir`` is a job of: its ``multirun.yaml`` (the nearest folder
+        above the run, up to the scanned root), the command line's ``seed=`` or else the sweeper's ``params.seed``
+        (``0,1,2``, ``range(0,5)``), else the sweep's fixed seed. A run started on its own, or whose sweep's seeds
+        cannot be read, asked only for its own ``seed``."""
+        own = (int(seed),) if isinstance(seed, (int, float)) and not _isnan(seed) else ()
+        for parent in run_dir.parents:
+            if (parent / "multirun.yaml").is_file():
+                if parent not in self.cache:
+                    self.cache[parent] = sweep_seeds(parent / "multirun.yaml")
+                return self.cache[parent] or own
+            if parent == self.root or self.root not in parent.parents:
+                break
+        return own
+
+
+def sweep_seeds(path: Path) -> tuple[int, ...] | None:
+    """The seeds a sweep's ``multirun.yaml`` asks every configuration for, or None when it cannot be read."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        hydra = cfg["hydra"]
+        given = [o.lstrip("+") for o in (hydra.get("overrides") or {}).get("task") or [] if isinstance(o, str)]
+        value = next((o.split("=", 1)[1] for o in reversed(given) if o.split("=", 1)[0] == "seed"), None)
+        if value is None:
+            value = ((hydra.get("sweeper") or {}).get("params") or {}).get("seed", cfg.get("seed"))
+        override = OverridesParser.create().parse_override(f"seed={value}")
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        return tuple(sorted({int(v) for v in values}))
+    except Exception:  # noqa: BLE001 -- unreadable, or a sweep this cannot enumerate (an interval): unknown
+        return None
 
 
 GROUPS = ("benchmark", "estimator", "critic")  # the config groups that name a run (mibench.records.roles)
@@ -135,8 +177,52 @@ def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) ->
         row["group"] = rec.get("variant_hash") or row.get("group")
         for k, v in (rec.get("metrics") or {}).items():
             row[f"m_{k}"] = v
+    row["generated"] = generated_data(rec, cfg)
     row["group"] = row.get("group") or row.get("config_hash") or f"dir:{d}"
+    if row["generated"]:  # never pooled with runs of the same config on the real data
+        row["group"] = f"{row['group']}+generated"
     return row
+
+
+GENERATED = "GENERATED"
+
+
+def generated_data(rec: dict[str, Any] | None, cfg: dict[str, Any] | None) -> str | None:
+    """What was GENERATED about a run's data (result.json's ``generated_data``), or None on real data. A record
+    written before mibench recorded it is judged from what it has: dSprites' ``data`` metric, the dataset
+    ``dsprites_generated``, or the GENERATED marker of the data folder its config names (mibench.data's generated
+    CIFAR / STL-10 files and image trees)."""
+    if rec is not None and "generated_data" in rec:
+        return rec["generated_data"] or None
+    metrics = (rec or {}).get("metrics") or {}
+    if metrics.get("data") == "generated":
+        return str(metrics.get("data_label") or "GENERATED data")
+    data = (cfg or {}).get("dataset") or {}
+    name = data.get("name") or (rec or {}).get("dataset")
+    if name == "dsprites_generated":
+        return "GENERATED dSprites-style images (not the official file)"
+    root = data.get("root")
+    return _marked(str(name), str(root)) if root else None
+
+
+def _marked(name: str, root: str) -> str | None:
+    """``GENERATED ...`` when the data folder of dataset ``name`` under ``root`` carries mibench's GENERATED marker."""
+    from .data import cifar, imagefolder, stl10
+
+    try:
+        if name in cifar.SPECS and cifar.is_generated(root, name) or name == "stl10" and stl10.is_generated(root):
+            return f"GENERATED {name} files, not the real dataset"
+        if name == "imagenet10" and imagefolder.is_generated(root):
+            return f"a GENERATED image tree ({root}), not ImageNet"
+    except OSError:
+        return None
+    return None
+
+
+def dataset_label(r: pd.Series | dict[str, Any]) -> str:
+    """A run's (or a row's) dataset as every table shows it: ``cifar10 (GENERATED)`` on generated data."""
+    ds = "–" if r.get("dataset") is None or _isnan(r.get("dataset")) else str(r.get("dataset"))
+    return f"{ds} ({GENERATED})" if isinstance(r.get("generated"), str) and r.get("generated") else ds
 
 
 def _newest(df: pd.DataFrame) -> pd.DataFrame:
@@ -326,8 +412,10 @@ def reference_table2() -> pd.DataFrame:
 
 def slb_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Finished SLB/CLB runs with ``setting`` (what differs outside ``estimator.*`` between the configurations
-    of one task x dataset) and ``est_variant`` (what differs inside it, lambda aside, per estimator)."""
+    of one task x dataset) and ``est_variant`` (what differs inside it, lambda aside, per estimator); ``generated``
+    is '' on the real data."""
     sl = runs[runs["benchmark"].isin(["slb", "clb"]) & runs["status"].isin(FINISHED)]
+    sl = sl.assign(generated=sl["generated"].fillna(""))  # ('': the real data, sorted first)
     sl = sl.assign(setting=variant_labels(sl, ["benchmark", "dataset"], lambda k: not k.startswith("estimator.")))
     return sl.assign(est_variant=variant_labels(sl, ["benchmark", "dataset", "setting", "estimator"],
                                                 lambda k: k.startswith("estimator.") and k != "estimator.lam"))
@@ -345,13 +433,14 @@ def table2(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     ref = reference_table2()
     out = []
-    for (bench, ds, setting), g in sl.groupby(["benchmark", "dataset", "setting"], sort=True):
+    for (bench, ds, gen, setting), g in sl.groupby(["benchmark", "dataset", "generated", "setting"], sort=True):
         for orig, reg in PAIRS:
             if not g["estimator"].isin([orig, reg]).any():
                 continue
             for vo, o in _variants(g[g["estimator"] == orig]):
                 for vr, r in _variants(g[g["estimator"] == reg]):
-                    row = {"task": bench, "dataset": ds, "loss": orig, "setting": setting, "variant_orig": vo,
+                    row = {"task": bench, "dataset": ds, "generated": gen or None,
+                           "loss": orig, "setting": setting, "variant_orig": vo,
                            "variant_reg": vr}
                     out.append({**row, **_pair(o, r, ref[(ref["benchmark"] == bench) & (ref["dataset"] == ds)
                                                            & (ref["estimator"] == orig)])})
@@ -411,23 +500,28 @@ def _column(status: str) -> str:
     return status.replace(" ", "_")
 
 
+def missing_seeds(g: pd.DataFrame) -> list[int]:
+    """The missing seeds of one configuration's runs ``g``: those their own sweeps asked for (``requested``, see
+    :class:`SweepSeeds`) that none of them has; never a seed only another configuration or sweep asked for."""
+    want = set().union(*map(set, g["requested"])) if "requested" in g else set()
+    return sorted(want - set(g["seed"].dropna().astype(int)))
+
+
 def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Per config: the seeds of each FAILED status (diverged, crashed, killed, ..., invalid) and the missing ones
-    (a seed some other config of the same benchmark has)."""
+    (:func:`missing_seeds`)."""
     if runs.empty:
         return pd.DataFrame()
     out = []
-    expected = {b: set(g["seed"].dropna().astype(int)) for b, g in runs.groupby("benchmark")}
     runs = runs.assign(variant=variant_labels(runs, ["benchmark", "dataset", "estimator", "critic", "lam"]))
     for group, g in runs.groupby("group", sort=False):
         first = g.iloc[0]
         seeds = lambda st: sorted(int(s) for s in g.loc[g["status"] == st, "seed"].dropna())  # noqa: E731
-        present = set(g["seed"].dropna().astype(int))
-        row = {"benchmark": first.get("benchmark"), "dataset": first.get("dataset"),
+        row = {"benchmark": first.get("benchmark"), "dataset": dataset_label(first),
                "estimator": first.get("estimator"), "variant": first["variant"], "critic": first.get("critic"),
                "lam": first.get("lam"), "completed": len(seeds("completed")),
                **{_column(st): seeds(st) for st in FAILED},
-               "missing": sorted(expected.get(first.get("benchmark"), set()) - present)}
+               "missing": missing_seeds(g)}
         if (g["status"] != "completed").any() or row["missing"]:
             told = g["status"].isin(("crashed", INVALID)) & g.get("error", pd.Series(None, index=g.index)).notna()
             errs = g.loc[told, "error"].unique().tolist()
@@ -533,7 +627,8 @@ def render_table2(t2: pd.DataFrame, latex: bool = False) -> str:
             "paper MI orig", "paper MI reg", "paper Acc orig", "paper Acc reg", "seeds"]
     lines = []
     for _, r in t2.iterrows():
-        cells = [r["task"].upper(), r["dataset"].upper().replace("CIFAR", "CIFAR-"), _loss_label(r),
+        cells = [r["task"].upper(), dataset_label({**r, "dataset": r["dataset"].upper().replace("CIFAR", "CIFAR-")}),
+                 _loss_label(r),
                  "–" if r["lambda"] is None or _isnan(r["lambda"]) else f"{r['lambda']:g}"]
         for metric in ("mi", "acc"):
             for side in ("orig", "reg"):
@@ -585,7 +680,7 @@ def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
 
 # how each table's mixed note names a row
 ROW_NAMES: dict[str, Callable[[pd.Series], str]] = {
-    "table2": lambda r: f"{r['task'].upper()} {r['dataset']} {_loss_label(r).rstrip(MIXED)}",
+    "table2": lambda r: f"{r['task'].upper()} {dataset_label(r)} {_loss_label(r).rstrip(MIXED)}",
     "staircase": lambda r: f"{r['estimator'].rstrip(MIXED)} ({r['dataset']}, {r['critic']})",
     "onehot": lambda r: r["estimator"].rstrip(MIXED),
     "bmi": lambda r: f"{_bmi_task(r)} / {_bmi_estimator(r)}",
@@ -744,10 +839,11 @@ def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted(sl[["benchmark", "dataset", "setting"]].drop_duplicates().itertuples(index=False, name=None))
+    panels = sorted(sl[["benchmark", "dataset", "generated", "setting"]].drop_duplicates().itertuples(index=False,
+                                                                                                  name=None))
     fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6.5), dpi=100, squeeze=False)
-    for j, (bench, ds, setting) in enumerate(panels):
-        g = sl[(sl["benchmark"] == bench) & (sl["dataset"] == ds) & (sl["setting"] == setting)]
+    for j, (bench, ds, gen, setting) in enumerate(panels):
+        g = sl[(sl["benchmark"] == bench) & (sl["dataset"] == ds) & (sl["generated"] == gen) & (sl["setting"] == setting)]
         for (est, var), e in g.groupby(["estimator", "est_variant"], sort=True):
             stats = sorted((float(lam), _cell(x["m_mi_train"]), _cell(x["m_test_acc"])) for lam, x in e.groupby("lam"))
             lams = [s[0] for s in stats]
@@ -761,7 +857,8 @@ def lambda_ablation(runs: pd.DataFrame, path: Path) -> bool:
             ax.set_xlabel("λ")
             ax.set_ylabel(what)
             ax.grid(alpha=0.3)
-        axes[0][j].set_title(f"{bench.upper()} {ds}" + (f"\n{_wrap(setting, 50)}" if setting else ""), fontsize=10)
+        title = f"{bench.upper()} {dataset_label({'dataset': ds, 'generated': gen})}"
+        axes[0][j].set_title(title + (f"\n{_wrap(setting, 50)}" if setting else ""), fontsize=10)
         axes[0][j].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
@@ -854,10 +951,21 @@ def load(root: Path, out: Path | None = None, prog: str = "mibench leaderboard")
 
 
 def status_line(runs: pd.DataFrame, skipped: pd.DataFrame) -> str:
-    """'12 runs: 10 completed, 1 diverged, 1 invalid; 2 records or files skipped (see Skipped)'."""
+    """'12 runs: 10 completed, 1 diverged, 1 invalid; 2 missing (requested by their sweep, never started); 2 records
+    or files skipped (see Skipped)'. The missing are those of the failures table (:func:`missing_seeds`)."""
     counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
-    more = f"; {len(skipped)} records or files skipped (see Skipped)" if len(skipped) else ""
+    n_missing = count_missing(runs)
+    more = f"; {n_missing} {MISSING_TEXT}" if n_missing else ""
+    more += f"; {len(skipped)} records or files skipped (see Skipped)" if len(skipped) else ""
     return f"{len(runs)} runs: {counts}{more}"
+
+
+MISSING_TEXT = "missing (requested by their sweep, never started)"
+
+
+def count_missing(runs: pd.DataFrame) -> int:
+    """How many seeds the configurations miss (:func:`missing_seeds`), all configurations together."""
+    return int(sum(len(missing_seeds(g)) for _, g in runs.groupby("group", sort=False))) if len(runs) else 0
 
 
 SKIPPED_NOTE = ("Records and files that could not be read, or that contradict their run's config: their runs are "

@@ -277,7 +277,7 @@ RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted")
 # what a record's fields may hold when present and not null (a record breaking one is not read as a run)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("status", "benchmark", "dataset", "estimator", "critic", "started_at", "config_hash",
-                     "variant_hash", "error", "host", "diverged_reason"), (str,)),
+                     "variant_hash", "error", "host", "diverged_reason", "generated_data"), (str,)),
     **dict.fromkeys(("metrics", "config", "versions", "machine", "conventions"), (dict,)),
     "levels": (list,), "figures": (list,), "interruptions": (list,),
     **dict.fromkeys(("seed", "steps_done", "diverged_step", "schema_version"), (int,)),

@@ -30,8 +30,8 @@ from .results import atomic_write_text
 
 MAX_IMAGE_BYTES = 2_000_000  # one figure larger than this is not inlined (a note says so)
 MAX_TOTAL_IMAGE_BYTES = 25_000_000  # nor any once this much is inlined
-STATUSES = ("completed", *lb.FAILED)  # the summary's rows, in this order
-SHOWN = ("completed", "diverged", "crashed", "killed", "running")  # in the summary even when no run has them
+STATUSES = ("completed", *lb.FAILED, "missing")  # the summary's rows, in this order
+SHOWN = ("completed", "diverged", "crashed", "killed", "running", "missing")  # in the summary even when none
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
@@ -214,17 +214,31 @@ def _missing(d: Path) -> list[str]:
     return [f for f in ("config.yaml", "result.json") if not (d / f).is_file()]
 
 
-def failed_runs(runs: pd.DataFrame, root: Path) -> str:
-    """One row per run that did not complete: folder, status, error line, missing files."""
+def failed_runs(runs: pd.DataFrame, root: Path, fl: pd.DataFrame) -> str:
+    """One row per run that did not complete (folder, status, error line, missing files), then one per seed the
+    failures table ``fl`` says is missing (its configuration, status ``missing``, no run directory): the same runs
+    as the table per configuration, one by one."""
     bad = runs[runs["status"] != "completed"]
-    if bad.empty:
-        return "<p>None: every run completed.</p>"
     rows = []
     for _, r in bad.iterrows():
         err = r.get("error") if "error" in r else None
         rows.append([lb.relative(r["run_dir"], root), str(r["status"]), _first_line(err) if isinstance(err, str) else "",
                      ", ".join(f"no {m}" for m in _missing(Path(r["run_dir"])))])
+    for _, r in (fl if "missing" in fl else pd.DataFrame(columns=["missing"])).iterrows():
+        for seed in r["missing"]:
+            rows.append([f"{configuration(r)}, seed {seed}", "missing", "", "no run directory (requested by its sweep)"])
+    if not rows:
+        return "<p>None: every run completed.</p>"
     return html_table(["run", "status", "error", "missing"], rows, "failed-runs")
+
+
+def configuration(r: pd.Series) -> str:
+    """A failures-table row's configuration in words: 'staircase gaussian infonce (estimator.clip=5), critic
+    separable'."""
+    parts = [str(r["benchmark"]), str(r["dataset"]), str(r["estimator"])]
+    if isinstance(r.get("critic"), str):
+        parts.append(f"critic {r['critic']}")
+    return " ".join(parts[:3]) + "".join(f", {p}" for p in parts[3:])
 
 
 def runs_table(runs: pd.DataFrame, root: Path) -> str:
@@ -233,7 +247,8 @@ def runs_table(runs: pd.DataFrame, root: Path) -> str:
     rows, keys = [], []
     for _, r in runs.iterrows():
         d = Path(r["run_dir"])
-        cells = [lb.relative(d, root)] + [_plain(r.get(k)) for k in head[1:7]]
+        cells = [lb.relative(d, root)] + [lb.dataset_label(r) if k == "dataset" else _plain(r.get(k))
+                                          for k in head[1:7]]
         st = str(r["status"])
         cells.append(f'<span class="status-{_e(st.replace(" ", "-"))}">{_e(st)}</span>')
         wall = r.get("wall_time_s")
@@ -289,6 +304,7 @@ def render(root: str | Path) -> str:
     root = Path(root)
     runs, skipped = lb.load(root, prog="mibench report")
     counts = runs["status"].value_counts()
+    counts["missing"] = lb.count_missing(runs)  # seeds requested by their sweep, never started (no run directory)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     budget, problems = [MAX_TOTAL_IMAGE_BYTES], []
     body = [f"<h1>mibench report</h1><p>{_e(lb.status_line(runs, skipped))} under <code>{_e(root.resolve())}</code>, "
@@ -306,7 +322,7 @@ def render(root: str | Path) -> str:
     else:
         fl = lb._labelled(fl.reindex(columns=lb.FAIL_COLS + ["variant"]))
         body.append(html_table(lb.FAIL_COLS, lb._df_lines(fl, lb.FAIL_COLS), "failures"))
-    body.append("<h3>Failed runs</h3>" + failed_runs(runs, root))
+    body.append("<h3>Failed runs</h3>" + failed_runs(runs, root, fl))
     body.append(skipped_section(skipped))
     figs = lb.tolerant(problems, "the leaderboard figures", lambda: leaderboard_figures(runs, budget), [])
     body.append("<h2>Figures</h2>" + ("".join(figs) if figs else "<p>No leaderboard figure for these runs.</p>"))

@@ -227,6 +227,9 @@ def test_slb_end_to_end(fake_root, tmp_path):
     assert rec["status"] == "completed" and rec["metrics"]["test_acc"] == pytest.approx(row["test_acc"])
     assert (tmp_path / "csv" / "metrics.csv").exists() and (tmp_path / "config.yaml").exists()
     assert r["metrics"]["epochs_done"] == 3
+    # fake_cifar's files: the record and the console line say GENERATED
+    assert rec["generated_data"] == r.generated_data == "GENERATED cifar10 files, not the real dataset"
+    assert r.text.startswith(f"GENERATED DATA: {rec['generated_data']}")
 
 
 @pytest.mark.slow

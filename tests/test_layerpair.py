@@ -154,7 +154,7 @@ def test_end_to_end_on_generated_cifar10_and_stl10_writes_the_table2_layout(root
     assert list(zip(t.train_dataset, t.test_dataset)) == [("stl10", "stl10"), ("stl10", "cifar10")]
     assert set(t.method) == {"eta_mine"} and t.top1_acc.between(0, 100).all()
     assert t.set_index("test_dataset").published_top1_acc.to_dict() == {"stl10": 63.3, "cifar10": 68.3}
-    assert list(t.train_data) == ["generated"] * 2 and list(t.test_data) == ["generated", "files"]
+    assert list(t.train_data) == ["generated"] * 2 and list(t.test_data) == ["generated"] * 2  # fake_cifar's too
     assert (t.probe_train_n == 30).all() and t.set_index("test_dataset").test_n.to_dict() == {"stl10": 10, "cifar10": 10}
     assert "| stl10 (generated) |" in res.text and "S10 eta_mine" in res.text
     assert f"{t.top1_acc[0]:.1f} (63.3)" in res.text
@@ -170,7 +170,7 @@ def test_end_to_end_on_generated_cifar10_and_stl10_writes_the_table2_layout(root
     md = table2_markdown(collect(tmp_path))
     assert md.splitlines()[0].startswith("| train \\ test | C10 dv_mine | C10 eta_mine | C10 supervised_ce | S10 dv_mine")
     sup = f"{s.top1_acc[0]:.1f} (84.2)"
-    assert f"| cifar10 | — (77.5) | — (74.8) | {sup} | — (55.1) | — (56.4) | — (—) |" in md
+    assert f"| cifar10 (generated) | — (77.5) | — (74.8) | {sup} | — (55.1) | — (56.4) | — (—) |" in md
     assert f"| stl10 (generated) | — (67.5) | {t.top1_acc[1]:.1f} (68.3) | — (—) | — (61.8) | {t.top1_acc[0]:.1f} (63.3) |" in md
 
 

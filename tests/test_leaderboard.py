@@ -129,19 +129,42 @@ def test_staircase_table_pools_seeds_with_median(tmp_path):
     assert abs(r["median"] - 1.8) < 0.05 and r["mean"] < -1e4  # the spike wrecks the mean, not the median
 
 
+def write_sweep(root, task=("seed=0,1,2",), params=None):
+    """A sweep folder's ``multirun.yaml`` as Hydra writes it: the command line's overrides, the sweeper's params."""
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = {"seed": 0, "hydra": {"overrides": {"task": list(task)}, "sweeper": {"params": params}}}
+    (root / "multirun.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
 def test_failures_name_the_seeds(tmp_path):
+    sweep = write_sweep(tmp_path / "multirun" / "s1", ["estimator=nwj,infonce,tuba", "seed=0,1,2"])
     for s in range(3):
-        write_run(tmp_path, f"a{s}", estimator="nwj", seed=s, metrics={"mi_train": 2.0, "test_acc": 0.8})
-    write_run(tmp_path, "b0", estimator="infonce", seed=0, metrics={"mi_train": 2.0, "test_acc": 0.8})
-    write_run(tmp_path, "b1", estimator="infonce", seed=1, status="crashed")
-    write_run(tmp_path, "b2", estimator="infonce", seed=2, status="running", pid=2**22 + 12345)  # no such process
-    write_run(tmp_path, "c0", estimator="tuba", seed=0, status="diverged", metrics={"mi_train": 0.0, "test_acc": 0.1})
-    write_run(tmp_path, "c1", estimator="tuba", seed=1, status="no record")
-    fl = lb.build(tmp_path)["failures"]
-    by = {r["estimator"]: r for r in fl.to_dict("records")}
-    assert set(by) == {"infonce", "tuba"}
+        write_run(sweep, f"a{s}", estimator="nwj", seed=s, metrics={"mi_train": 2.0, "test_acc": 0.8})
+    write_run(sweep, "b0", estimator="infonce", seed=0, metrics={"mi_train": 2.0, "test_acc": 0.8})
+    write_run(sweep, "b1", estimator="infonce", seed=1, status="crashed")
+    write_run(sweep, "b2", estimator="infonce", seed=2, status="running", pid=2**22 + 12345)  # no such process
+    write_run(sweep, "c0", estimator="tuba", seed=0, status="diverged", metrics={"mi_train": 0.0, "test_acc": 0.1})
+    write_run(sweep, "c1", estimator="tuba", seed=1, status="no record")  # seed 2: requested, never started
+    # started on their own: a single run asks for its own seed, so seeds 1 and 2 of the sweep are not missing here
+    write_run(tmp_path / "single", "js0", estimator="js", seed=0, metrics={"mi_train": 2.0, "test_acc": 0.8})
+    write_run(tmp_path / "single", "smile5", estimator="smile", seed=5, status="crashed")
+    made = lb.build(tmp_path)
+    by = {r["estimator"]: r for r in made["failures"].to_dict("records")}
+    assert set(by) == {"infonce", "tuba", "smile"}
     assert by["infonce"]["crashed"] == [1] and by["infonce"]["killed"] == [2] and by["infonce"]["missing"] == []
     assert by["tuba"]["diverged"] == [0] and by["tuba"]["no_record"] == [1] and by["tuba"]["missing"] == [2]
+    assert by["smile"]["crashed"] == [5] and by["smile"]["missing"] == []
+    assert "1 missing (requested by their sweep, never started)" in (made["out"] / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("task, params, seeds", [
+    (["seed=0,1"], {"seed": "0,1,2,3,4"}, (0, 1)),  # the command line narrows a preset
+    ([], {"seed": "range(0,5)"}, (0, 1, 2, 3, 4)),  # a preset's sweep
+    (["+seed=3"], None, (3,)), ([], None, (0,)),  # a fixed seed, the default
+    (["seed=interval(0,1)"], None, None)])  # cannot be enumerated: unknown
+def test_the_seeds_a_sweep_asked_for(tmp_path, task, params, seeds):
+    assert lb.sweep_seeds(write_sweep(tmp_path, task, params) / "multirun.yaml") == seeds
 
 
 def test_rerun_of_identical_config_counts_once(tmp_path):
@@ -478,7 +501,9 @@ def test_leaderboard_names_each_malformed_file_and_counts_seeds_like_the_status_
     assert status in md.splitlines()[2]
     if invalid:
         (fl,) = [r for r in made["failures"].to_dict("records") if r["invalid"]]  # (a broken config: its own row)
-        assert fl["invalid"] == [3] and reason in fl["errors"] and made["failures"]["completed"].sum() == 3
+        assert fl["invalid"] == [3] and reason in fl["errors"] and fl["missing"] == []
+        # the good seeds' row (the broken run's own when its config is unreadable: the good config is complete)
+        assert made["failures"]["completed"].sum() == (0 if case == "config_not_a_mapping" else 3)
         assert "every run completed" not in md
     else:
         assert "None: every run completed." in md

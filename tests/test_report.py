@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mibench import leaderboard as lb
 from mibench.report import write_report
 from test_leaderboard import ENV_NOTE, MALFORMED, machine, malformed_tree, staircase_steps, write_run
 
@@ -227,3 +228,86 @@ def test_report_in_headless_chromium(tmp_path):
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a rendered page, not a blank one
+
+
+def mixed_outcomes(root):
+    """A sweep asking for seeds 0-2 of infonce and nwj (infonce: 2 completed, 1 diverged; nwj: 1 completed, 1
+    crashed, seed 2 never started) and two runs started on their own (js killed, smile completed with seed 5)."""
+    from test_leaderboard import write_sweep
+
+    rng = np.random.default_rng(7)
+    sweep = write_sweep(root / "multirun" / "2026-01-01_00-00-00_abcd", ["estimator=infonce,nwj", "seed=0,1,2"])
+    stair = {"benchmark": "staircase", "dataset": "gaussian"}
+    for s, status in enumerate(("completed", "completed", "diverged")):
+        write_run(sweep, f"{s}_infonce_s{s}", **stair, estimator="infonce", seed=s, status=status,
+                  steps=staircase_steps(rng))
+    write_run(sweep, "3_nwj_s0", **stair, estimator="nwj", seed=0, steps=staircase_steps(rng))
+    write_run(sweep, "4_nwj_s1", **stair, estimator="nwj", seed=1, status="crashed",
+              rec_extra={"error": "RuntimeError: boom"})
+    write_run(root / "staircase", "js_s0", **stair, estimator="js", seed=0, status="running", pid=2**22 + 12345)
+    write_run(root / "staircase", "smile_s5", **stair, estimator="smile", seed=5, steps=staircase_steps(rng))
+    return root
+
+
+def test_every_section_of_the_report_counts_the_same_runs(tmp_path):
+    root = mixed_outcomes(tmp_path / "runs")
+    expected = {"completed": 4, "diverged": 1, "crashed": 1, "killed": 1, "running": 0, "missing": 1}
+    made = lb.build(root)
+    md = (made["out"] / "leaderboard.md").read_text()
+    header = md.splitlines()[2]
+    counts, _, rest = header.partition("; ")
+    assert counts.startswith("7 runs: ") and sorted(counts[8:].split(", ")) == sorted(
+        f"{n} {s}" for s, n in expected.items() if n and s != "missing")
+    assert rest.startswith("1 missing (requested by their sweep, never started)")
+    page = parse(write_report(root))
+    summary = {s: int(n) for s, n in page.tables["summary"]["rows"]}
+    assert summary == expected and "7 runs: " in (root / "report.html").read_text()
+
+    fl = page.tables["failures"]  # per configuration: each failed seed under its status, missing against its sweep
+    col = {h: i for i, h in enumerate(fl["head"])}
+    by = {r[col["estimator"]]: r for r in fl["rows"]}
+    assert set(by) == {"infonce", "nwj", "js"}  # smile (alone, seed 5) is complete: its own seed was all it asked
+    cells = {e: {k: by[e][col[k]] for k in ("completed", "diverged", "crashed", "killed", "missing")} for e in by}
+    assert cells == {"infonce": {"completed": "2", "diverged": "2", "crashed": "", "killed": "", "missing": ""},
+                     "nwj": {"completed": "1", "diverged": "", "crashed": "1", "killed": "", "missing": "2"},
+                     "js": {"completed": "0", "diverged": "", "crashed": "", "killed": "0", "missing": ""}}
+    assert "boom" in by["nwj"][col["errors"]]
+
+    failed = page.tables["failed-runs"]["rows"]  # one by one: the same runs as the summary's failures
+    assert sorted(r[1] for r in failed) == sorted(s for s, n in expected.items() if s not in ("completed", "running")
+                                                  for _ in range(n))
+    by_run = {r[0]: r[1:] for r in failed}
+    sweep = "multirun/2026-01-01_00-00-00_abcd"
+    assert by_run[f"{sweep}/2_infonce_s2"][0] == "diverged" and by_run["staircase/js_s0"][0] == "killed"
+    assert by_run[f"{sweep}/4_nwj_s1"][:2] == ["crashed", "RuntimeError: boom"]
+    assert by_run["staircase gaussian nwj, critic separable, seed 2"] == ["missing", "",
+                                                                         "no run directory (requested by its sweep)"]
+    html = (root / "report.html").read_text()
+    assert "every run completed" not in html and "every run completed" not in md
+
+    st = page.tables["staircase"]  # finished runs: completed and diverged, seeds pooled per configuration
+    seeds = {r[st["head"].index("estimator")]: r[st["head"].index("seeds")] for r in st["rows"]}
+    assert seeds == {"infonce": "3", "nwj": "1", "smile": "1"}
+    runs = page.tables["runs"]
+    status = {r[0]: r[runs["head"].index("status")] for r in runs["rows"]}
+    assert len(status) == 7 and sorted(status.values()) == sorted(
+        s for s, n in expected.items() if s != "missing" for _ in range(n))
+    assert "skipped" not in page.tables and "None: every record and file was read." in html
+    assert any(img.startswith("data:image/png") for img in page.imgs)  # the staircase grid
+
+
+def test_configurations_with_different_seeds_are_not_missing_each_others(tmp_path):
+    """The issue's case: runs started on their own, two configurations with seed 0 and one with seeds 0 and 1,
+    all completed: nothing is missing, and the report says so in every section."""
+    rng = np.random.default_rng(8)
+    for est, seeds in (("infonce", (0,)), ("nwj", (0,)), ("js", (0, 1))):
+        for s in seeds:
+            write_run(tmp_path, f"{est}_s{s}", benchmark="staircase", dataset="gaussian", estimator=est, seed=s,
+                      steps=staircase_steps(rng))
+    page = parse(write_report(tmp_path))
+    html = (tmp_path / "report.html").read_text()
+    assert "failures" not in page.tables and "failed-runs" not in page.tables
+    assert html.count("None: every run completed.") == 2
+    assert dict(map(tuple, page.tables["summary"]["rows"]))["missing"] == "0"
+    md = (lb.build(tmp_path)["out"] / "leaderboard.md").read_text()
+    assert "None: every run completed." in md and "missing" not in md.splitlines()[2]

@@ -29,7 +29,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_rules
-from ..data.cifar import SPECS, CifarBatches, CifarData, CifarDataError, check_available, has_positive
+from ..data.cifar import (SPECS, CifarBatches, CifarData, CifarDataError, check_available, generated_note,
+                          has_positive)
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import Estimator
 from ..models import REGISTRY as MODELS
@@ -229,6 +230,10 @@ class ImageTask(Task):
         self.marginal = b.get("marginal", "distinct")
         self.history: list[dict[str, Any]] = []
         self.skipped_total = 0
+
+    def generated_data(self) -> str | None:
+        """Files of :mod:`mibench.data.fake_cifar` / ``write_fake_stl10`` (their GENERATED marker)."""
+        return generated_note([self.data])
 
     def optim(self) -> Optim:
         b = self.cfg.benchmark

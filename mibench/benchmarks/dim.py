@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, Rule
-from ..data.cifar import SPECS, CifarData, CifarDataError, check_available
+from ..data.cifar import SPECS, CifarData, CifarDataError, check_available, generated_note
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import Estimator, build_estimator
@@ -262,6 +262,10 @@ class DIM(Task):
         self.trains = int(b.epochs) > 0
         self.history: list[dict[str, Any]] = []
         self.zero = torch.zeros((), device=self.device)
+
+    def generated_data(self) -> str | None:
+        """Pretraining or probe files of :mod:`mibench.data.fake_cifar` (their GENERATED marker)."""
+        return generated_note([self.data, *self.probe_data.values()])
 
     def optim(self) -> Optim:
         b = self.cfg.benchmark

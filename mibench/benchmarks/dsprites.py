@@ -161,6 +161,10 @@ class DSpritesInfoMax(Task):
             raise data_error(e) from None
 
     # ------------------------------------------------------------------ set-up
+    def generated_data(self) -> str | None:
+        """dataset=dsprites_generated: dSprites-style images drawn by mibench, not the official file."""
+        return self.source.label if self.source.generated else None
+
     def setup(self) -> None:
         b, d = self.cfg.benchmark, self.cfg.dataset
         if d.name == "dsprites_generated":

@@ -18,7 +18,9 @@ witness over the 100 permutation embeddings). Per evaluation (every ``pretext.ev
 pretext top-1 on validation puzzles (test-time pipeline: centre crops, no grayscale; fixed permutations).
 At the end: the frozen encoder (eval mode) embeds every image of the train / val subsets (232 resize, 192 centre
 crop, 3 x 3 patches of 64, mean of the 9 vectors) and a linear classifier (Adam 1e-4) is trained per probe seed;
-val top-1 / top-5 / top-10. Outputs: steps.csv, epochs.csv, probes.csv, summary.csv, table3.md, result.json.
+val top-1 / top-5 / top-10, those with k < the number of classes (a top-5 of 4 classes is 100 % whatever was learned:
+table3.md says "trivial"). A run on a generated tree (its GENERATED.txt) says so in its console line, table3.md and
+record. Outputs: steps.csv, epochs.csv, probes.csv, summary.csv, table3.md, result.json.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule, check_rules
-from ..data.imagefolder import ImageFolder, ImageFolderError, scan, write_generated_tree
+from ..data.imagefolder import ImageFolder, ImageFolderError, is_generated, scan, write_generated_tree
 from ..data.jigsaw import Geometry, permutation_set, puzzle_patches, scramble, target_patches
 from ..engine import Engine, Optim, RunResult, Step, Task, data_error, register
 from ..models import SCHEMA as MODEL_SCHEMA
@@ -64,15 +66,24 @@ def reference_table3() -> pd.DataFrame:
         return pd.read_csv(f)
 
 
-def table3_markdown(summary: pd.DataFrame) -> str:
+def shown_topk(classes: int) -> tuple[int, ...]:
+    """The top-k accuracies that say something with ``classes`` classes: k < classes (top-5 of 4 classes is 100 %
+    whatever the encoder learned, so it is not a result)."""
+    return tuple(k for k in TOPK if k < classes)
+
+
+def table3_markdown(summary: pd.DataFrame, classes: int | None = None, generated: str | None = None) -> str:
     """Table 3's layout (rows top1 / top5 / top10, columns DV-MINE | eta-MINE | CE) for the methods in
-    ``summary`` (method, metric, mean, std, n), each beside the published mean ± std."""
+    ``summary`` (method, metric, mean, std, n), each beside the published mean ± std. A top-k with k >= ``classes``
+    reads "trivial" (not a number); a run on ``generated`` data (Task.generated_data) is labelled GENERATED in its
+    column's header, under a line saying what the data was."""
     ref = reference_table3()
     ours = list(dict.fromkeys(summary["method"]))
     head = ["metric"]
+    ours_label = "this run, GENERATED data" if generated else "this run"
     for m in list(TABLE3_COLUMNS) + [m for m in ours if m not in TABLE3_COLUMNS]:
         if m in ours:
-            head.append(f"{m} (this run)")
+            head.append(f"{m} ({ours_label})")
         if m in TABLE3_COLUMNS:
             head.append(f"{m} (paper)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -81,12 +92,15 @@ def table3_markdown(summary: pd.DataFrame) -> str:
         for m in list(TABLE3_COLUMNS) + [m for m in ours if m not in TABLE3_COLUMNS]:
             if m in ours:
                 r = summary[(summary.method == m) & (summary.metric == metric)]
-                cells.append("" if r.empty else f"{r['mean'].iloc[0]:.1f} ± {r['std'].iloc[0]:.1f} (n={int(r['n'].iloc[0])})")
+                trivial = classes is not None and int(metric[3:]) >= classes
+                cells.append(f"trivial ({classes} classes)" if trivial else "" if r.empty else
+                             f"{r['mean'].iloc[0]:.1f} ± {r['std'].iloc[0]:.1f} (n={int(r['n'].iloc[0])})")
             if m in TABLE3_COLUMNS:
                 r = ref[(ref.method == m) & (ref.metric == metric)]
                 cells.append("" if r.empty else f"{r['mean'].iloc[0]:.1f} ± {r['std'].iloc[0]:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = f"GENERATED DATA: {generated}; these numbers say nothing about the paper's.\n\n" if generated else ""
+    return note + "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +245,11 @@ class Jigsaw(Task):
             self.estimator = self.build_estimator(dim_y=self.n_perms)
         self.history: list[dict[str, Any]] = []
         self.nan = torch.full((), math.nan, device=self.device)
+
+    def generated_data(self) -> str | None:
+        """A tree written by ``write_generated_tree`` (its GENERATED.txt), never ImageNet."""
+        return (f"a GENERATED image tree ({self.train_set.num_classes} classes, {_root(self.cfg.dataset)}), not ImageNet"
+                if is_generated(_root(self.cfg.dataset)) else None)
 
     def optim(self) -> Optim:
         return Optim("adam", float(self.cfg.benchmark.lr))  # Appendix D: Adam (0.9, 0.999), 1e-4, no weight decay
@@ -386,9 +405,9 @@ class Jigsaw(Task):
                 probe.setup()
                 if int(b.probe.epochs) > 0:
                     Engine(probe, self.backend, stop_on_divergence=False).train()
-                acc = probe.topk(te, yte)
+                acc = probe.topk(te, yte, shown_topk(self.train_set.num_classes))
             else:
-                acc = {f"top{k}": math.nan for k in TOPK}
+                acc = {f"top{k}": math.nan for k in shown_topk(self.train_set.num_classes)}
             rows.append({"probe_seed": int(s), **acc})
         self.nets.train(was)
         self.probes = pd.DataFrame(rows)
@@ -403,7 +422,7 @@ class Jigsaw(Task):
         probes = self.probes.assign(method=method, objective=self.objective, estimator=est_name, seed=int(cfg.seed))
         ref = reference_table3()
         summ = []
-        for k in TOPK:
+        for k in shown_topk(self.train_set.num_classes):
             v = probes[f"top{k}"]
             r = ref[(ref.method == method) & (ref.metric == f"top{k}")]
             summ.append({"method": method, "objective": self.objective, "estimator": est_name, "metric": f"top{k}",
@@ -412,7 +431,7 @@ class Jigsaw(Task):
                          "paper_std": float(r["std"].iloc[0]) if len(r) else math.nan})
         summary = pd.DataFrame(summ)
         result.summary = summary
-        md = table3_markdown(summary)
+        md = table3_markdown(summary, self.train_set.num_classes, self.generated_data())
         pretext = [h["pretext_top1"] for h in self.history if not math.isnan(h["pretext_top1"])]
         last_pretext = pretext[-1] if pretext else math.nan
         if self.out_dir is not None and self.backend.is_global_zero:
@@ -433,8 +452,9 @@ class Jigsaw(Task):
             metrics[f"{r.metric}"] = r.mean
         result.metrics = metrics
         result.extra["probes"] = probes
+        data = f"{d.name}: {self.generated_data()}" if self.generated_data() else d.name
         result.text = (f"MI Jigsaw / {method} ({self.objective}{', ' + est_name if self.objective == 'mi' else ''}) on "
-                       f"{d.name} ({len(self.train_set)} train / {len(self.val_set)} val images, "
+                       f"{data} ({len(self.train_set)} train / {len(self.val_set)} val images, "
                        f"{self.train_set.num_classes} classes): {len(self.history)} epochs, {steps} steps"
                        f"{' | DIVERGED at step ' + str(result.diverged_step) if diverged else ''}"
                        f" | pretext top-1 {last_pretext:.1f}% | permutations: {self.n_perms}, min Hamming "
@@ -450,4 +470,4 @@ def _root(d):
     return Path(str(d.root)).expanduser()
 
 
-__all__ = ["Jigsaw", "LinearProbe", "method_label", "reference_table3", "table3_markdown"]
+__all__ = ["Jigsaw", "LinearProbe", "method_label", "reference_table3", "shown_topk", "table3_markdown"]

@@ -218,6 +218,10 @@ class LayerPair(Task):
         name = str(self.cfg.estimator.name)
         return PUBLISHED_METHOD.get(name, name)
 
+    def generated_data(self) -> str | None:
+        """Pretraining or probe files written by fake_cifar / write_fake_stl10 (their GENERATED marker)."""
+        return cifar.generated_note([self.data, *self.probe_data.values()])
+
     def optim(self) -> Optim:
         return Optim("adam", float(self.cfg.benchmark.lr))
 

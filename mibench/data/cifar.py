@@ -4,7 +4,8 @@ Files: the standard "python version" layout (pickled dicts with ``data`` N x 307
 channel-major, and ``labels`` / ``fine_labels``) under ``<root>/cifar-10-batches-py`` or
 ``<root>/cifar-100-python``. Arrays are validated (shapes, dtype, label range, balanced label
 counts) rather than md5-checked, so a re-pickled copy (e.g. without ``filenames``) loads; the
-official md5 is checked only on a downloaded archive.
+official md5 is checked only on a downloaded archive. Files written by :mod:`mibench.data.fake_cifar` carry a
+``GENERATED`` marker and are reported as such (:func:`is_generated`, :func:`generated_note`).
 
 Images live in memory as one uint8 tensor [N, 3, 32, 32]. The loader yields uint8 batches
 (4x less to move than float); :func:`augment` turns them into normalised float batches on the
@@ -61,6 +62,21 @@ class CifarDataError(ValueError):
 
 def data_dir(root: str | Path, name: str) -> Path:
     return Path(root).expanduser() / SPECS[name].folder
+
+
+MARKER = "GENERATED"  # present only in a copy written by mibench.data.fake_cifar
+
+
+def is_generated(root: str | Path, name: str) -> bool:
+    """True for files written by :func:`mibench.data.fake_cifar.write_fake_cifar` (never for the official archive)."""
+    return (data_dir(root, name) / MARKER).is_file()
+
+
+def generated_note(datas: Any) -> str | None:
+    """In words, which of ``datas`` (CifarData / STL10Data, loaded) are GENERATED files rather than the datasets
+    (``GENERATED cifar10, stl10 files, not the datasets``); None when none is (mibench.engine.Task.generated_data)."""
+    names = list(dict.fromkeys(d.name for d in datas if getattr(d, "generated", False)))
+    return f"GENERATED {', '.join(names)} files, not the real dataset{'s' if len(names) > 1 else ''}" if names else None
 
 
 def missing_files(root: str | Path, name: str) -> list[str]:
@@ -293,6 +309,7 @@ class CifarData:
         self.mean = torch.tensor(self.spec.mean)
         self.std = torch.tensor(self.spec.std)
         self.train_x = self.train_y = self.test_x = self.test_y = None
+        self.generated = False  # files written by mibench.data.fake_cifar (set when loaded)
         self.train_batches: CifarBatches | None = None
         self.epoch, self.rank = 0, 0
         self._aug_gen: torch.Generator | None = None
@@ -310,6 +327,7 @@ class CifarData:
         if self.train_x is None:
             self.prepare_data()
             self.train_x, self.train_y, self.test_x, self.test_y = load_cifar(self.root, self.name)
+            self.generated = is_generated(self.root, self.name)
             self.train_batches = CifarBatches(self.train_x, self.train_y, self.batch_size, self.seed, self.sampler,
                                               self.per_class, self.require_positive)
 

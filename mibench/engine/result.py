@@ -16,6 +16,9 @@ class RunResult:
     ``diverged_reason`` says how) or ``skipped``
     (an identical config already ran: ``out_dir`` points at it).
 
+    generated_data: None on the benchmark's real data; else, in words, what was generated in its place
+    (result.json's ``generated_data``; every table and figure labels the run GENERATED)
+
     summary:   the task's summary table (staircase: per level; written as summary.csv by the task)
     steps:     the per-step record (steps.csv)
     metrics:   scalar outcomes stored in result.json
@@ -27,6 +30,7 @@ class RunResult:
     steps_done: int = 0
     diverged_step: int | None = None
     diverged_reason: str | None = None  # one line: what left which range at which step
+    generated_data: str | None = None  # what was GENERATED (a stand-in) about the data (Task.generated_data)
     summary: pd.DataFrame | None = None
     steps: pd.DataFrame | None = None
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -76,6 +76,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
     result.extra["train_wall_s"] = time.perf_counter() - t0
     result.metrics.update(task.evaluate())
     task.finish(result)
+    label_generated(task, result)
     result.wall_time_s = time.perf_counter() - t0
     result.status = "diverged" if result.diverged_step is not None else "completed"
     if result.status == "diverged" and result.diverged_reason is None:  # the task's own finding (finish)
@@ -83,6 +84,18 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
     if engine is not None:
         engine.remove_checkpoint()
     return result
+
+
+GENERATED = "GENERATED"  # how a run on generated data is marked, wherever it is shown
+
+
+def label_generated(task: Task, result: RunResult) -> None:
+    """``result.generated_data`` from the task (:meth:`Task.generated_data`); the console text starts by saying so
+    unless the task's own text already does."""
+    result.generated_data = task.generated_data()
+    if result.generated_data and GENERATED not in result.text:
+        result.text = (f"{GENERATED} DATA: {result.generated_data}; these numbers say nothing about the paper's\n"
+                       + result.text)
 
 
 def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,

@@ -169,6 +169,13 @@ class Task:
     def setup(self) -> None:
         """Load data (missing data: raise ConfigError) and build ``nets`` / ``estimators`` / ``adversary``."""
 
+    def generated_data(self) -> str | None:
+        """After :meth:`setup`: what about the data this run trains or evaluates on is GENERATED, a stand-in for a
+        paper's dataset, in words (``GENERATED cifar10 files (/data/cifar-10-batches-py), not CIFAR-10``); None on
+        the real dataset, and for data that is synthetic by design (the staircase's Gaussians). The run's record,
+        console line, tables and figures say so (:func:`mibench.engine.run.conclude`, mibench.leaderboard)."""
+        return None
+
     @property
     def block(self) -> int:
         """Steps between host syncs (records copied, divergence checked, ``on_block`` called)."""
