@@ -15,8 +15,10 @@ Tables, each written only when such runs exist:
   (NeurIPS 2023): task x estimator, mean ± sd over seeds of the best held-out estimate beside the true MI;
   in LaTeX each cell coloured by its relative error;
 - **failures**: crashed, diverged, killed and missing runs, naming the seeds of each config.
-Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7), the lambda ablation (Fig. 6) and the
-Beyond-Normal heat map (``bmi_suite.png``).
+Figures: the staircase grid (Poole Fig. 2 / Choi & Lee Fig. 7; a row per dataset x critic x step budget), the
+lambda ablation (Fig. 6) and the Beyond-Normal heat map (``bmi_suite.png``). Runs on GENERATED data (their record's
+``generated_data``) are never pooled with real runs and are labelled so in every row and title; a seed is missing
+only when the configuration's own sweep asked for it (:class:`SweepSeeds`).
 
 A configuration is everything that can change its numbers (the record's ``variant_hash``): seeds of
 one configuration are pooled, any other difference makes a row (a panel) of its own, and rows that
@@ -775,8 +777,14 @@ FAIL_COLS = ["benchmark", "dataset", "estimator", "critic", "lam", "completed", 
 
 # ----------------------------------------------------------------------------------------- figures
 def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
-    """All staircase estimators on one grid: rows = (dataset, critic), columns = estimators (first seed)."""
+    """All staircase estimators on one grid (first seed of each configuration): a row per dataset x critic x step
+    budget, labelled with all three, each panel's x-axis its own run's steps (runs of 1,000 and 10,000 steps are
+    never squeezed onto one axis); a column per estimator (the same estimator in the same column in every row;
+    rows wrap after 6 columns)."""
     st = runs[(runs["benchmark"] == "staircase") & runs["status"].isin(FINISHED)].sort_values("seed")
+    st = st.drop_duplicates("group")
+    first_steps = {d: _steps(d) for d in st["run_dir"]}
+    st = st[[first_steps[d] is not None for d in st["run_dir"]]]
     if st.empty:
         return False
     import matplotlib
@@ -784,35 +792,50 @@ def staircase_grid(runs: pd.DataFrame, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    st = st.assign(variant=variant_labels(st, ["dataset", "critic", "estimator"])).drop_duplicates("group")
-    rows = sorted(st[["dataset", "critic"]].drop_duplicates().itertuples(index=False, name=None))
+    st = st.assign(budget=[len(first_steps[d]) for d in st["run_dir"]])
+    st = st.assign(variant=variant_labels(st, ["dataset", "critic", "budget", "estimator"]))
+    groups = sorted(st[["dataset", "critic", "budget"]].drop_duplicates().itertuples(index=False, name=None))
     ests = list(dict.fromkeys(sorted(st[["estimator", "variant"]].itertuples(index=False, name=None),
                                      key=lambda ev: (_estimator_order(ev[0]), ev[1]))))
-    panels = [(ds, crit, est, var) for ds, crit in rows for est, var in ests]
     ncols = min(len(ests), 6)  # wrap: original / regularized pairs side by side, 6 panels a row
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.7 * ncols + 0.4, 2.3 * nrows + 0.7), dpi=100, squeeze=False,
-                             sharex=True, sharey=True)
-    for ax in axes.flat[len(panels):]:
-        ax.set_axis_off()
-    for ax, (ds, crit, est, var) in zip(axes.flat, panels):
-        hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["estimator"] == est) & (st["variant"] == var)]
-        steps = _steps(hit["run_dir"].iloc[0]) if len(hit) else None
-        if steps is None:
+    per_group = math.ceil(len(ests) / ncols)
+    fig, axes = plt.subplots(per_group * len(groups), ncols, figsize=(2.7 * ncols + 1.0, 2.4 * per_group * len(groups)
+                                                                       + 0.7), dpi=100, squeeze=False)
+    labels: dict[int, str] = {}
+    for g, (ds, crit, steps_budget) in enumerate(groups):
+        for ax, (est, var) in zip(axes[g * per_group:(g + 1) * per_group].flat, ests):
+            hit = st[(st["dataset"] == ds) & (st["critic"] == crit) & (st["budget"] == steps_budget)
+                     & (st["estimator"] == est) & (st["variant"] == var)]
+            if hit.empty:
+                ax.set_axis_off()
+                continue
+            first = hit.iloc[0]
+            bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
+            steps = first_steps[first["run_dir"]]
+            draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
+            ax.set_xlim(0, max(1, len(steps) - 1))
+            ax.set_xlabel("step", fontsize=8, labelpad=1)
+            ax.tick_params(labelsize=7)
+            ax.set_title(_wrap(f"{est} ({var})" if var else est), fontsize=9)
+            labels[g] = f"{ds}, {crit} critic\n{budget(steps)}\nMI (nats)"
+        for ax in list(axes[g * per_group:(g + 1) * per_group].flat)[len(ests):]:
             ax.set_axis_off()
-            continue
-        first = hit.iloc[0]
-        bs = int(first["batch_size"]) if est in INFONCE_LIKE and first.get("batch_size") else None
-        draw_staircase(ax, steps, int(first.get("ema_span") or 200), bs, legend=False)
-        title = f"{est} ({var})" if var else est
-        ax.set_title(_wrap(title if len(rows) == 1 else f"{title} | {ds}, {crit}"), fontsize=9)
-    if len(rows) == 1:
-        ds, crit = rows[0]
-        fig.supylabel(f"MI (nats): {ds}, {crit} critic", fontsize=9)
-    fig.suptitle("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed", fontsize=10)
+    for i, row in enumerate(axes):  # each row's label (dataset, critic, step budget) on its first drawn panel
+        drawn = [ax for ax in row if ax.axison]
+        if drawn:
+            drawn[0].set_ylabel(labels[i // per_group], fontsize=8)
+    fig.suptitle("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed; rows: dataset, "
+                 "critic, steps", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return True
+
+
+def budget(steps: pd.DataFrame) -> str:
+    """A staircase run's step budget (its steps.csv), as its grid row says it: '5,000 steps (5 levels x 1,000)'."""
+    levels = steps["level"].nunique()
+    per = len(steps) // max(1, levels)
+    return f"{len(steps):,} steps ({levels} level{'s' if levels > 1 else ''} x {per:,})"
 
 
 def _wrap(text: str, width: int = 32) -> str:

@@ -507,3 +507,30 @@ def test_leaderboard_names_each_malformed_file_and_counts_seeds_like_the_status_
         assert "every run completed" not in md
     else:
         assert "None: every run completed." in md
+
+
+def test_staircase_grid_gives_each_step_budget_its_own_labelled_row_and_axis(tmp_path, monkeypatch):
+    """Runs of 1,000 and 10,000 steps: a row each, labelled with dataset, critic and step budget, every panel's
+    x-axis its own run's steps; the same estimator in the same column."""
+    rng = np.random.default_rng(9)
+    for est, n in (("infonce", 500), ("nwj", 500), ("infonce", 5000), ("js", 5000)):
+        levels = {"dataset": {"mi_levels": [2, 4], "steps_per_level": n}}
+        write_run(tmp_path, f"{est}_{n}", benchmark="staircase", dataset="gaussian", estimator=est,
+                  steps=staircase_steps(rng, n=n), cfg_extra=levels)
+    figures = []
+    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    lb.build(tmp_path)
+    (fig,) = [f for f in figures if "true MI" in f._suptitle.get_text()]
+    drawn = [ax for ax in fig.axes if ax.axison]
+    assert len(fig.axes) == 6 and len(drawn) == 4  # 2 rows x (infonce, nwj, js); nwj has no 10k run, js no 1k
+    rows = {}
+    for ax in drawn:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax)
+    (top, bottom) = (rows[k] for k in sorted(rows, reverse=True))
+    for row, steps in ((top, 1000), (bottom, 10000)):
+        assert all(ax.get_xlim() == (0, steps - 1) for ax in row)  # its own axis, not the other row's
+        label = sorted(row, key=lambda ax: ax.get_position().x0)[0].get_ylabel()
+        assert label == f"gaussian, separable critic\n{steps:,} steps (2 levels x {steps // 2:,})\nMI (nats)"
+    assert [ax.get_title() for ax in sorted(top, key=lambda a: a.get_position().x0)] == ["infonce", "nwj"]
+    columns = {ax.get_title(): round(ax.get_position().x0, 3) for ax in bottom}
+    assert columns["infonce"] == min(ax.get_position().x0 for ax in top).__round__(3)  # same column as above
