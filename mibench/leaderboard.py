@@ -222,9 +222,11 @@ def _marked(name: str, root: str) -> str | None:
 
 
 def dataset_label(r: pd.Series | dict[str, Any]) -> str:
-    """A run's (or a row's) dataset as every table shows it: ``cifar10 (GENERATED)`` on generated data."""
+    """A run's (or a row's) dataset as every table shows it: ``cifar10 (GENERATED)`` on generated data (a name that
+    says so already, ``dsprites_generated``, stays as it is)."""
     ds = "–" if r.get("dataset") is None or _isnan(r.get("dataset")) else str(r.get("dataset"))
-    return f"{ds} ({GENERATED})" if isinstance(r.get("generated"), str) and r.get("generated") else ds
+    says = isinstance(r.get("generated"), str) and r.get("generated") and GENERATED.lower() not in ds.lower()
+    return f"{ds} ({GENERATED})" if says else ds
 
 
 def _newest(df: pd.DataFrame) -> pd.DataFrame:
