@@ -165,12 +165,14 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
 
 
 def start_line(prep: "Prepared") -> str:
-    """The job log's first line of a run: what it is, its config hash (as its records), where it writes."""
+    """The job log's first line of a run: what it is, its config hash (as its records), where it writes. The
+    estimator and critic only where the run uses them (their record fields are null otherwise: records.roles)."""
     record = prep.record
-    lam = f" lambda={record['lam']}" if record.get("lam") is not None else ""
+    named = "".join(f" {name}={record[k]}" for k, name in (("estimator", "estimator"), ("lam", "lambda"),
+                                                           ("critic", "critic")) if record.get(k) is not None)
     resume = f" (resuming from {prep.resume_from})" if prep.resume_from is not None else ""
-    return (f"mibench: start {record['benchmark']}/{record['dataset']} estimator={record['estimator']}{lam} "
-            f"critic={record['critic']} seed={record['seed']} config={record['config_hash']} -> {prep.out}{resume}")
+    return (f"mibench: start {record['benchmark']}/{record['dataset']}{named} seed={record['seed']} "
+            f"config={record['config_hash']} -> {prep.out}{resume}")
 
 
 def end_line(prep: "Prepared", result: "RunResult | None" = None) -> str:
