@@ -49,7 +49,7 @@ def _discard_fresh(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-RESUMABLE_STATUSES = ("running", "crashed", "interrupted")  # a record whose checkpoint a resume continues
+RESUMABLE_STATUSES = ("running", "crashed", "interrupted", "killed")  # a record whose checkpoint a resume continues
 
 
 def requeued_here(cfg: DictConfig, out: Path) -> Path | None:

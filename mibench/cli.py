@@ -130,8 +130,8 @@ def preflight(args: list[str], notes: list[str] | None = None) -> str | None:
         return str(e)
     combos = list(itertools.islice(itertools.product(*per_override), MAX_PREFLIGHT))
     # jobs that run elsewhere (SLURM) check their GPU where they run, not on the submitting node
-    remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hydra/launcher=vectorized_slurm", "hardware=slurm"))
-                 for a in raw)
+    remote = any(a.startswith(("hydra/launcher=submitit_slurm", "hydra/launcher=slurm", "hydra/launcher=vectorized_slurm",
+                               "hardware=slurm")) for a in raw)
     given_groups = {ov.key_or_group: ov.get_value_element_as_str() for ov in overrides if ov.key_or_group in known
                     and not ov.is_sweep_override() and not ov.is_delete()}
     given_keys = {ov.key_or_group for ov in overrides}
@@ -173,7 +173,8 @@ class _First:
                                                                                    keys, notes)
 
     def check(self, cfg) -> None:
-        """Raise ConfigError for a bad launcher setting; add the preset notes; drop the hydra node."""
+        """Raise ConfigError for a bad launcher setting or a SLURM launcher that cannot submit from here (or
+        would not, without -m); add the preset notes; drop the hydra node."""
         from omegaconf import open_dict
 
         from .compose import preset_notes
@@ -183,10 +184,41 @@ class _First:
             from hydra_plugins.mibench_launcher.vectorized_launcher import check_settings
 
             check_settings(launcher)
+        if submits_to_slurm(launcher):
+            self.check_slurm()
         if self.notes is not None:
             self.notes.extend(preset_notes(cfg, self.groups, self.keys))
         with open_dict(cfg):
             del cfg["hydra"]
+
+
+    def check_slurm(self) -> None:
+        """A SLURM launcher: without -m it would train here (an error, except inside a SLURM job: SLURM_JOB_ID);
+        with -m, the cluster must answer (:func:`mibench.cluster.slurm_problem`)."""
+        import os
+
+        from .checks import ConfigError
+
+        if not self.multirun:
+            if os.environ.get("SLURM_JOB_ID") is None:
+                chosen = (f"hardware={self.groups['hardware']}" if str(self.groups.get("hardware", "")).startswith("slurm")
+                          else next((o for o in self.hydra_overrides if o.startswith("hydra/launcher=")), "a SLURM launcher"))
+                raise ConfigError(f"{chosen} without -m would train here, on this node, not on SLURM: add -m to submit "
+                                  f"it (python -m mibench -m {chosen} ...), or use hardware=cpu / gpu to train here")
+            return
+        from .cluster import slurm_problem
+
+        if problem := slurm_problem():
+            raise ConfigError(problem)
+
+
+def submits_to_slurm(launcher) -> bool:
+    """Whether a composed ``hydra.launcher`` sends jobs to SLURM: a submitit SLURM launcher (Hydra's or mibench's),
+    or the vectorised one with ``submitit: slurm`` (``local`` and ``debug`` run here)."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("VectorizedLauncher"):
+        return launcher.get("submitit") == "slurm"
+    return target.endswith("SlurmLauncher")
 
 
 def _check(overrides: tuple[str, ...], remote: bool, first: _First | None = None) -> str | None:

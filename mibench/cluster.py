@@ -1,11 +1,17 @@
 """What a run needs to know about the SLURM job it runs in: is it one, was it requeued, and why it is being
-stopped (its time limit or a preemption). Outside SLURM every function answers "no job"."""
+stopped (its time limit or a preemption). Outside SLURM every function answers "no job".
+
+And what the submitting process checks before a sweep goes to SLURM (:func:`slurm_problem`): the client
+commands, the configuration, the controller, each failure one line that says what is missing and how to fix it."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+from pathlib import Path
+from typing import Callable, Mapping
 
 # Slurm signals a job on a coarse clock (up to a minute early or late), so a signal this close to the time
 # limit (plus the signal's own lead time) counts as the limit
@@ -90,3 +96,48 @@ def signal_lead_s(default: float = 120.0) -> float:
     except Exception:  # noqa: BLE001 -- no Hydra, or a launcher without the key
         delay = None
     return float(delay) if delay is not None else default
+
+
+SLURM_COMMANDS = ("sbatch", "srun", "squeue", "scontrol")  # submit, run the job step, watch the jobs, ping
+PING_TIMEOUT_S = 20.0
+NO_SLURM_FIX = "or train without SLURM: hardware=cpu / gpu, hydra/launcher=vectorized"
+
+
+def slurm_problem(which: Callable[[str], str | None] = shutil.which, env: Mapping[str, str] | None = None,
+                  timeout_s: float = PING_TIMEOUT_S) -> str | None:
+    """Why a sweep cannot be submitted to SLURM from this machine, as one line naming what is missing and the
+    fix; None when the client commands are on PATH and ``scontrol ping`` finds the controller up.
+
+    In order: a missing command (``sbatch``, ``srun``, ``squeue``, ``scontrol``); ``SLURM_CONF`` naming no file
+    (scontrol would retry it for a minute); no configuration at all (no slurm.conf, no configless controller
+    found through DNS); the controller down or not answering."""
+    env = os.environ if env is None else env
+    missing = [c for c in SLURM_COMMANDS if which(c) is None]
+    if missing:
+        return (f"SLURM: {', '.join(missing)} not found on PATH (hardware=slurm_* and hydra/launcher=vectorized_slurm "
+                f"submit with sbatch and watch with squeue): run on the cluster's login node, or load SLURM's "
+                f"client (module load slurm), {NO_SLURM_FIX}")
+    conf = env.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        return f"SLURM_CONF={conf}: no such file (set it to the cluster's slurm.conf, or unset it to use the default)"
+    try:
+        p = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s,
+                           env={**os.environ, **env})
+    except subprocess.TimeoutExpired:
+        return (f"SLURM: the controller did not answer `scontrol ping` in {timeout_s:.0f} s (check SLURM_CONF and the "
+                f"network to slurmctld, or ask the cluster's admins), {NO_SLURM_FIX}")
+    except OSError as e:
+        return f"SLURM: cannot run scontrol: {e.strerror or e}"
+    if p.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (p.stdout + "\n" + p.stderr).splitlines() if ln.strip() and "***" not in ln]
+    text = " ".join(lines).lower()
+    if "configuration" in text and ("could not establish" in text or "unable to process" in text):
+        return (f"SLURM: no configuration found (SLURM_CONF {'=' + conf if conf else 'unset'}, no slurm.conf in "
+                f"/etc/slurm, no configless controller in DNS): set SLURM_CONF=/path/to/slurm.conf or run on the "
+                f"cluster's login node, {NO_SLURM_FIX}")
+    down = next((ln for ln in lines if " DOWN" in ln), None)
+    if down is not None:
+        return (f"SLURM: the controller is not reachable (scontrol ping: {down}): start slurmctld or ask the "
+                f"cluster's admins, then submit again; {NO_SLURM_FIX}")
+    return f"SLURM: `scontrol ping` failed (exit {p.returncode}: {lines[0] if lines else 'no output'}), {NO_SLURM_FIX}"

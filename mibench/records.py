@@ -273,7 +273,8 @@ def start_record(cfg: DictConfig, out_dir: Path, commit: str | None) -> dict[str
     return rec
 
 
-RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted")  # what a result.json may say
+# what a result.json may say; "killed": a SLURM launcher saw the run's job leave the queue without a result
+RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted", "killed")
 # what a record's fields may hold when present and not null (a record breaking one is not read as a run)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("status", "benchmark", "dataset", "estimator", "critic", "started_at", "config_hash",

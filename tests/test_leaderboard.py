@@ -461,7 +461,7 @@ MALFORMED = {
                       "level 7 in line 42 is not one of this run's 2 levels (0-1, dataset.mi_levels)"),
     "oops_estimate": (lambda d: _steps_with(d, estimate=(2, "oops")), "bad/steps.csv", "estimate holds 'oops' in line 4"),
     "banana_status": (lambda d: _record(d, status="banana"), "bad/result.json",
-                      "unknown status 'banana' (valid: running, completed, diverged, crashed, interrupted)"),
+                      "unknown status 'banana' (valid: running, completed, diverged, crashed, interrupted, killed)"),
     "record_is_a_list": (lambda d: (d / "result.json").write_text("[1, 2]"), "bad/result.json",
                          "holds a list, not an object"),
     "metrics_is_a_list": (lambda d: _record(d, metrics=[1, 2]), "bad/result.json",

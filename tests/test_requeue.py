@@ -208,5 +208,6 @@ def test_slurm_hardware_choices_compose_the_submitit_launcher(hw, gpus):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     launcher = yaml.safe_load(p.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher") and launcher["gpus_per_node"] == gpus
+    assert launcher["_target_"] == "hydra_plugins.mibench_launcher.submitit_launcher.SlurmLauncher"  # hydra/launcher=slurm
+    assert launcher["gpus_per_node"] == gpus
     assert launcher["signal_delay_s"] == 120 and launcher["max_num_timeout"] == 20  # requeues allowed

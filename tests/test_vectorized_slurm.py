@@ -162,26 +162,44 @@ def test_real_slurm_one_job_per_group(tmp_path):
     assert "2 vectorised group(s) of 2, 2 runs, 0 alone" in out, out[-3000:]
     jobs = _submitted_jobs(sweep_dir)
     assert len(jobs) == 2 and all(list(j.glob("*_result.pkl")) for j in jobs), (jobs, out[-3000:])
-    assert "Submitted 2 submitit 'slurm' job(s)" in out, out[-3000:]
+    assert "Submitted 2 SLURM job(s)" in out, out[-3000:]
     _check_same_as_local(sweep_dir, local_dir, 4, [2] * 4)
 
 
-def test_a_failed_job_fails_its_runs(tmp_path, monkeypatch):
-    """A job that ends without a result (node lost, cancelled) makes each of its runs a FAILED JobReturn
-    carrying the error, after the other jobs' results are in; Hydra raises it when it reads the result."""
-    from hydra.core.utils import JobReturn, JobStatus
+def _configs(tmp_path: Path, n: int) -> list:
     from omegaconf import OmegaConf
 
+    return [OmegaConf.create({"hydra": {"overrides": {"task": [f"seed={k}"]}, "job": {"name": "app"},
+                                        "sweep": {"dir": str(tmp_path), "subdir": f"{k}_nwj_s{k}"}}})
+            for k in range(n)]
+
+
+def test_a_failed_job_fails_its_runs(tmp_path, monkeypatch):
+    """A job whose callable raised makes each of its runs a FAILED JobReturn carrying the error, after the other
+    jobs' results are in (Hydra raises it when it reads the result); a job that ended without any result
+    (submitit's UncompletedJobError: cancelled, where sacct says so) is lost: its runs are recorded killed and
+    the sweep goes on (COMPLETED, no value)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+    from submitit.core.utils import UncompletedJobError
+
     from hydra_plugins.mibench_launcher.vectorized_launcher import VectorizedLauncher
+    from mibench.records import write_record
 
     class Job:
-        def __init__(self, fn, kind, jobs, state):
-            self.job_id, self.jobs = f"j{jobs[0][0]}", jobs
+        def __init__(self, fn, kind, jobs, state, unit):
+            from submitit.core.utils import JobPaths
 
-        def result(self):
+            self.job_id, self.jobs = f"j{jobs[0][0]}", jobs
+            self.paths = JobPaths(tmp_path / "%j", job_id=self.job_id)
+
+        def results(self):
             if self.jobs[0][0] == 0:
-                raise RuntimeError("Job j0 has not produced any output (state: CANCELLED)")
-            return [JobReturn(overrides=[], cfg=c, status=JobStatus.COMPLETED, _return_value=1.5) for _, c in self.jobs]
+                raise RuntimeError("boom in the job")
+            if self.jobs[0][0] == 2:
+                raise UncompletedJobError("Job j2 has not produced any output (state: CANCELLED)")
+            return [[JobReturn(overrides=[], cfg=c, status=JobStatus.COMPLETED, _return_value=1.5)
+                     for _, c in self.jobs]]
 
     class Executor:
         folder = tmp_path
@@ -190,10 +208,73 @@ def test_a_failed_job_fails_its_runs(tmp_path, monkeypatch):
             return Job(fn, *args)
 
     launcher = VectorizedLauncher(submitit="local")
-    monkeypatch.setattr(launcher, "_executor", lambda: Executor())
-    cfg = [OmegaConf.create({"hydra": {"overrides": {"task": [f"seed={k}"]}, "job": {"name": "app"}}}) for k in range(3)]
-    rets = launcher._submit(list(enumerate(cfg)), [[0, 1], [2]], alone={2})
-    assert [r.status for r in rets] == [JobStatus.FAILED, JobStatus.FAILED, JobStatus.COMPLETED]
-    assert rets[2].return_value == 1.5 and rets[1].overrides == ["seed=1"]
-    with pytest.raises(RuntimeError, match="CANCELLED"):
+    launcher.config = OmegaConf.create({"hydra": {"job": {"name": "app"}}})
+    monkeypatch.setattr(launcher, "_executor", lambda name=None: Executor())
+    cfg = _configs(tmp_path, 4)
+    (tmp_path / "2_nwj_s2").mkdir()
+    write_record(tmp_path / "2_nwj_s2", {"status": "running"})
+    rets = launcher._submit(list(enumerate(cfg)), [[0, 1], [2], [3]], alone={2, 3})
+    assert [r.status for r in rets] == [JobStatus.FAILED, JobStatus.FAILED, JobStatus.COMPLETED, JobStatus.COMPLETED]
+    assert rets[3].return_value == 1.5 and rets[1].overrides == ["seed=1"] and rets[2].return_value is None
+    with pytest.raises(RuntimeError, match="boom"):
         rets[0].return_value
+    rec = json.loads((tmp_path / "2_nwj_s2" / "result.json").read_text())
+    assert rec["status"] == "killed" and rec["error"].startswith("SLURM job j2 ended without a result"), rec
+
+
+def test_a_group_job_that_leaves_the_queue_is_noticed(tmp_path, monkeypatch, capsys):
+    """hydra.launcher.submitit=slurm: the group job 4_0 leaves the queue (a stub squeue stops listing it) without a
+    result: within the poll interval and grace its runs' records say killed with the reason, one line names the
+    job and its runs, and the launcher returns with the other job's result."""
+    import pickle
+    import time
+    from contextlib import contextmanager
+
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.mibench_launcher import slurm_jobs
+    from hydra_plugins.mibench_launcher.vectorized_launcher import VectorizedLauncher
+    from mibench.records import write_record
+    from test_slurm_jobs import FakeJob, stub
+
+    stub(tmp_path / "bin", "squeue", "echo '4_1|RUNNING'\n")
+    stub(tmp_path / "bin", "sacct", "exit 1\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_jobs, "POLL_S", 0.2)
+    monkeypatch.setattr(slurm_jobs, "GRACE_S", 0.5)
+    cfg = _configs(tmp_path, 3)
+    for k in (0, 1):
+        (tmp_path / f"{k}_nwj_s{k}").mkdir()
+        write_record(tmp_path / f"{k}_nwj_s{k}", {"status": "running"})
+
+    class Executor:
+        folder = tmp_path
+        submitted: list = []
+
+        @contextmanager
+        def batch(self):
+            yield
+
+        def submit(self, fn, kind, jobs, state, unit):
+            job = FakeJob(tmp_path / ".submitit", f"4_{unit}")
+            if unit == 1:
+                job.paths.result_pickle.write_bytes(pickle.dumps(("success", [JobReturn(
+                    overrides=[], cfg=c, status=JobStatus.COMPLETED, _return_value=2.5) for _, c in jobs])))
+            return job
+
+    launcher = VectorizedLauncher(submitit="slurm")
+    launcher.config = OmegaConf.create({"hydra": {"job": {"name": "app"}}})
+    monkeypatch.setattr(launcher, "_executor", lambda name=None: Executor())
+    t0 = time.monotonic()
+    rets = launcher._submit(list(enumerate(cfg)), [[0, 1], [2]], alone={2})
+    took = time.monotonic() - t0
+    assert took < 0.5 + 0.2 + 2, took
+    assert [r.status for r in rets] == [JobStatus.COMPLETED] * 3 and [r.return_value for r in rets] == [None, None, 2.5]
+    for k in (0, 1):
+        rec = json.loads((tmp_path / f"{k}_nwj_s{k}" / "result.json").read_text())
+        assert rec["status"] == "killed" and rec["error"] == "SLURM job 4_0 left the queue without a result", rec
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "left the queue" in ln]
+    assert line.startswith("mibench: warning: SLURM job 4_0 left the queue without a result: seed=0 (0_nwj_s0: "
+                           "marked killed); seed=1 (1_nwj_s1: marked killed); the other jobs go on"), line

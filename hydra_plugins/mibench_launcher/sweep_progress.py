@@ -18,7 +18,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-FAILED = ("crashed", "interrupted", "failed")
+FAILED = ("crashed", "interrupted", "killed", "failed")
 
 
 class SweepTally:

@@ -167,11 +167,15 @@ class VectorizedLauncher(Launcher):
 
     # ---- one submitit job per group (hydra.launcher.submitit) -------------------------------------------
 
-    def _executor(self) -> Any:
+    def _executor(self, name: str | None = None) -> Any:
+        """The submitit executor of ``hydra.launcher.submitit``, its keys set; ``name``: the SLURM job (array) name
+        when ``hydra.launcher.name`` is the default (the Hydra job's name)."""
         import submitit
 
         assert self.config is not None
         params = {k: v for k, v in self.queue.items() if v is not None}
+        if name is not None and params.get("name") in (None, str(self.config.hydra.job.name)):
+            params["name"] = name
         folder = params.pop("submitit_folder", f"{self.config.hydra.sweep.dir}/.submitit/%j")
         init = {f"{self.submitit}_max_num_timeout": params.pop("max_num_timeout")} \
             if "max_num_timeout" in params and self.submitit != "debug" else {}
@@ -183,49 +187,80 @@ class VectorizedLauncher(Launcher):
 
     def _submit(self, jobs: list[tuple[int, DictConfig]], units: list[list[int]], alone: set[int]) -> list[JobReturn]:
         """Submit one job per unit (a group, or one job alone), wait for all, return the JobReturns in the
-        sweep's order. A unit whose submitit job failed (its node died, it was cancelled) returns FAILED
-        JobReturns carrying the error, which Hydra raises once every job has finished."""
-        from .sweep_progress import report
+        sweep's order. A unit whose job left the queue without a result (cancelled, its node lost) returns
+        COMPLETED JobReturns with no value, its runs recorded ``killed`` and said on one line (slurm_jobs.watch);
+        one whose callable raised returns FAILED JobReturns carrying the error, which Hydra raises once every
+        job has finished."""
+        from . import slurm_jobs
 
-        executor = self._executor()
+        self._rename = self.submitit == "slurm" and self.queue.get("name") in (None, str(self.config.hydra.job.name))
+        executor = self._executor(slurm_jobs.array_name(
+            [str(slurm_jobs._get(cfg, "benchmark.name") or "run") for _, cfg in jobs]))
         state = Singleton.get_state()
         self._submitter = _process()
-        args = [("alone" if u[0] in alone else "group", [jobs[i] for i in u], state) for u in units]
+        args = [("alone" if u[0] in alone else "group", [jobs[i] for i in u], state, k) for k, u in enumerate(units)]
+        slurm_jobs.one_line_per_message()
         if self.submitit == "slurm":  # one sbatch: a job array (array_parallelism at once)
             with executor.batch():
                 submitted = [executor.submit(self, *a) for a in args]
+            log.info(f"Submitted {slurm_jobs.logs_line(submitted)}: one per group and one per job alone")
+            ended = slurm_jobs.watch(submitted)
         else:
             submitted = [executor.submit(self, *a) for a in args]
-        log.info(f"Submitted {len(submitted)} submitit '{self.submitit}' job(s), one per group and one per job "
-                 f"alone: {' '.join(str(j.job_id) for j in submitted)} (logs: {executor.folder})")
+            log.info(f"Submitted {len(submitted)} submitit '{self.submitit}' job(s), one per group and one per job "
+                     f"alone: {' '.join(str(j.job_id) for j in submitted)} (logs: "
+                     f"{' '.join(str(j.paths.stdout) for j in submitted[:2])}{' ...' if len(submitted) > 2 else ''})")
+            ended = ((k, slurm_jobs.collect(j)) for k, j in enumerate(submitted))
         returns: list[JobReturn | None] = [None] * len(jobs)
-        for u, job in zip(units, submitted):
-            try:
-                rets: list[JobReturn] = job.result()
-            except Exception as e:  # noqa: BLE001 -- the job itself failed: each of its runs fails with it
-                why = (str(e).splitlines() or [type(e).__name__])[0]
-                log.error(f"submitit job {job.job_id} ({len(u)} run(s)) failed: {why}")
-                rets = [_failed(jobs[i][1], e) for i in u]
-            for i, r in zip(u, rets):
+        for k, end in ended:
+            for i, r in zip(units[k], self._unit_returns(submitted[k], [jobs[i] for i in units[k]], end)):
                 returns[i] = r
-                if self.submitit == "debug":
-                    continue  # ran here: the job already printed its runs' progress lines
-                rec = _record(r)
-                report(list(jobs[i][1].hydra.overrides.task),
-                       "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
-                       rec.get("wall_time_s"))
         return returns  # type: ignore[return-value]
 
+    def _unit_returns(self, job: Any, unit: list[tuple[int, DictConfig]], end: Any) -> list[JobReturn]:
+        """The JobReturns of one ended unit (slurm_jobs.Ended), each run's progress line printed."""
+        from . import slurm_jobs
+        from .sweep_progress import report
+
+        if end.lost is not None:
+            outs = [slurm_jobs.run_dir(cfg) for _, cfg in unit]
+            statuses = [slurm_jobs.mark_killed(out, end.lost) for out in outs]
+            said = [(slurm_jobs.swept(filter_overrides(list(cfg.hydra.overrides.task))), out, st)
+                    for (_, cfg), out, st in zip(unit, outs, statuses)]
+            print(slurm_jobs.lost_line(end.lost, said), file=sys.stderr, flush=True)
+            for (_, cfg), st in zip(unit, statuses):
+                report(list(cfg.hydra.overrides.task), st or "killed", None)
+            return [_lost(cfg) for _, cfg in unit]
+        if end.error is not None:
+            log.error(f"submitit job {job.job_id} ({len(unit)} run(s)) failed: {slurm_jobs._first_line(end.error)}")
+            rets = [_failed(cfg, end.error) for _, cfg in unit]
+        else:
+            rets = end.value
+        for (_, cfg), r in zip(unit, rets):
+            if self.submitit == "debug":
+                continue  # ran here: the job already printed its runs' progress lines
+            rec = _record(r)
+            report(list(cfg.hydra.overrides.task),
+                   "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
+                   rec.get("wall_time_s"))
+        return rets
+
     def __call__(self, kind: str, jobs: list[tuple[int, DictConfig]],
-                 singleton_state: dict[Any, Any]) -> list[JobReturn]:
+                 singleton_state: dict[Any, Any], unit: int | None = None) -> list[JobReturn]:
         """On the node: a group's preparation and batched training, or one job alone, as ``launch`` runs
         them without submitit. The configs come composed from the submitting process (with the sweep
-        directory resolved there); a requeued job runs the same group again (``checkpoint``)."""
+        directory resolved there); a requeued job runs the same group again (``checkpoint``). ``unit``: the
+        job's index in the sweep's array (its SLURM name ``mibench:<benchmark>:group<unit>``)."""
+        from .slurm_jobs import job_name, one_line_per_message, rename_this_job
+
         assert self.config is not None and self.task_function is not None
         if _process() != getattr(self, "_submitter", None):  # (the debug executor runs jobs in the launching process)
             Singleton.set_state(singleton_state)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        one_line_per_message()
+        if getattr(self, "_rename", False):
+            rename_this_job(job_name(jobs[0][1], group=unit if kind == "group" else None))
         restarts = _restarts()
         log.info(f"{kind} of {len(jobs)} run(s): #{' #'.join(str(i) for i, _ in jobs)}"
                  + (f" (requeued: restart {restarts})" if restarts else ""))
@@ -257,6 +292,12 @@ def _restarts() -> int:
 def _failed(cfg: DictConfig, e: BaseException) -> JobReturn:
     return JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg, task_name=str(cfg.hydra.job.name),
                      status=JobStatus.FAILED, _return_value=e)
+
+
+def _lost(cfg: DictConfig) -> JobReturn:
+    """A run whose job left the queue without a result: recorded killed and said; Hydra goes on (no value)."""
+    return JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg, task_name=str(cfg.hydra.job.name),
+                     status=JobStatus.COMPLETED, _return_value=None)
 
 
 def _record(ret: JobReturn) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """A real SLURM sweep: ``make test-slurm`` (tests/slurm/cluster.sh starts a one-node SLURM on localhost).
 
 Not part of ``make test`` (pyproject's norecursedirs leaves tests/slurm out; the tests also skip without
-SLURM_CONF). A 2-job staircase sweep through Hydra's submitit launcher with ``hardware=slurm_cpu``: both
-jobs complete, and each one's steps.csv is byte-identical to the same run executed locally without SLURM.
+SLURM_CONF). A 2-job staircase sweep through mibench's SLURM launcher (``hardware=slurm_cpu``: Hydra's submitit
+launcher, subclassed): both jobs complete, and each one's steps.csv is byte-identical to the same run executed
+locally without SLURM (``hardware=cpu``). Jobs stopped at their time limit and preempted resume to the same numbers.
+A job cancelled mid-run (``scancel``) is noticed within a minute under both SLURM launchers, its run recorded
+``killed``; the preflight refuses a sweep when the controller is down.
 """
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ def partition() -> str:
     return next((p.rstrip("*") for p in out if p.endswith("*")), out[0])
 
 
+def here(args: list[str]) -> list[str]:
+    """The same run trained here: ``hardware=cpu`` (hardware=slurm_* without -m is refused: it would train here)."""
+    return ["hardware=cpu" if a == "hardware=slurm_cpu" else a for a in args]
+
+
 def mibench(args: list[str], runs: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MIBENCH_RUNS": str(runs)}
     return subprocess.Popen([sys.executable, "-m", "mibench", *args], cwd=ROOT, env=env,
@@ -43,14 +51,14 @@ def mibench(args: list[str], runs: Path, **kw) -> subprocess.Popen:
 
 def test_sweep_on_slurm_matches_local_runs(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    sweep = mibench(["-m", "hydra/launcher=submitit_slurm", *TINY, f"estimator={','.join(ESTIMATORS)}",
+    sweep = mibench(["-m", *TINY, f"estimator={','.join(ESTIMATORS)}",
                      f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1",
                      "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep_dir}"],
                     runs=tmp_path / "runs")
     local = {}
     for est in ESTIMATORS:  # the same runs without SLURM, while the sweep's jobs run
         local[est] = tmp_path / f"local_{est}"
-        p = mibench([*TINY, f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
+        p = mibench([*here(TINY), f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
     out, _ = sweep.communicate(timeout=600)
@@ -58,6 +66,9 @@ def test_sweep_on_slurm_matches_local_runs(tmp_path):
     assert "Bypassing sacct error" not in out, out  # sacct_quiet: at most one line about sacct
     assert out.count("SLURM accounting (sacct) unavailable") <= 1, out
     assert out.count("Slurm accounting storage is disabled") <= 1, out  # sacct's own stderr, once
+    assert "%j" not in out and "/.submitit/" in out, out  # the log paths, with the job ids
+    for est in ESTIMATORS:
+        assert f"estimator={est} -> completed" in out, out  # one line per finished job
 
     submitit = sweep_dir / ".submitit"
     assert list(submitit.glob("*/*_result.pkl")), f"no submitit job results under {submitit}"
@@ -153,7 +164,7 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
     import time
 
     sweep_dir = tmp_path / "sweep"
-    sweep = mibench(["-m", "hydra/launcher=submitit_slurm", *LONG, f"estimator={','.join(ESTIMATORS)}",
+    sweep = mibench(["-m", *LONG, f"estimator={','.join(ESTIMATORS)}",
                      f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1",
                      "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30",
                      "hydra.launcher.max_num_timeout=30", f"hydra.sweep.dir={sweep_dir}"], runs=tmp_path / "runs")
@@ -167,7 +178,7 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
     local = {}
     for est in ESTIMATORS:  # the same runs without SLURM
         local[est] = tmp_path / f"local_{est}"
-        p = mibench([*LONG, f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
+        p = mibench([*here(LONG), f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs")
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
     idle = 0  # submitit sees a job end only through its result file (no sacct): fail rather than wait forever
@@ -195,3 +206,91 @@ def test_jobs_past_their_time_limit_and_preempted_resume_to_the_local_numbers(tm
         assert not (job / "checkpoint.pt").exists()
         assert (job / "steps.csv").read_bytes() == (local[est] / "steps.csv").read_bytes(), est
         assert (job / "summary.csv").read_bytes() == (local[est] / "summary.csv").read_bytes(), est
+
+
+def _sweep_lines(sweep: subprocess.Popen, lines: list[tuple[float, str]]) -> "threading.Thread":
+    """Read the sweep's output in a thread: (time.monotonic(), line) into ``lines`` as each line comes."""
+    import threading
+    import time
+
+    def read() -> None:
+        for line in sweep.stdout:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "vectorized_slurm"])
+def test_a_cancelled_job_is_noticed_within_a_minute(tmp_path, launcher):
+    """Job 1 (a run of a million steps a level) is cancelled with ``scancel`` while it trains; this cluster keeps no
+    accounting, so only squeue can tell. The launcher prints one line naming the job and its run within a minute,
+    the run's record says killed with the reason, job 0 completes, and the sweep ends (exit 0). While job 1 ran,
+    squeue showed it under its own name."""
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    extra = ["hydra/launcher=vectorized_slurm", "hydra.launcher.progress=false"] if launcher == "vectorized_slurm" else []
+    # two jobs: the two step counts never share a vectorised group, so under vectorized_slurm each is a job alone
+    args = ["-m", *TINY[:3], "dataset.batch_size=8", "dataset.mi_levels=[1,2]", "dataset.steps_per_level=20,1000000",
+            "benchmark.plot=false", "logger=none", *extra, f"hydra.launcher.partition={partition()}",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
+            f"hydra.sweep.dir={sweep_dir}"]
+    lines: list[tuple[float, str]] = []
+    sweep = mibench(args, runs=tmp_path / "runs")
+    reader = _sweep_lines(sweep, lines)
+    run1 = next(iter(sorted(sweep_dir.glob("1_*"))), None)
+    t0 = time.monotonic()
+    jid = names = None
+    try:
+        while time.monotonic() - t0 < 300:
+            run1 = next(iter(sorted(sweep_dir.glob("1_*"))), None)
+            rec = json.loads((run1 / "result.json").read_text()) if run1 and (run1 / "result.json").exists() else None
+            jid = _running_job(1)
+            if rec and rec.get("status") == "running" and jid:
+                break
+            assert sweep.poll() is None, "\n".join(ln for _, ln in lines)[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("job 1 did not start training in 300 s:\n" + "\n".join(ln for _, ln in lines)[-3000:])
+        names = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout
+        subprocess.run(["scancel", jid], check=True)
+        cancelled = time.monotonic()
+        sweep.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    out = "\n".join(ln for _, ln in lines)
+    assert sweep.returncode == 0, out[-3000:]
+    said = [(t, ln) for t, ln in lines if "without a result" in ln]
+    assert len(said) == 1, out[-3000:]
+    noticed = said[0][0] - cancelled
+    print(f"\n{launcher}: scancel {jid} -> the launcher's line after {noticed:.1f} s; squeue showed: "
+          f"{' | '.join(names.split(chr(10))[:3])}\n  {said[0][1]}")
+    assert noticed < 60, noticed
+    assert f"SLURM job {jid} " in said[0][1] and "marked killed" in said[0][1], said
+    rec = json.loads((run1 / "result.json").read_text())
+    assert rec["status"] == "killed" and rec["error"].startswith(f"SLURM job {jid} "), rec
+    run0 = next(iter(sorted(sweep_dir.glob("0_*"))))
+    assert json.loads((run0 / "result.json").read_text())["status"] == "completed"
+    expected = "mibench:staircase:infonce:s0"  # the running job's own name (the array's: mibench:staircase)
+    assert f"{jid} {expected}" in names, names
+
+
+def test_preflight_with_the_controller_down(tmp_path):
+    """SLURM_CONF naming a controller that does not answer (this cluster's configuration on a port where nothing
+    listens): one line, exit 2, no sweep directory."""
+    conf = Path(os.environ["SLURM_CONF"]).read_text()
+    import re
+
+    down = tmp_path / "slurm.conf"
+    down.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=6999", conf))
+    env = {**os.environ, "SLURM_CONF": str(down), "MIBENCH_RUNS": str(tmp_path / "runs")}
+    p = subprocess.run([sys.executable, "-m", "mibench", "-m", *TINY, "seed=0,1"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    print(f"\ncontroller down: exit {p.returncode}: {p.stderr.strip()}")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("mibench: error: SLURM: the controller is not reachable (scontrol ping: "), p.stderr
+    assert not (tmp_path / "runs").exists()
