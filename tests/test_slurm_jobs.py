@@ -354,7 +354,7 @@ def test_sweep_through_a_fake_slurm_notices_a_killed_job(tmp_path):
     finally:
         _end_fake_jobs(fake, sweep)
     assert sweep.returncode == 0, out[-3000:]
-    print(f"\nlauncher returned {returned_after:.1f} s after the kill (poll 1 s, grace 2 s)")
+    print(f"\nlauncher returned {returned_after:.1f} s after the kill (poll 1 s, grace 1.5 s)")
     assert returned_after < 10, (returned_after, out[-3000:])
     rec = _record(run1)
     assert rec["status"] == "killed" and rec["error"] == "SLURM job 700_1 left the queue without a result", rec

@@ -36,7 +36,7 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 POLL_S = _env_seconds("MIBENCH_SLURM_POLL_S", 10.0)  # seconds between squeue calls while jobs run
-GRACE_S = 2 * POLL_S  # how long a job must stay out of the queue, without a result, to count as lost
+GRACE_S = 1.5 * POLL_S  # how long a job must stay out of the queue, without a result, to count as lost
 SQUEUE_TIMEOUT_S = 30.0  # squeue retries an unreachable controller for ~10 s before it gives up
 # squeue states (%T) of a job that may still write its result; any other state, or none, is an end
 ALIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING",
@@ -124,28 +124,27 @@ def watch(jobs: Sequence[Any], poll_s: float | None = None, grace_s: float | Non
     poll_s = POLL_S if poll_s is None else poll_s
     grace_s = max(GRACE_S if grace_s is None else grace_s, 0.0)
     left = dict(enumerate(jobs))
-    out_since: dict[int, tuple[float, str | None]] = {}  # when squeue first did not list the job alive, its state
+    out_since: dict[int, tuple[float, str | None]] = {}  # since when squeue has not listed the job alive, its state
+    answered = False  # whether the last squeue call answered
     next_poll = clock()
     while left:
         now = clock()
-        listed = None
         if now >= next_poll:
             listed, next_poll = states([j.job_id for j in left.values()]), now + poll_s
+            answered = listed is not None
+            for k, job in left.items() if listed is not None else ():
+                state = listed.get(str(job.job_id))
+                if state in ALIVE:
+                    out_since.pop(k, None)
+                else:
+                    out_since[k] = (out_since.get(k, (now, None))[0], state)
         for k, job in list(left.items()):
             if has_result(job):
                 del left[k]
                 yield k, collect(job)
-                continue
-            if listed is None:
-                continue
-            state = listed.get(str(job.job_id))
-            if state in ALIVE:
-                out_since.pop(k, None)
-                continue
-            since, first = out_since.setdefault(k, (now, state))
-            if now - since >= grace_s and not has_result(job):
+            elif answered and k in out_since and now - out_since[k][0] >= grace_s and not has_result(job):
                 del left[k]
-                yield k, Ended(lost=lost_reason(str(job.job_id), state or first))
+                yield k, Ended(lost=lost_reason(str(job.job_id), out_since[k][1]))
         if left:
             sleep(min(1.0, poll_s))
 
