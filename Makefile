@@ -58,7 +58,7 @@ DRIFT_CAPABILITY ?= default
 test-drift: $(STAMP)  ## the goldens and calibrated tolerance tests again on another CPU kernel path (ATEN_CPU_CAPABILITY=default: a stand-in for another CPU)
 	ATEN_CPU_CAPABILITY=$(DRIFT_CAPABILITY) $(PY) -m pytest -q -n 2 -m drift -p no:cacheprovider
 
-test-slurm: $(STAMP)  ## sweeps on a one-node SLURM started on localhost: time limits, a preemption, one job per vectorised group (skips if SLURM cannot run here)
+test-slurm: $(STAMP)  ## sweeps on a one-node SLURM started on localhost: time limits, a preemption, a scancel, one job per vectorised group, the preflight (skips if SLURM cannot run here)
 	@scratch=$$(mktemp -d /tmp/mibench-slurm.XXXXXX); \
 	trap 'tests/slurm/cluster.sh stop "$$scratch"; rm -rf "$$scratch"' EXIT; \
 	line=$$(tests/slurm/cluster.sh start "$$scratch"); rc=$$?; \
