@@ -107,7 +107,7 @@ def collect(job: Any) -> Ended:
         return Ended(value=job.results()[0])
     except Exception as e:  # noqa: BLE001 -- sorted below: no result at all, or the job's own exception
         if type(e).__name__ == "UncompletedJobError":
-            return Ended(lost=f"SLURM job {job.job_id} ended without a result ({_first_line(e)})")
+            return Ended(lost=f"SLURM job {job.job_id} ended without a result ({first_line(e)})")
         return Ended(error=e)
 
 
@@ -155,6 +155,17 @@ def lost_reason(job_id: str, state: str | None) -> str:
     if state:
         return f"SLURM job {job_id} ended {state} without a result"
     return f"SLURM job {job_id} left the queue without a result"
+
+
+def run_record(ret: Any) -> dict[str, Any]:
+    """The result.json (status, wall time) of the run a Hydra JobReturn ran, if it wrote one; else {}."""
+    import json
+
+    try:
+        out = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg is not None else ret.cfg.out_dir
+        return json.loads((Path(str(out)) / "result.json").read_text())
+    except Exception:  # noqa: BLE001 -- no record: the job failed before preparing its run
+        return {}
 
 
 def run_dir(cfg: Any) -> Path | None:
@@ -218,10 +229,10 @@ def logs_line(jobs: Sequence[Any]) -> str:
 
 def job_name(cfg: Any, group: int | None = None) -> str:
     """``mibench:<benchmark>:<estimator>:s<seed>`` for a run's job, ``mibench:<benchmark>:group<k>`` for a group's."""
-    bench = _get(cfg, "benchmark.name") or "run"
+    bench = get(cfg, "benchmark.name") or "run"
     if group is not None:
         return f"mibench:{bench}:group{group}"
-    return f"mibench:{bench}:{_get(cfg, 'estimator.name') or 'run'}:s{_get(cfg, 'seed')}"
+    return f"mibench:{bench}:{get(cfg, 'estimator.name') or 'run'}:s{get(cfg, 'seed')}"
 
 
 def array_name(benchmarks: Sequence[str]) -> str:
@@ -269,7 +280,8 @@ def one_line_per_message() -> None:
             handler.addFilter(_RootTakesOver())
 
 
-def _get(cfg: Any, dotted: str) -> Any:
+def get(cfg: Any, dotted: str) -> Any:
+    """``cfg``'s value at the dotted key (a config, a dict or an object), None where it is missing or unresolvable."""
     node = cfg
     for part in dotted.split("."):
         try:
@@ -281,10 +293,12 @@ def _get(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's first non-blank line (its type's name when it has none)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__
 
 
-__all__ = ["ALIVE", "Ended", "POLL_S", "array_name", "collect", "job_name", "logs_line", "lost_line", "mark_killed",
-           "one_line_per_message", "queue_states", "rename_this_job", "run_dir", "watch"]
+__all__ = ["ALIVE", "Ended", "POLL_S", "array_name", "collect", "first_line", "get", "job_name", "logs_line", "lost_line",
+           "mark_killed", "one_line_per_message", "queue_states", "rename_this_job", "run_dir", "run_record",
+           "swept", "swept_benchmarks", "watch"]

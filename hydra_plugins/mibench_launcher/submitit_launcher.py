@@ -33,37 +33,19 @@ log = logging.getLogger(__name__)
 class SlurmLauncher(HydraSlurmLauncher):
     """Hydra's ``submitit_slurm`` launcher with job names, expanded log paths and lost-job detection."""
 
+    rename = False  # whether each job renames itself when it starts (set at launch, pickled with the launcher)
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Submit one array task per job, as Hydra's launcher does, then wait for them in :func:`watch`."""
-        import os
-
-        import submitit
-
+        """Submit one array task per job, as Hydra's launcher does, then wait for them in slurm_jobs.watch and
+        return their JobReturns in the sweep's order."""
         from . import slurm_jobs
 
         assert self.config is not None and self.hydra_context is not None
-        params = dict(self.params)
-        self.rename = params.get("name") in (None, str(self.config.hydra.job.name))  # not the user's own name
-        if self.rename:
-            params["name"] = slurm_jobs.array_name(
-                slurm_jobs.swept_benchmarks(job_overrides, str(self.config.benchmark.name)))
-        init = {"folder": params.pop("submitit_folder")}
-        if "max_num_timeout" in params:
-            init["slurm_max_num_timeout"] = params.pop("max_num_timeout")
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-        from omegaconf import OmegaConf
-
-        base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        if "mode" in self.config.hydra.sweep:
-            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        executor = self._executor(job_overrides)
+        sweep_dir = self._sweep_dir()
         log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
         job_params: List[Any] = []
-        for idx, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + idx
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         slurm_jobs.one_line_per_message()
@@ -71,15 +53,48 @@ class SlurmLauncher(HydraSlurmLauncher):
         log.info(f"Submitted {slurm_jobs.logs_line(jobs)}")
         returns: List[JobReturn | None] = [None] * len(jobs)
         for k, ended in slurm_jobs.watch(jobs):
-            returns[k] = self._ended(jobs[k], ended, list(job_overrides[k]), initial_job_idx + k)
+            returns[k] = self._ended(str(jobs[k].job_id), ended, list(job_overrides[k]), initial_job_idx + k)
         return returns  # type: ignore[return-value]
 
-    def _ended(self, job: Any, ended: Any, overrides: List[str], idx: int) -> JobReturn:
-        """The JobReturn of an ended job, its line printed: the job's own, or for a lost job a COMPLETED one
-        with no value (its run is recorded killed; Hydra goes on with the sweep)."""
-        from .slurm_jobs import lost_line, mark_killed, run_dir, swept
+    def _executor(self, job_overrides: Sequence[Sequence[str]]) -> Any:
+        """submitit's SLURM executor with the launcher's keys, as Hydra's launcher sets them; the job array named
+        ``mibench:<benchmark>`` unless ``hydra.launcher.name`` is the user's own."""
+        import submitit
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+        from omegaconf import OmegaConf
+
+        from .slurm_jobs import array_name, swept_benchmarks
+
+        assert self.config is not None
+        params = dict(self.params)
+        self.rename = params.get("name") in (None, str(self.config.hydra.job.name))
+        if self.rename:
+            params["name"] = array_name(swept_benchmarks(job_overrides, str(self.config.benchmark.name)))
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        return executor
+
+    def _sweep_dir(self) -> Path:
+        """The sweep directory, made (with ``hydra.sweep.mode`` when set), as Hydra's launcher makes it."""
+        import os
+
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        return sweep_dir
+
+    def _ended(self, job_id: str, ended: Any, overrides: List[str], idx: int) -> JobReturn:
+        """The JobReturn of an ended job (slurm_jobs.Ended), its line printed: the job's own; for a lost job a
+        COMPLETED one with no value (its run is recorded killed; Hydra goes on with the sweep); for a job whose
+        code raised, a FAILED one carrying the error (Hydra raises it once every job has ended)."""
+        from .slurm_jobs import first_line, lost_line, mark_killed, run_dir, run_record, swept
         from .sweep_progress import report
-        from .vectorized_launcher import _record
 
         if ended.lost is not None:
             out = run_dir(self._job_config(overrides, idx))
@@ -89,10 +104,11 @@ class SlurmLauncher(HydraSlurmLauncher):
             report(overrides, status or "killed", None)
             return JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=None)
         if ended.error is not None:
+            log.error(f"SLURM job {job_id} failed: {first_line(ended.error)}")
             report(overrides, "failed", None)
             return JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=ended.error)
         ret: JobReturn = ended.value
-        rec = _record(ret)
+        rec = run_record(ret)
         report(overrides, "failed" if ret.status == JobStatus.FAILED else str(rec.get("status", "completed")),
                rec.get("wall_time_s"))
         return ret
@@ -123,7 +139,7 @@ class SlurmLauncher(HydraSlurmLauncher):
         with open_dict(sweep_config.hydra.job) as job:
             job.id = submitit.JobEnvironment().job_id
             sweep_config.hydra.job.num = job_num
-        if getattr(self, "rename", False):
+        if self.rename:
             rename_this_job(job_name(sweep_config))
         return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
                        job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")

@@ -65,6 +65,8 @@ def check_settings(launcher: Any) -> None:
 
 
 class VectorizedLauncher(Launcher):
+    _rename = False  # SLURM: each job renames itself when it starts (set at submission, pickled with the launcher)
+
     def __init__(self, max_group_size: int | None = None, memory_fraction: float = 0.5, progress: bool = True,
                  submitit: str | None = None, **queue: Any) -> None:
         """``submitit``: None trains here; "slurm" (or "local", "debug": submitit without SLURM) submits one
@@ -195,7 +197,7 @@ class VectorizedLauncher(Launcher):
 
         self._rename = self.submitit == "slurm" and self.queue.get("name") in (None, str(self.config.hydra.job.name))
         executor = self._executor(slurm_jobs.array_name(
-            [str(slurm_jobs._get(cfg, "benchmark.name") or "run") for _, cfg in jobs]))
+            [str(slurm_jobs.get(cfg, "benchmark.name") or "run") for _, cfg in jobs]))
         state = Singleton.get_state()
         self._submitter = _process()
         args = [("alone" if u[0] in alone else "group", [jobs[i] for i in u], state, k) for k, u in enumerate(units)]
@@ -232,14 +234,14 @@ class VectorizedLauncher(Launcher):
                 report(list(cfg.hydra.overrides.task), st or "killed", None)
             return [_lost(cfg) for _, cfg in unit]
         if end.error is not None:
-            log.error(f"submitit job {job.job_id} ({len(unit)} run(s)) failed: {slurm_jobs._first_line(end.error)}")
+            log.error(f"submitit job {job.job_id} ({len(unit)} run(s)) failed: {slurm_jobs.first_line(end.error)}")
             rets = [_failed(cfg, end.error) for _, cfg in unit]
         else:
             rets = end.value
         for (_, cfg), r in zip(unit, rets):
             if self.submitit == "debug":
                 continue  # ran here: the job already printed its runs' progress lines
-            rec = _record(r)
+            rec = slurm_jobs.run_record(r)
             report(list(cfg.hydra.overrides.task),
                    "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
                    rec.get("wall_time_s"))
@@ -259,7 +261,7 @@ class VectorizedLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         one_line_per_message()
-        if getattr(self, "_rename", False):
+        if self._rename:
             rename_this_job(job_name(jobs[0][1], group=unit if kind == "group" else None))
         restarts = _restarts()
         log.info(f"{kind} of {len(jobs)} run(s): #{' #'.join(str(i) for i, _ in jobs)}"
@@ -298,17 +300,6 @@ def _lost(cfg: DictConfig) -> JobReturn:
     """A run whose job left the queue without a result: recorded killed and said; Hydra goes on (no value)."""
     return JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg, task_name=str(cfg.hydra.job.name),
                      status=JobStatus.COMPLETED, _return_value=None)
-
-
-def _record(ret: JobReturn) -> dict[str, Any]:
-    """The run's result.json (status, wall time) if its job wrote one."""
-    import json
-
-    try:
-        out = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg is not None else ret.cfg.out_dir
-        return json.loads((Path(str(out)) / "result.json").read_text())
-    except Exception:  # noqa: BLE001 -- no record: the job failed before preparing its run
-        return {}
 
 
 def _on_task_config(cfg: DictConfig, fn: Any) -> str | None:
