@@ -242,7 +242,7 @@ def test_preflight_refuses_a_sweep_slurm_cannot_take(tmp_path, case):
     path = f"{tmp_path / 'empty'}" if case == "no_commands" else f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     args = {"no_sweep": ["hardware=slurm_cpu"], "no_sweep_vectorized": ["hydra/launcher=vectorized_slurm"]}.get(
         case, ["-m", "hardware=slurm_cpu", "seed=0,1"])
-    p = mibench_cli(args, tmp_path, path, SLURM_CONF="" if case != "no_conf" else "")
+    p = mibench_cli(args, tmp_path, path, SLURM_CONF="")  # (empty: unset; the stub scontrol answers)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     expected = {"no_commands": "mibench: error: SLURM: sbatch, srun, squeue, scontrol not found on PATH",
@@ -255,17 +255,14 @@ def test_preflight_refuses_a_sweep_slurm_cannot_take(tmp_path, case):
     assert not (tmp_path / "runs").exists()  # no sweep directory, no run directory
 
 
-def test_slurm_sweep_without_m_inside_a_slurm_job_is_fine(tmp_path):
+def test_slurm_sweep_without_m_inside_a_slurm_job_is_fine(monkeypatch):
     """Inside a SLURM job (SLURM_JOB_ID set) ``hardware=slurm_cpu`` without -m trains here, as intended there."""
-    p = mibench_cli(["hardware=slurm_cpu", "--cfg", "job"], tmp_path, os.environ["PATH"])
-    assert p.returncode == 0, p.stderr  # (hydra flags skip the preflight: compose only)
     from mibench.cli import preflight
 
-    os.environ["SLURM_JOB_ID"] = "77"
-    try:
-        assert preflight(["hardware=slurm_cpu", "dataset.steps_per_level=2"]) is None
-    finally:
-        del os.environ["SLURM_JOB_ID"]
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert preflight(["hardware=slurm_cpu", "dataset.steps_per_level=2"]) is None
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert preflight(["hardware=slurm_cpu", "dataset.steps_per_level=2"]).startswith("hardware=slurm_cpu without -m")
 
 
 # ---- end to end, through a fake SLURM ------------------------------------------------------------------------
