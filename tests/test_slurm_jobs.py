@@ -158,6 +158,8 @@ def test_job_names():
 
     cfg = OmegaConf.create({"benchmark": {"name": "staircase"}, "estimator": {"name": "nwj"}, "seed": 3})
     assert slurm_jobs.job_name(cfg) == "mibench:staircase:nwj:s3"
+    sandwich = OmegaConf.create({"benchmark": {"name": "sandwich"}, "estimator": {"name": "infonce"}, "seed": 0})
+    assert slurm_jobs.job_name(sandwich) == "mibench:sandwich:sandwich:s0"  # the run's label: it uses no estimator
     assert slurm_jobs.job_name(cfg, group=2) == "mibench:staircase:group2"
     assert slurm_jobs.array_name(slurm_jobs.swept_benchmarks([["seed=0"], ["benchmark=onehot"]], "staircase")) \
         == "mibench:onehot+staircase"

@@ -228,11 +228,19 @@ def logs_line(jobs: Sequence[Any]) -> str:
 # ---- names -------------------------------------------------------------------------------------------------
 
 def job_name(cfg: Any, group: int | None = None) -> str:
-    """``mibench:<benchmark>:<estimator>:s<seed>`` for a run's job, ``mibench:<benchmark>:group<k>`` for a group's."""
+    """``mibench:<benchmark>:<label>:s<seed>`` for a run's job (the label names the run in its directory too: its
+    estimator, or the analysis where it uses none: mibench.records.roles), ``mibench:<benchmark>:group<k>`` for a
+    group's."""
     bench = get(cfg, "benchmark.name") or "run"
     if group is not None:
         return f"mibench:{bench}:group{group}"
-    return f"mibench:{bench}:{get(cfg, 'estimator.name') or 'run'}:s{get(cfg, 'seed')}"
+    try:
+        from mibench.records import roles
+
+        label = roles(cfg)["label"]
+    except Exception:  # noqa: BLE001 -- a name is a nicety: the configured estimator then
+        label = get(cfg, "estimator.name")
+    return f"mibench:{bench}:{label or 'run'}:s{get(cfg, 'seed')}"
 
 
 def array_name(benchmarks: Sequence[str]) -> str:
