@@ -151,6 +151,11 @@ def test_mark_killed_keeps_finished_records(tmp_path):
     assert a["status"] == "killed" and a["error"] == why and a["estimator"] == "nwj" and "killed_at" in a
     assert json.loads((tmp_path / "c" / "result.json").read_text())["status"] == "completed"
     assert slurm_jobs.mark_killed(tmp_path / "never_started", why) is None
+    line = slurm_jobs.lost_line(why, [("seed=1", tmp_path / "a", "killed"), ("seed=2", tmp_path / "c", "completed"),
+                                      ("seed=3", tmp_path / "never_started", None)])
+    assert line == (f"mibench: warning: {why}: seed=1 (a: marked killed); seed=2 (c: record says completed); seed=3 "
+                    "(never_started: never started, no record); the other jobs go on (resume=true continues a killed "
+                    "run from its checkpoint)")
 
 
 def test_job_names():
