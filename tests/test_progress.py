@@ -339,6 +339,7 @@ def test_dim_probe_bar_shows_each_probes_training_accuracy(monkeypatch):
 
     monkeypatch.setattr(Probes, "progress", spy)
     monkeypatch.setattr(progress_module, "TICK_S", math.inf)  # (block ends only)
+    monkeypatch.setenv("COLUMNS", "200")  # every probe's field on the line (the 80-column fit is tested above)
     monkeypatch.setattr(sys, "stderr", FakeTerminal())
     torch.manual_seed(1)
     on = train_probes(sep, y, sep, y, 4, epochs=30, lr=1e-2, batch_size=8, progress=True)
