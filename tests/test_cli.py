@@ -186,3 +186,29 @@ def test_benchmark_alone_adds_its_default_dataset_and_estimator():
     assert implied(["benchmark=staircase"]) == ["benchmark=staircase", "dataset=gaussian"]  # no default_estimator
     assert implied(["benchmark=migan", "experiment=migan_fast"]) == ["benchmark=migan", "experiment=migan_fast"]
     assert compose_config(["benchmark=migan"]).estimator.name == "eta_mine"
+
+
+def test_a_sweep_in_process_leaves_no_handler_on_a_closed_stream(runs_dir, monkeypatch):
+    """The Python API and notebooks run mibench more than once in one process, under redirected output (pytest's
+    capture, contextlib.redirect_stdout). Hydra's own logging set-up bound a handler to the stdout of the moment;
+    once that stream closed, every later mibench line was a 'Logging error' traceback. Both of Hydra's logging
+    set-ups now use mibench's console, which looks its stream up per line."""
+    import contextlib
+    import io
+    import logging
+
+    from mibench.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["-m", "dataset.steps_per_level=5", "dataset.mi_levels=[1]", "dataset.dim=2", "seed=0,1",
+                     "trainer.enable_progress_bar=false", "logger=none", f"runs_root={runs_dir}"])
+    assert code in (0, None) and "[2/2 done" in out.getvalue(), out.getvalue()
+    out.close()
+    err, later = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", later)
+    logging.getLogger("mibench").info("mibench: a later line")
+    logging.getLogger("mibench").warning("mibench: note: a later note")
+    assert "Logging error" not in err.getvalue() and "a later note" in err.getvalue()
+    assert later.getvalue() == "mibench: a later line\n"
