@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
 from .log import LOG, run_logs
-from .records import CHECKPOINT, RECORD, find_same, machine, read_record, start_record, write_record
+from .records import (CHECKPOINT, FINISHED_STATUSES, HEARTBEAT_S, QUIET_EVERY_S, RECORD, UNFINISHED_STATUSES,
+                      config_hash, find_same, interruption_counts, known_alive, machine, merge_events, read_record,
+                      slurm_job, start_record, write_record)
 from .results import atomic_write_text
 from .threads import set_threads
 
@@ -49,7 +51,10 @@ def _discard_fresh(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-RESUMABLE_STATUSES = ("running", "crashed", "interrupted", "killed")  # a record whose checkpoint a resume continues
+def own_record(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """The record in ``out`` when it is of this config (the same command run again in its directory)."""
+    rec = read_record(out)
+    return rec if rec is not None and rec.get("config_hash") == config_hash(cfg) else None
 
 
 def requeued_here(cfg: DictConfig, out: Path) -> Path | None:
@@ -57,37 +62,55 @@ def requeued_here(cfg: DictConfig, out: Path) -> Path | None:
     and started again by SLURM or submitit): its checkpoint, or ``out`` itself when that run had already
     finished (stopped after its last step); else None."""
     from . import cluster
-    from .records import config_hash, read_record
 
     if cluster.restart_count() < 1:
         return None
-    rec = read_record(out)
-    if rec is None or rec.get("config_hash") != config_hash(cfg):
+    rec = own_record(cfg, out)
+    if rec is None:
         return None
-    if rec.get("status") in ("completed", "diverged"):
+    if rec.get("status") in FINISHED_STATUSES:
         return out
-    ok = rec.get("status") in RESUMABLE_STATUSES and (out / CHECKPOINT).exists()
+    ok = rec.get("status") in UNFINISHED_STATUSES and (out / CHECKPOINT).exists()
     return out / CHECKPOINT if ok else None
 
 
-def _previous_run(cfg: DictConfig, out: Path) -> tuple[Path | None, Path | None, str | None]:
-    """(skip_to, resume_dir, note) for ``overwrite`` / ``resume`` against earlier runs of this config."""
-    from .records import config_hash
+@dataclass
+class Previous:
+    """What earlier runs of a config mean for this one: skip to one (and why), resume one, a note."""
 
-    root = cfg.get("runs_root")
-    if not root:
-        return None, None, None
-    same = find_same(root, config_hash(cfg), exclude=out)
-    if cfg.get("resume"):
-        for d, r in same:
-            if r.get("status") in RESUMABLE_STATUSES and (d / CHECKPOINT).exists():
-                return None, d, f"resume=true: continuing {d} from its checkpoint"
-        return None, None, f"resume=true: no interrupted run of this config under {root}; starting afresh"
+    skip_to: Path | None = None
+    skip_why: str = ""
+    resume_dir: Path | None = None
+    note: str | None = None
+
+
+def _previous_run(cfg: DictConfig, out: Path) -> Previous:
+    """Earlier runs of this config: the one in ``out`` itself (an explicit ``hydra.run.dir`` / ``hydra.sweep.dir``:
+    the same command run again), then those under ``runs_root``, newest first. A completed (or diverged) one is
+    skipped to unless ``overwrite=true``; with ``resume=true`` an unfinished one with a checkpoint is continued.
+    The run in ``out`` whose process still runs (here, or its SLURM job) is skipped to: no second process
+    writes into its directory."""
+    from . import cluster
+
+    own = own_record(cfg, out)
+    same = ([(out, own)] if own is not None else []) + (
+        find_same(cfg.runs_root, config_hash(cfg), exclude=out) if cfg.get("runs_root") else [])
+    if own is not None and own.get("status") == "running":
+        job = slurm_job(own)
+        alive = known_alive(own, cluster.job_states([job]) if job and job != cluster.job_id() else None)
+        if alive:
+            return Previous(out, f"skipped: this config is still running in {out} ({alive})")
     if not cfg.get("overwrite"):
         for d, r in same:
-            if r.get("status") in ("completed", "diverged"):
-                return d, None, None
-    return None, None, None
+            if r.get("status") in FINISHED_STATUSES:
+                return Previous(d, f"skipped: this config already ran -> {d} (overwrite=true runs it again)")
+    if not cfg.get("resume"):
+        return Previous()
+    for d, r in same:
+        if r.get("status") in UNFINISHED_STATUSES and (d / CHECKPOINT).exists():
+            return Previous(resume_dir=d, note=f"resume=true: continuing {d} from its checkpoint")
+    where = f"in {out}" + (f" or under {cfg.runs_root}" if cfg.get("runs_root") else "")
+    return Previous(note=f"resume=true: no interrupted run of this config {where}; starting afresh")
 
 
 @dataclass
@@ -100,6 +123,7 @@ class Prepared:
     record: dict[str, Any]
     t0: float
     echo: bool = True
+    carried: list[dict[str, Any]] = field(default_factory=list)  # interruptions of the attempts before this one
 
 
 def _skipped(run_dir: Path, msg: str, echo: bool) -> "RunResult":
@@ -128,25 +152,31 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
         resumable = ", ".join(n for n, t in TASKS.items() if t.resumable)
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
     requeue = requeued_here(cfg, out) if reuse else None
+    before = None  # the record of the run this attempt continues (its interruptions and attempts carry over)
     if requeue == out:
         return _skipped(out, f"skipped: SLURM requeued this job after its run had finished -> {out}", echo)
-    if requeue is not None:
-        from . import cluster
+    from . import cluster
 
-        resume_from = requeue
+    if requeue is not None:
+        resume_from, before = requeue, read_record(out)
         notes.append(f"SLURM requeue {cluster.restart_count()} of job {cluster.job_id()}: continuing {out} from its "
                      f"checkpoint")
+    elif reuse and cluster.restart_count() > 0 and (own := own_record(cfg, out)) is not None \
+            and own.get("status") in UNFINISHED_STATUSES:  # requeued with no checkpoint: again from step 0
+        before = own
     elif reuse:
-        skip_to, resume_dir, note = _previous_run(cfg, out)
-        if note:
-            notes.append(note)
-        if skip_to is not None:
-            _discard_fresh(out)
-            return _skipped(skip_to, f"skipped: this config already ran -> {skip_to} (overwrite=true runs it again)",
-                            echo)
-        if resume_dir is not None:
-            _discard_fresh(out)
-            out, resume_from = resume_dir, resume_dir / CHECKPOINT
+        prev = _previous_run(cfg, out)
+        if prev.note:
+            notes.append(prev.note)
+        if prev.skip_to is not None:
+            if prev.skip_to != out:
+                _discard_fresh(out)
+            return _skipped(prev.skip_to, prev.skip_why, echo)
+        if prev.resume_dir is not None:
+            if prev.resume_dir != out:
+                _discard_fresh(out)
+            out, resume_from = prev.resume_dir, prev.resume_dir / CHECKPOINT
+            before = read_record(out)
     if resume_from is not None:  # a file that cannot be resumed from: one line, before any record is touched
         from .engine.loop import read_checkpoint
 
@@ -161,7 +191,8 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     for note in notes:
         LOG.warning(f"mibench: note: {note}")  # (stderr; without a logging set-up, Python's last resort shows it)
     seed_everything(int(cfg.seed))
-    return Prepared(cfg, out, resume_from, start_record(cfg, out, git_commit()), time.time(), echo)
+    record = start_record(cfg, out, git_commit(), before)
+    return Prepared(cfg, out, resume_from, record, time.time(), echo, carried=list(record["interruptions"]))
 
 
 def start_line(prep: "Prepared") -> str:
@@ -211,24 +242,74 @@ def write_outcome(prep: Prepared, outcome: str) -> None:
                           f"{'; its stale running record was removed' if removed else ''}") from None
 
 
+def end_attempt(prep: Prepared, ended: str) -> None:
+    """The record's current attempt: its wall time so far and how it ended (``running`` while it runs), and the
+    run's ``time_used_s`` over all its attempts."""
+    rec = prep.record
+    wall = round(time.time() - prep.t0, 3)
+    attempts = rec.setdefault("attempts", [])
+    if attempts:
+        attempts[-1].update(wall_s=wall, ended=ended)
+    rec["wall_time_s"] = wall
+    rec["time_used_s"] = round(sum(a.get("wall_s") or 0.0 for a in attempts), 3)
+
+
+def set_interruptions(prep: Prepared, events: list[dict[str, Any]]) -> None:
+    """Every interruption of the run: those of earlier attempts (``prep.carried``) and this attempt's."""
+    merged = merge_events(prep.carried, events)
+    prep.record["interruptions"], prep.record["interruption_counts"] = merged, interruption_counts(merged)
+
+
 def record_interruption(prep: Prepared, interruptions: list[dict[str, Any]]) -> None:
     """A stop signal was handled and the run checkpointed: ``interrupted``, with every interruption so far
     (the requeued job resumes it and ends with the status of the finished run)."""
-    prep.record.update({"status": "interrupted", "interruptions": interruptions,
-                        "interruption_counts": interruption_counts(interruptions),
-                        "wall_time_s": round(time.time() - prep.t0, 3), "error": None})
+    set_interruptions(prep, interruptions)
+    prep.record.update({"status": "interrupted", "error": None})
+    end_attempt(prep, "interrupted")
     write_outcome(prep, "was interrupted")
 
 
-def interruption_counts(interruptions: list[dict[str, Any]]) -> dict[str, int]:
-    return {k: sum(e.get("kind") == k for e in interruptions) for k in ("time_limit", "preemption")}
+class Heartbeat:
+    """The engine's ``on_beat`` for one run: its record's ``heartbeat`` (where it stands: step of total, segment,
+    last block's estimate, steps per second this attempt, when) and time used, written atomically. The engine
+    calls it at most every HEARTBEAT_S seconds and at segment ends (no device sync); ``every_s`` is the interval
+    the next one should come within (docs/records.md#heartbeat)."""
+
+    def __init__(self, prep: Prepared):
+        self.prep = prep
+        self.last: float | None = None
+        self.first: tuple[int, float] | None = None  # (step, monotonic time) of this attempt's first beat
+        self.rate: float | None = None
+
+    def __call__(self, beat: dict[str, Any]) -> None:
+        now = time.monotonic()
+        step = int(beat["step"])
+        if self.first is None:
+            self.first = (step, now)
+        elif step > self.first[0] and now > self.first[1]:
+            self.rate = (step - self.first[0]) / (now - self.first[1])
+        every = QUIET_EVERY_S if beat.get("phase") != "training" else (
+            HEARTBEAT_S if self.last is None else max(HEARTBEAT_S, now - self.last))
+        self.last = now
+        rec = self.prep.record
+        est = beat.get("estimate")
+        rec["heartbeat"] = {**beat, "estimate": (rec.get("heartbeat") or {}).get("estimate") if est is None else est,
+                            "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "unix": round(time.time(), 3),
+                            "every_s": round(every, 1), "attempt_s": round(time.time() - self.prep.t0, 1),
+                            "rate": None if self.rate is None else round(self.rate, 3)}
+        end_attempt(self.prep, "running")
+        try:
+            write_record(self.prep.out, rec)
+        except OSError:  # a heartbeat is best effort (a full disk: the checkpoint or the final record says so)
+            pass
 
 
 def record_crash(prep: Prepared, e: BaseException) -> None:
     if isinstance(e, SystemExit) and prep.record.get("status") == "interrupted":
         return  # the cluster's handler ended the process after the interruption was recorded (a requeue)
     kind = "interrupted" if isinstance(e, KeyboardInterrupt) else "crashed"
-    prep.record.update({"status": kind, "wall_time_s": round(time.time() - prep.t0, 3),
+    end_attempt(prep, kind)
+    prep.record.update({"status": kind,
                         "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
     LOG.info(end_line(prep))
     LAST_RECORD.clear()
@@ -239,9 +320,10 @@ def record_crash(prep: Prepared, e: BaseException) -> None:
 def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResult":
     """The finished run's record (status, metrics, levels, figures) written atomically; printed when ``echo``."""
     record = prep.record
+    end_attempt(prep, result.status)
     record.update({
         "status": result.status, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "wall_time_s": round(time.time() - prep.t0, 3), "resumed": prep.resume_from is not None,
+        "resumed": prep.resume_from is not None,
         "diverged_step": result.diverged_step, "diverged_reason": result.diverged_reason,
         "generated_data": result.generated_data,
         "steps_done": result.steps_done, "metrics": result.metrics or None,
@@ -249,8 +331,7 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "figures": [str(p.name) for p in result.figures], **extra,
         "machine": machine(prep.cfg, result.extra.get("threads")),  # the threads the run computed with
     })
-    interruptions = result.extra.get("interruptions") or []
-    record["interruptions"], record["interruption_counts"] = interruptions, interruption_counts(interruptions)
+    set_interruptions(prep, result.extra.get("interruptions") or [])
     from . import cluster
 
     if cluster.job_id() is not None:  # every requeue, also one signalled before the run had started training
@@ -287,7 +368,8 @@ def _run_prepared(prep: Prepared) -> "RunResult":
         return run_task(cfg, prep.out, resume=prep.resume_from)
     LOG.info(start_line(prep))
     try:
-        result = run_task(cfg, prep.out, resume=prep.resume_from, on_interrupt=lambda ev: record_interruption(prep, ev))
+        result = run_task(cfg, prep.out, resume=prep.resume_from, on_interrupt=lambda ev: record_interruption(prep, ev),
+                          on_beat=Heartbeat(prep))
     except BaseException as e:
         record_crash(prep, e)
         raise
@@ -323,7 +405,8 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
             with run_logs([p.out for p in chunk]):  # the group's lines: in every one of its runs' app.log
                 outs = train_group([p.cfg for p in chunk], [p.out for p in chunk], [p.resume_from for p in chunk],
                                    progress=progress,
-                                   on_interrupt=[(lambda ev, p=p: record_interruption(p, ev)) for p in chunk])
+                                   on_interrupt=[(lambda ev, p=p: record_interruption(p, ev)) for p in chunk],
+                                   on_beat=[Heartbeat(p) for p in chunk])
         except SystemExit as e:  # a stop signal after the group checkpointed (a requeue): records say interrupted
             for p in chunk:
                 record_crash(p, e)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -263,27 +264,78 @@ def _jsonable(x: Any) -> Any:
         return str(x)
 
 
-def start_record(cfg: DictConfig, out_dir: Path, commit: str | None) -> dict[str, Any]:
+def start_record(cfg: DictConfig, out_dir: Path, commit: str | None,
+                 before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``running`` record of a run's attempt, written atomically. ``before``: the record of the run this
+    attempt continues (a resume, or a SLURM requeue in its directory): its interruptions and attempts carry over
+    (:func:`carried_over`), so the finished record counts every attempt."""
+    from . import cluster
+
+    events, attempts = carried_over(before)
+    job = cluster.job_id()
+    attempt = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid(),
+               "slurm_job_id": job, "restart": cluster.restart_count() if job else None, "wall_s": 0.0,
+               "ended": "running"}
+    last = (before or {}).get("heartbeat") or {}
     rec = {"schema_version": SCHEMA_VERSION, "status": "running", **identity(cfg), "config_hash": config_hash(cfg),
            "variant_hash": variant_hash(cfg), "git_commit": commit, "hardware": cfg.hardware.name,
            "versions": versions(cfg), "machine": machine(cfg), "conventions": conventions(cfg),
-           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(), "host": socket.gethostname(),
-           "config": flat_config(cfg)}
+           "started_at": attempt["started_at"], "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+           "host": socket.gethostname(), "config": flat_config(cfg),
+           "slurm": {"job_id": job, "restart_count": cluster.restart_count()} if job else None,
+           "interruptions": events, "interruption_counts": interruption_counts(events),
+           "attempts": [*attempts, attempt], "time_used_s": round(sum(a.get("wall_s") or 0.0 for a in attempts), 3),
+           "heartbeat": {**{k: last.get(k) for k in ("step", "total", "segment", "segments", "unit", "estimate")},
+                         "phase": "setup", "at": attempt["started_at"], "unix": round(time.time(), 3),
+                         "every_s": QUIET_EVERY_S, "attempt_s": 0.0, "rate": None}}
     write_record(out_dir, rec)
     return rec
 
 
-# what a result.json may say; "killed": a SLURM launcher saw the run's job leave the queue without a result
+def carried_over(before: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(interruptions, attempts) of the run an attempt continues. A ``running`` record there is an attempt that
+    ended without a word (SIGKILL, a node failure, the out-of-memory killer): counted as a ``killed``
+    interruption at its last heartbeat. A record from before attempts were recorded is one attempt of its
+    ``wall_time_s``."""
+    if before is None:
+        return [], []
+    events = [e for e in before.get("interruptions") or [] if isinstance(e, dict)]
+    attempts = [dict(a) for a in before.get("attempts") or [] if isinstance(a, dict)]
+    if not attempts and time_used_s(before) is not None:
+        attempts = [{"started_at": before.get("started_at"), "wall_s": time_used_s(before),
+                     "ended": before.get("status")}]
+    if before.get("status") == "running":
+        why = "the attempt ended without recording why (SIGKILL, a node failure, the out-of-memory killer)"
+        events = merge_events(events, [kill_event(before, why)])
+        if attempts:
+            attempts[-1]["ended"] = "killed"
+    return events, attempts
+
+
+# what a result.json may say: ``killed`` is written by whoever finds a ``running`` record whose process is gone
+# (:func:`declare_dead`: ``mibench status``, a sweep's progress lines, a SLURM launcher that saw the run's job leave
+# the queue without a result), never by the run itself
 RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted", "killed")
+FINISHED_STATUSES = ("completed", "diverged")  # a result: skipped by a rerun of the same config (unless overwrite)
+UNFINISHED_STATUSES = ("running", "crashed", "interrupted", "killed")  # a checkpoint of one of these is resumed
+INTERRUPTION_KINDS = ("time_limit", "preemption", "killed")  # interruptions[].kind (killed: no signal, found dead)
 # what a record's fields may hold when present and not null (a record breaking one is not read as a run)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("status", "benchmark", "dataset", "estimator", "critic", "started_at", "config_hash",
                      "variant_hash", "error", "host", "diverged_reason", "generated_data"), (str,)),
-    **dict.fromkeys(("metrics", "config", "versions", "machine", "conventions"), (dict,)),
-    "levels": (list,), "figures": (list,), "interruptions": (list,),
-    **dict.fromkeys(("seed", "steps_done", "diverged_step", "schema_version"), (int,)),
-    **dict.fromkeys(("lam", "c_star", "wall_time_s"), (int, float)),
+    **dict.fromkeys(("metrics", "config", "versions", "machine", "conventions", "heartbeat", "interruption_counts",
+                     "slurm"), (dict,)),
+    "levels": (list,), "figures": (list,), "interruptions": (list,), "attempts": (list,),
+    **dict.fromkeys(("seed", "steps_done", "diverged_step", "schema_version", "pid"), (int,)),
+    **dict.fromkeys(("lam", "c_star", "wall_time_s", "time_used_s"), (int, float)),
 }
+# the heartbeat of a run (:func:`heartbeat`): its fields, when present and not null
+HEARTBEAT_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("step", "total", "segment", "segments"), (int,)),
+    **dict.fromkeys(("unix", "every_s", "attempt_s", "estimate", "rate"), (int, float)),
+    **dict.fromkeys(("at", "phase", "unit"), (str,)),
+}
+ATTEMPT_TYPES: dict[str, tuple[type, ...]] = {"wall_s": (int, float), "ended": (str,), "started_at": (str,)}
 JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
               bool: "a boolean", type(None): "null"}
 
@@ -308,6 +360,16 @@ def record_problem(rec: Any) -> str | None:
         why = _mistyped(key, rec[key], types) if rec.get(key) is not None else None
         if why:
             return why
+    for key, types, items in (("heartbeat", HEARTBEAT_TYPES, [rec.get("heartbeat")]),
+                              ("attempts", ATTEMPT_TYPES, rec.get("attempts") or [])):
+        for i, item in enumerate(i for i in items if i is not None):
+            where = key if key == "heartbeat" else f"attempts[{i}]"
+            if not isinstance(item, dict):
+                return f"{where} holds {_holds(item)}, not an object"
+            why = next((w for k, t in types.items() if item.get(k) is not None
+                        and (w := _mistyped(f"{where}.{k}", item[k], t))), None)
+            if why:
+                return why
     status = rec.get("status")
     if status not in RECORD_STATUSES:
         return f"unknown status {status!r} (valid: {', '.join(RECORD_STATUSES)})" if status is not None else "no status"
@@ -450,3 +512,178 @@ def find_same(root: str | Path, chash: str, exclude: Path | None = None) -> list
     hits = [(d, r) for d, r in iter_records(root)
             if r is not None and r.get("config_hash") == chash and (exclude is None or d.resolve() != exclude.resolve())]
     return sorted(hits, key=lambda dr: dr[1].get("started_at", ""), reverse=True)
+
+
+# ----------------------------------------------------------------------------------------- liveness
+# A ``running`` record is rewritten by its run (its ``heartbeat``) at every segment end and, inside a segment,
+# after a record block at most every HEARTBEAT_S seconds. Whoever reads it decides whether its process is gone
+# with :func:`dead_verdict` (docs/records.md#heartbeat).
+HEARTBEAT_S = 30.0
+STALE_FACTOR = 10  # a heartbeat older than STALE_FACTOR x its interval (and STALE_FLOOR_S) is stale
+STALE_FLOOR_S = 1800.0
+QUIET_EVERY_S = 3600.0  # the interval a run promises outside training (set-up, final evaluation)
+# squeue states of a job that still holds its processes; PENDING ones wait for a requeue (the attempt is gone)
+JOB_ALIVE = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT")
+JOB_WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT")
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` of this host started (clock ticks since boot, /proc/<pid>/stat), or None when there
+    is no such process or /proc cannot tell; a pid reused by another process has another start."""
+    try:
+        text = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = text.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Process ``pid`` of this host exists (and, where ``start`` is known and /proc tells, started then)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, OverflowError):
+        return False
+    except PermissionError:
+        pass
+    now = process_start(pid)
+    return start is None or now is None or now == start
+
+
+def record_age_s(rec: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds since the record's last heartbeat (None: it has none)."""
+    hb = rec.get("heartbeat") or {}
+    unix = hb.get("unix")
+    return None if not isinstance(unix, (int, float)) else (time.time() if now is None else now) - float(unix)
+
+
+def stale_after_s(rec: dict[str, Any]) -> float:
+    """How old a ``running`` record's heartbeat may be before the run counts as dead (when nothing better tells)."""
+    every = (rec.get("heartbeat") or {}).get("every_s") or QUIET_EVERY_S
+    return max(STALE_FACTOR * float(every), STALE_FLOOR_S)
+
+
+def slurm_job(rec: dict[str, Any]) -> str | None:
+    """The SLURM job id the record's attempt ran in, if any."""
+    job = (rec.get("slurm") or {}).get("job_id")
+    return str(job) if job is not None else None
+
+
+def dead_verdict(rec: dict[str, Any], jobs: dict[str, str | None] | None = None,
+                 now: float | None = None) -> tuple[str, str] | None:
+    """For a ``running`` record whose process is gone: (the status it becomes, why); None while it may live.
+
+    The rule, first that applies: (1) written on this host: its pid is alive (and started when the run did);
+    (2) written in a SLURM job that ``jobs`` (squeue's state per job id: :func:`mibench.cluster.job_states`)
+    covers: the job still holds its processes (RUNNING, COMPLETING, ...); pending again (requeued) ->
+    ``interrupted``, gone from the queue or ended -> ``killed``; (3) its heartbeat is at most
+    :func:`stale_after_s` old (STALE_FACTOR x the interval it promised, at least STALE_FLOOR_S); a record without
+    a heartbeat (written before heartbeats existed) is trusted."""
+    if rec.get("status") != "running":
+        return None
+    pid, host = rec.get("pid"), rec.get("host")
+    if host == socket.gethostname() and isinstance(pid, int):
+        if pid == os.getpid() or process_alive(pid, rec.get("pid_start")):
+            return None
+        return "killed", f"its process {pid} on {host} is gone"
+    job = slurm_job(rec)
+    if job is not None and jobs is not None and job in jobs:
+        state = jobs[job]
+        if state is not None and state.split()[0].rstrip("+") in JOB_ALIVE:
+            return None
+        if state is not None and state.split()[0] in JOB_WAITING:
+            return "interrupted", f"its SLURM job {job} is {state} (requeued): this attempt is gone"
+        return "killed", f"its SLURM job {job} is {'gone from the queue' if state is None else state}"
+    age = record_age_s(rec, now)
+    if age is not None and age > stale_after_s(rec):
+        return "killed", f"no heartbeat for {age / 60:.0f} min (stale after {stale_after_s(rec) / 60:.0f} min)"
+    return None
+
+
+def known_alive(rec: dict[str, Any], jobs: dict[str, str | None] | None = None) -> str | None:
+    """Where a ``running`` record's process is known to run (``pid 123 on node7``, ``SLURM job 77 (RUNNING)``),
+    or None when it is not known to: finished, gone, or nothing can tell. An earlier attempt of this process's
+    own SLURM job (a requeue) and this process itself are never alive."""
+    from . import cluster
+
+    if rec.get("status") != "running":
+        return None
+    job, pid, host = slurm_job(rec), rec.get("pid"), rec.get("host")
+    if job is not None and job == cluster.job_id():
+        return None
+    if host == socket.gethostname() and isinstance(pid, int):
+        alive = pid != os.getpid() and process_alive(pid, rec.get("pid_start"))
+        return f"pid {pid} on {host}" if alive else None
+    state = (jobs or {}).get(job) if job is not None else None
+    return f"SLURM job {job} ({state})" if state is not None and state.split()[0] in JOB_ALIVE else None
+
+
+def interruption_counts(interruptions: list[dict[str, Any]]) -> dict[str, int]:
+    """How many interruptions of each kind (INTERRUPTION_KINDS)."""
+    return {k: sum(isinstance(e, dict) and e.get("kind") == k for e in interruptions) for k in INTERRUPTION_KINDS}
+
+
+def merge_events(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Interruptions from several sources (the record, the checkpoint) once each, in time order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for events in lists:
+        for e in events or []:
+            seen.setdefault(json.dumps(e, sort_keys=True, default=str), e)
+    return sorted(seen.values(), key=lambda e: str(e.get("at", "")))
+
+
+def kill_event(rec: dict[str, Any], why: str) -> dict[str, Any]:
+    """The interruption a dead ``running`` record stands for: at its last heartbeat (its last sign of life)."""
+    hb = rec.get("heartbeat") or {}
+    slurm = rec.get("slurm") or {}
+    return {"kind": "killed", "signal": None, "step": hb.get("step"), "at": hb.get("at") or rec.get("started_at"),
+            "slurm_job_id": slurm.get("job_id"), "restart": slurm.get("restart_count"), "why": why,
+            "attempt_s": hb.get("attempt_s")}
+
+
+def time_used_s(rec: dict[str, Any]) -> float | None:
+    """Seconds the run has used over all its attempts (``attempts``; a record without them: its ``wall_time_s``)."""
+    attempts = rec.get("attempts")
+    if attempts:
+        return float(sum(a.get("wall_s") or 0.0 for a in attempts if isinstance(a, dict)))
+    wall = rec.get("wall_time_s")
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
+
+
+def duration(seconds: float | None) -> str:
+    """``7.6s``, ``8m02s``, ``2h05m``, ``-`` for unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = max(0.0, float(seconds))
+    if s < 60:
+        return f"{s:.1f}s"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m}m{sec:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
+def time_text(rec: dict[str, Any]) -> str:
+    """The time a run used over all its attempts, with their number when more than one: ``8m02s (3 attempts)``."""
+    n = len([a for a in rec.get("attempts") or [] if isinstance(a, dict)])
+    return duration(time_used_s(rec)) + (f" ({n} attempts)" if n > 1 else "")
+
+
+def declare_dead(run_dir: str | Path, rec: dict[str, Any], status: str, why: str) -> dict[str, Any]:
+    """``rec`` (a dead ``running`` record, :func:`dead_verdict`) as ``status``: the kill counted among its
+    interruptions, its last attempt ended. Written atomically, unless the file changed since it was read (the run
+    wrote it meanwhile): then the file's record is returned unchanged. A directory that cannot be written is
+    left as it is (the returned record still says what was found)."""
+    new = dict(rec)
+    events = merge_events(rec.get("interruptions") or [], [kill_event(rec, why)])
+    attempts = [dict(a) for a in rec.get("attempts") or [] if isinstance(a, dict)]
+    if attempts:
+        attempts[-1]["ended"] = "killed"
+    new.update(status=status, error=f"killed: {why}", interruptions=events,
+               interruption_counts=interruption_counts(events), attempts=attempts or rec.get("attempts"))
+    now, _ = load_record(run_dir)
+    if now is not None and now != rec and upgrade(now, run_dir) != rec:
+        return now
+    try:
+        write_record(run_dir, new)
+    except OSError:
+        pass
+    return new

@@ -72,7 +72,7 @@ def test_staircase_requeued_twice_ends_with_the_uninterrupted_numbers(slurm, run
     res = attempt(slurm, 2, None, go)
     rec = json.loads((out / "result.json").read_text())
     assert res.status == rec["status"] == "completed" and rec["resumed"] is True and rec["steps_done"] == 30
-    assert rec["interruption_counts"] == {"time_limit": 1, "preemption": 1}
+    assert rec["interruption_counts"] == {"time_limit": 1, "preemption": 1, "killed": 0}
     assert rec["slurm"] == {"job_id": "4242", "restart_count": 2}
     assert not (out / "checkpoint.pt").exists()
     for name in ("steps.csv", "summary.csv"):
@@ -111,7 +111,7 @@ def test_a_vectorised_group_is_interrupted_and_requeued_together(slurm, runs_dir
     for i, r in enumerate(results):
         rec = json.loads((runs_dir / f"job{i}" / "result.json").read_text())
         assert r.status == rec["status"] == "completed" and rec["vectorized"]["group_size"] == 2
-        assert rec["interruption_counts"] == {"time_limit": 1, "preemption": 0}
+        assert rec["interruption_counts"] == {"time_limit": 1, "preemption": 0, "killed": 0}
         assert (runs_dir / f"job{i}" / "steps.csv").read_bytes() == (clean / f"job{i}" / "steps.csv").read_bytes()
 
 

@@ -167,6 +167,7 @@ class ImageTask(Task):
 
     columns = ("estimate", "loss")
     shown_columns = ("acc",)  # the progress bar's training-batch accuracy (not recorded)
+    segment_unit = "epoch"
     resumable = True
     gives_y = False
     sgd_momentum = 0.9

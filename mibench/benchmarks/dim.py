@@ -197,6 +197,7 @@ def _probe_cfg(b) -> dict[str, Any]:
 class DIM(Task):
     """DIM pretraining (segment = epoch) through the engine, then frozen-encoder probes through it again."""
 
+    segment_unit = "epoch"
     columns = COLUMNS
     estimate_columns = ("mi_local", "mi_global")
     uses_critic = False  # the encoder's own local / global MI heads, never the critic group

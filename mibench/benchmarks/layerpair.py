@@ -147,6 +147,7 @@ def table2_markdown(cells: pd.DataFrame) -> str:
 class LayerPair(Task):
     """Layer-pair DIM pretraining (segment = epoch) through the engine, then linear probes through it again."""
 
+    segment_unit = "epoch"
     columns = COLUMNS
     estimate_columns = ("mi",)
     uses_critic = False  # the encoder's own layer-pair heads, never the critic group

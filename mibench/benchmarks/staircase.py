@@ -26,6 +26,7 @@ class Staircase(Task):
     context_columns = ("level", "true_mi")
     int_columns = ("level",)
     finite_columns = ("estimate",)
+    segment_unit = "level"
     resumable = True
     vectorized = True
 
@@ -72,6 +73,9 @@ class Staircase(Task):
 
     def total_steps(self) -> int:
         return self.spl * len(self.mi_levels)
+
+    def segment_count(self) -> int:
+        return len(self.mi_levels)
 
     def segments(self, start: int) -> Iterator[Iterable[Any]]:
         g = torch.Generator().manual_seed(self.stream.seed)

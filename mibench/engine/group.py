@@ -44,6 +44,7 @@ from .interrupt import Interrupts
 from .loop import Engine, Resume, fault_injection, log_interruption
 from .task import TASKS, Optim, Scores, Task
 from ..precision import full
+from ..records import HEARTBEAT_S
 
 # config keys that may differ between the runs of a group (everything else must be equal)
 PER_RUN_KEYS = ("seed", "estimator", "lambda", "c_star", "per_estimator", "benchmark.lr", "out_dir",
@@ -398,6 +399,7 @@ class GroupEngine:
         engines = [m.engine for m in members]
         every = min((e.checkpoint_every_s for e in engines if e.checkpoint and e.checkpoint_every_s), default=None)
         checkpoints = any(e.checkpoint for e in engines)
+        beats, next_beat = any(e.on_beat is not None for e in engines), 0.0
         streams = [m.task.segments(segment0) for m in members]
         with Interrupts(every if checkpoints else None, lead_s=cluster.signal_lead_s(),
                         install=None if checkpoints else False) as stop:
@@ -423,6 +425,11 @@ class GroupEngine:
                     self.optimizer.step()
                     buf[t - lo] = values.detach()
                     t += 1
+                    if beats and time.monotonic() >= next_beat:  # every run's heartbeat (no device sync)
+                        next_beat = time.monotonic() + HEARTBEAT_S
+                        for m in members:
+                            if m.active:
+                                m.engine.beat(t, m.engine.fit.segment + 1)
                     if t - lo == block:
                         self._flush(buf, lo, t, seg_index, t0)
                         lo = t
@@ -442,6 +449,8 @@ class GroupEngine:
                     break
                 self.checkpoint(seg_index + 1)
                 stop.saved()
+            if checkpoints and stop.signum is not None and any(m.active for m in members):  # after the last step
+                self.interrupt(stop, buf[:0], t)
             self.progress.close()
         for m in members:
             m.engine.modules().eval()

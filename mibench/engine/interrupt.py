@@ -3,7 +3,8 @@ cluster is about to stop the job (SLURM's SIGUSR2 before the time limit, SIGTERM
 
 A signal only raises a flag; the engine acts on it at the next step boundary (a checkpoint taken inside a
 step would mix two steps), records the interruption, then hands the signal to whatever handled it before
-(submitit's handler requeues the job and exits; the default action ends the process). Handlers are
+(submitit's handler requeues the job and exits; the default action ends the process; after SIGTERM the process
+ends there even when that handler returns, as submitit's does for SIGTERM). Handlers are
 installed only inside a SLURM job and only in the main thread: a local run keeps its usual Ctrl-C / kill.
 """
 from __future__ import annotations
@@ -77,7 +78,10 @@ class Interrupts:
 
     def forward(self) -> None:
         """Hand the flagged signal to the handler that was there before: submitit's requeues the job and exits,
-        the default action ends the process; one that returns (submitit ignores SIGTERM) lets training go on."""
+        the default action ends the process. After SIGTERM (a preemption or ``scancel``: SLURM sends SIGKILL
+        once its grace time is over) the process ends here even when that handler returns (submitit's ignores
+        SIGTERM): the checkpoint is written, and steps trained after it would be thrown away. A handler of
+        SIGUSR2 that returns (no submitit) lets training go on until the time limit."""
         signum, self.signum = self.signum, None
         old = self._old.get(signum, signal.getsignal(signum))
         if callable(old):
@@ -88,3 +92,5 @@ class Interrupts:
             self._old.clear()
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+        if signum == signal.SIGTERM:  # the handler returned (or ignores it): end here, at the checkpoint
+            raise SystemExit(128 + signum)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import cluster
 from ..checks import ConfigError
-from ..records import CHECKPOINT
+from ..records import CHECKPOINT, HEARTBEAT_S
 from ..results import atomic_write_csv, first_line, publish
 from .backend import Backend
 from .divergence import Watch
@@ -59,6 +59,14 @@ def fault_injection(segment: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def fault_injection_rows(hi: int) -> None:
+    """``MIBENCH_KILL_AFTER_ROWS=k``: SIGKILL this process once the rows of steps up to k are streamed to the
+    partial steps file (a kill between checkpoints: those rows are not in any checkpoint)."""
+    at = os.environ.get("MIBENCH_KILL_AFTER_ROWS")
+    if at is not None and hi >= int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def fault_injection_step(t: int) -> None:
     """``MIBENCH_KILL_AT_STEP=k``: SIGKILL this process once the mid-segment checkpoint at step k is written."""
     at = os.environ.get("MIBENCH_KILL_AT_STEP")
@@ -73,6 +81,15 @@ def log_interruption(event: dict[str, Any], progress: Progress, where: str) -> N
     of = f"/{progress.total}" if progress.total else ""
     LOG.info(f"mibench: {progress.desc}: {event['signal']} ({event['kind']}) at step {event['step']}{of}: "
              f"checkpoint written {where}; handing the signal on")
+
+
+def block_estimate(task: Task, block: np.ndarray, before: float | None) -> float | None:
+    """The mean of a host block's finite estimates (``before`` when the task records none, or none is finite)."""
+    if "estimate" not in task.columns or not len(block):
+        return before
+    col = block[:, 1 + len(task.context_columns) + task.columns.index("estimate")]
+    col = col[np.isfinite(col)]
+    return float(col.mean()) if len(col) else before
 
 
 class CheckpointError(ConfigError):
@@ -160,11 +177,15 @@ class Engine:
         self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
         self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)
         self.on_interrupt: Any = None  # called with the interruptions so far when a stop signal is handled
+        self.on_beat: Any = None  # called with where training stands (the heartbeat): see beat()
+        self.beat_due = 0.0  # time.monotonic() of the next heartbeat inside a segment
+        self.estimate: float | None = None  # the last host block's mean estimate
         self.seg_start = 0  # the step the current segment began at
         self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task),
                                  log_every_s if backend.is_global_zero else None)  # (a progress line every log_every_s)
         self._last: tuple[int, int, np.ndarray, np.ndarray | None] | None = None  # the last block recorded
         self._fields_at: int | None = None  # the step fit.fields were computed up to
+        self.total_steps = total_steps
         self.columns = task.record_columns()
         self.watch = Watch(task)
         self.int_columns = int_columns
@@ -240,6 +261,7 @@ class Engine:
                         values = [*values, adv_loss]
                     buf[fit.t - lo] = torch.stack([v.detach().to(buf.dtype) for v in (*values, *s.shown)])
                     fit.t += 1
+                    self.beat_if_due(fit.t)
                     if fit.t - lo == buf.shape[0]:
                         self._flush(buf, lo, fit.t)
                         lo = fit.t
@@ -259,6 +281,8 @@ class Engine:
                     self.save_checkpoint()
                     stop.saved()
                     fault_injection(fit.segment)
+            if self.checkpoint and stop.signum is not None and not fit.stopped:  # flagged after the last step
+                self.interrupt(stop, buf[:0])
             self.progress.close()
         self.modules().eval()
         return fit
@@ -290,6 +314,25 @@ class Engine:
             self.logger.log(metrics, step=fit.t)
         if self.scheduler is not None:
             self.scheduler.step()
+        self.beat(fit.t, fit.segment)
+
+    def beat(self, step: int, segment: int, phase: str = "training") -> None:
+        """Tell ``on_beat`` where the run stands, from host values only (no device sync): the step, the planned
+        total, the segment (1-based) of how many and its name (level, epoch), the last host block's mean
+        estimate, the phase (training; evaluating once training is over). Called at every segment end and,
+        inside a segment, at the first step boundary once HEARTBEAT_S seconds have passed since the last call
+        (:meth:`beat_if_due`)."""
+        self.beat_due = time.monotonic() + HEARTBEAT_S
+        if self.on_beat is not None:
+            task = self.task
+            self.on_beat({"step": int(step), "total": self.total_steps, "segment": int(segment),
+                          "segments": task.segment_count(), "unit": task.segment_unit, "estimate": self.estimate,
+                          "phase": phase})
+
+    def beat_if_due(self, step: int) -> None:
+        """:meth:`beat` at a step boundary inside a segment when it is due (one clock read per step)."""
+        if self.on_beat is not None and time.monotonic() >= self.beat_due:
+            self.beat(step, self.fit.segment + 1)
 
     def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
         """Copy steps [lo, hi) to the host (the one sync of the block) and record them."""
@@ -351,6 +394,8 @@ class Engine:
             df = pd.DataFrame(block, columns=self.columns).astype({c: int for c in ("step", *self.int_columns)})
             df.to_csv(self._partial, mode="a" if self._partial.exists() else "w", header=not self._partial.exists(),
                       index=False, float_format="%.9g")
+            fault_injection_rows(hi)
+        self.estimate = block_estimate(task, block, self.estimate)
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
         self._last = (lo, hi, block, shown)
@@ -418,12 +463,16 @@ class Engine:
         return at
 
     def begin(self, resume: Path | None) -> Resume:
-        """Where training starts: the checkpoint ``resume`` (its rows rewrite the partial steps file), or
-        afresh, which removes a partial steps file an earlier attempt left: rows are never appended to it."""
+        """Where training starts: the checkpoint ``resume`` (its rows rewrite the partial steps file: rows an
+        attempt streamed after its last checkpoint are dropped), or afresh, which removes the partial steps file
+        and the checkpoint an earlier attempt left: rows are never appended to another attempt's, and no later
+        resume continues that attempt's state."""
         if resume is not None:
             return self.load_checkpoint(resume)
-        if self._partial is not None and self.backend.is_global_zero:
-            self._partial.unlink(missing_ok=True)
+        if self.out_dir is not None and self.backend.is_global_zero:
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+            (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
         return Resume()
 
     def remove_checkpoint(self) -> None:

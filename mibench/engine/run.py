@@ -44,12 +44,16 @@ def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Task:
     return task
 
 
+Hook = Callable[[Any], None]
+
+
 def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | None, progress: bool | None = None,
-                on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None, alone: bool = True) -> Engine:
+                on_interrupt: Hook | None = None, on_beat: Hook | None = None, alone: bool = True) -> Engine:
     """The task's engine. It checkpoints when ``benchmark.checkpoint`` says so, and always inside a SLURM job
     (a requeued job resumes from it): at segment ends, every ``trainer.checkpoint_every_min`` minutes and
     when SLURM signals the job's end. A run ``alone`` writes a progress line every ``trainer.log_every_min``
-    minutes (a vectorised group writes one for all its runs)."""
+    minutes (a vectorised group writes one for all its runs). ``on_interrupt`` gets the interruptions when a stop
+    signal is handled, ``on_beat`` where training stands (:meth:`Engine.beat`: the run's heartbeat)."""
     cfg, b = task.cfg, task.cfg.benchmark
     every = cfg.trainer.get("checkpoint_every_min", None)
     engine = Engine(task, backend, logger,
@@ -59,7 +63,7 @@ def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | No
                     total_steps=task.total_steps(), int_columns=task.int_columns,
                     checkpoint_every_s=60.0 * float(every) if every else None,
                     log_every_s=log_every_s(cfg) if alone else None)
-    engine.on_interrupt = on_interrupt
+    engine.on_interrupt, engine.on_beat = on_interrupt, on_beat
     return engine
 
 
@@ -73,6 +77,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
         result.extra["fields"] = dict(fit.fields)  # the task's progress fields at the end (the job log's end line)
         if fit.t == 0:
             raise NoWorkError(f"benchmark={task.name} trained no step ({task.no_work_hint()})")
+        engine.beat(fit.t, fit.segment, phase="evaluating")
     result.extra["train_wall_s"] = time.perf_counter() - t0
     result.metrics.update(task.evaluate())
     task.finish(result)
@@ -98,10 +103,11 @@ def label_generated(task: Task, result: RunResult) -> None:
                        + result.text)
 
 
-def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
-             on_interrupt: Callable[[list[dict[str, Any]]], None] | None = None) -> RunResult:
+def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None, on_interrupt: Hook | None = None,
+             on_beat: Hook | None = None) -> RunResult:
     """Set up ``benchmark=<name>``'s task, train it (from ``resume``, a checkpoint), evaluate, write outputs.
-    ``on_interrupt`` is called with the run's interruptions when a stop signal is handled (its record)."""
+    ``on_interrupt`` is called with the run's interruptions when a stop signal is handled, ``on_beat`` with
+    where training stands (its record's heartbeat)."""
     backend = make_backend(cfg.hardware)
     with backend.dtype_scope():
         task = setup_task(cfg, out_dir, backend)
@@ -113,7 +119,7 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
             with cpu_threads(task.cpu_threads if task.trains else None, backend.device):
                 result.extra["threads"] = torch.get_num_threads()  # what the run computes with: result.json's machine
                 if task.trains:
-                    engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt)
+                    engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt, on_beat=on_beat)
                     engine.train(resume)
             return conclude(task, engine, result, t0)
         finally:
@@ -121,27 +127,27 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None,
 
 
 def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path | None] | None = None,
-                progress: bool = False,
-                on_interrupt: list[Callable[[list[dict[str, Any]]], None] | None] | None = None) -> list[RunResult | Exception]:
+                progress: bool = False, on_interrupt: list[Hook | None] | None = None,
+                on_beat: list[Hook | None] | None = None) -> list[RunResult | Exception]:
     """Train compatible runs (:func:`mibench.engine.group.group_key`) as one batched model; each run's
     task is set up from its own seed exactly as alone, and concluded (records, evaluation, outputs) on its
     own: a run whose evaluation fails gets its exception in the returned list, the others their results."""
     backend = make_backend(cfgs[0].hardware)
     with backend.dtype_scope():
-        return _train_group(cfgs, out_dirs, backend, resumes, progress, on_interrupt)
+        return _train_group(cfgs, out_dirs, backend, resumes, progress, on_interrupt, on_beat)
 
 
 def _train_group(cfgs: list[DictConfig], out_dirs: list[Path], backend: Backend, resumes: list[Path | None] | None,
-                 progress: bool, on_interrupt: list[Callable[[list[dict[str, Any]]], None] | None] | None
+                 progress: bool, on_interrupt: list[Hook | None] | None, on_beat: list[Hook | None] | None
                  ) -> list[RunResult | Exception]:
     members = []
-    hooks = on_interrupt or [None] * len(cfgs)
-    for cfg, out, res, hook in zip(cfgs, out_dirs, resumes or [None] * len(cfgs), hooks):
+    none = [None] * len(cfgs)
+    for cfg, out, res, hook, beat in zip(cfgs, out_dirs, resumes or none, on_interrupt or none, on_beat or none):
         seed_everything(int(cfg.seed))
         task = setup_task(cfg, out, backend)
         logger = make_logger(cfg, out)
-        members.append(Member(task, make_engine(task, backend, logger, out, progress=False, on_interrupt=hook,
-                                                alone=False), logger, resume=res))
+        engine = make_engine(task, backend, logger, out, progress=False, on_interrupt=hook, on_beat=beat, alone=False)
+        members.append(Member(task, engine, logger, resume=res))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # what the group trains with (result.json's machine)
     try:

@@ -106,6 +106,8 @@ class Task:
     # a global generator or syncs with the host, so many runs can be trained as one batched model
     # (mibench.engine.group: the critic vmapped over runs, each estimator over its runs)
     vectorized: ClassVar[bool] = False
+    # what a segment is called where a run's progress is shown (the heartbeat, ``mibench status``): level, epoch
+    segment_unit: ClassVar[str | None] = None
 
     def __init__(self, cfg: DictConfig, out_dir: Path | None, device: torch.device):
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir) if out_dir is not None else None, device
@@ -207,6 +209,12 @@ class Task:
     def total_steps(self) -> int | None:
         """Planned steps (for the progress bar), if known."""
         return None
+
+    def segment_count(self) -> int | None:
+        """Planned segments when the task names them (``segment_unit``); default: ``benchmark.epochs`` for a
+        task whose segments are epochs."""
+        b = self.cfg.get("benchmark") or {}
+        return int(b.epochs) if self.segment_unit == "epoch" and b.get("epochs") is not None else None
 
     def data_bytes(self) -> int:
         """Device bytes of the data the task holds while training (sizes groups of vectorised runs)."""
