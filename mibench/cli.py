@@ -267,7 +267,7 @@ def _one_seed(per_override: list[list[str]]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m mibench ARGS``: help, leaderboard, report, or preflight then Hydra (exit 2 on bad input).
+    """``python -m mibench ARGS``: help, leaderboard, report, status, or preflight then Hydra (exit 2 on bad input).
 
     The program's entry point: it ends the process's use of cyclic GC (see ``_before_exit``), so
     code that goes on running in the same interpreter composes and runs configs with
@@ -294,6 +294,11 @@ def _dispatch(args: list[str]) -> None:
         from .report import main as report
 
         report(args[1:])
+        return
+    if args and args[0] == "status":
+        from .status import main as status
+
+        status(args[1:])
         return
     from .plugins import searchpath_override
 

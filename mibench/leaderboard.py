@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import socket
 import textwrap
 from importlib import resources
 from pathlib import Path
@@ -42,8 +41,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .records import (CONFIG, NOT_VARIANT, RECORD, empty_run_dirs, flat_config, load_config, roles, scan_records,
-                      variant_hash)
+from .records import (CONFIG, EMPTY_RUN_DIR, INVALID, NO_RECORD, NOT_VARIANT, RECORD, dead_verdict, empty_run_dirs,
+                      flat_config, load_config, roles, scan_records, variant_hash)
 from .results import (atomic_write_csv, atomic_write_text, draw_staircase, first_line, level_summary, read_steps,
                       save_figure)
 from .stats import mean_ci
@@ -62,19 +61,6 @@ TABLE_BENCHMARKS = {"table2": ("slb", "clb"), "staircase": ("staircase",), "oneh
 
 
 # ----------------------------------------------------------------------------------------- loading
-def _alive(rec: dict[str, Any]) -> bool:
-    """A ``running`` record's process still exists (only checkable on the host that wrote it)."""
-    if rec.get("host") != socket.gethostname() or not rec.get("pid"):
-        return True  # cannot tell from here: trust the record
-    try:
-        os.kill(int(rec["pid"]), 0)
-        return True
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-
-
 def load_runs(root: str | Path) -> pd.DataFrame:
     """One row per run directory below ``root`` (see :func:`scan`)."""
     return scan(root)[0]
@@ -86,7 +72,8 @@ def scan(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     ``skipped``: every record, config.yaml, steps.csv or run directory that could not be used (``path``,
     ``reason``).
 
-    Status is the record's, except ``running`` whose process is gone (``killed``), a directory with a config but
+    Status is the record's, except ``running`` whose process is gone (``killed``, or ``interrupted`` when its SLURM
+    job waits for a requeue: :func:`mibench.records.dead_verdict`), a directory with a config but
     no record (``no record``) and a run whose record, config.yaml or (finished staircase runs) steps.csv cannot be
     read or contradicts its config (``invalid``: in no table, and in ``skipped``). Re-runs of an identical config
     (``overwrite=true``) count once: the newest finished one.
@@ -150,8 +137,6 @@ def sweep_seeds(path: Path) -> tuple[int, ...] | None:
 
 
 GROUPS = ("benchmark", "estimator", "critic")  # the config groups that name a run (mibench.records.roles)
-INVALID = "invalid"  # a run whose record, config.yaml or steps.csv cannot be used (listed in ``skipped``)
-EMPTY_RUN_DIR = "empty run directory: no config.yaml or result.json (the run never started writing)"
 
 
 def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,14 +150,14 @@ def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) ->
                    batch_size=cfg["dataset"].get("batch_size"), ema_span=cfg["benchmark"].get("ema_span", 200),
                    group=variant_hash(cfg), config=row["config"] or flat_config(cfg))
     if rec is None:
-        row["status"] = "no record"
+        row["status"] = NO_RECORD
     else:
         row.update({k: rec.get(k) for k in ("benchmark", "dataset", "estimator", "critic", "lam", "c_star", "seed")
                     if k not in row})
         if cfg is None:  # named as the record's benchmark declares (a record written before it named none)
             row.update({k: v for k, v in roles({g: {"name": rec.get(g)} for g in GROUPS}).items() if k in GROUPS})
-        status = rec["status"]
-        row.update(status="killed" if status == "running" and not _alive(rec) else status,
+        dead = dead_verdict(rec)
+        row.update(status=dead[0] if dead else rec["status"],
                    config_hash=rec.get("config_hash"), started_at=rec.get("started_at", ""),
                    wall_time_s=rec.get("wall_time_s"), error=rec.get("error"), levels=rec.get("levels"),
                    **_provenance(rec))
@@ -497,7 +482,7 @@ def compare(m1: float, h1: float, m2: float, h2: float) -> tuple[str, bool]:
 
 
 # the statuses of a run that did not complete, in the failures table's order (its columns: ``no record`` -> no_record)
-FAILED = ("diverged", "crashed", "killed", "interrupted", "running", "no record", INVALID)
+FAILED = ("diverged", "crashed", "killed", "interrupted", "running", NO_RECORD, INVALID)
 
 
 def _column(status: str) -> str:

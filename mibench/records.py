@@ -319,6 +319,10 @@ RECORD_STATUSES = ("running", "completed", "diverged", "crashed", "interrupted",
 FINISHED_STATUSES = ("completed", "diverged")  # a result: skipped by a rerun of the same config (unless overwrite)
 UNFINISHED_STATUSES = ("running", "crashed", "interrupted", "killed")  # a checkpoint of one of these is resumed
 INTERRUPTION_KINDS = ("time_limit", "preemption", "killed")  # interruptions[].kind (killed: no signal, found dead)
+# what tables say of a run directory besides its record's status
+NO_RECORD = "no record"  # a config.yaml but no result.json
+INVALID = "invalid"  # a record (or a file a table needs) that cannot be used: listed with why (Skipped)
+EMPTY_RUN_DIR = "empty run directory: no config.yaml or result.json (the run never started writing)"
 # what a record's fields may hold when present and not null (a record breaking one is not read as a run)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("status", "benchmark", "dataset", "estimator", "critic", "started_at", "config_hash",
