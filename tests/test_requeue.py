@@ -211,3 +211,101 @@ def test_slurm_hardware_choices_compose_the_submitit_launcher(hw, gpus):
     assert launcher["_target_"] == "hydra_plugins.mibench_launcher.submitit_launcher.SlurmLauncher"  # hydra/launcher=slurm
     assert launcher["gpus_per_node"] == gpus
     assert launcher["signal_delay_s"] == 120 and launcher["max_num_timeout"] == 20  # requeues allowed
+
+
+@pytest.fixture
+def bypassing(slurm):
+    """As ``slurm``, but SIGTERM's handler returns, as submitit's does (it logs "Bypassing signal SIGTERM")."""
+    bypassed = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: bypassed.append(signum))
+    slurm.bypassed = bypassed
+    return slurm
+
+
+def test_sigterm_checkpoints_and_ends_the_job_at_that_step(bypassing, runs_dir, tmp_path):
+    """A preemption's SIGTERM (submitit ignores it; SLURM kills the job after its grace time): the job checkpoints at
+    the next step boundary and ends there (exit status 128 + 15), training nothing that the kill would throw away;
+    the requeued job resumes from that step to the uninterrupted numbers."""
+    clean = tmp_path / "clean"
+    app.run(compose_config(STAIR, out_dir=clean), echo=False)
+    out = runs_dir / "job"
+    go = lambda: app.run(compose_config(STAIR, out_dir=out), echo=False, reuse=True)  # noqa: E731
+    bypassing.setenv("MIBENCH_SIGNAL_AT_STEP", "13:TERM")
+    with pytest.raises(SystemExit) as stopped:
+        go()
+    assert stopped.value.code == 128 + signal.SIGTERM and bypassing.bypassed == [signal.SIGTERM]
+    import torch
+
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["t"] == 13 and len(state["pending"]) == 3  # level 2's first 3 rows, not streamed yet
+    assert (out / "steps.csv.partial").read_bytes().count(b"\n") == 11  # level 1 only: nothing after the signal
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["status"] == "interrupted" and rec["interruptions"][0]["step"] == 13
+    assert rec["attempts"][0]["ended"] == "interrupted"
+    res = attempt(bypassing, 1, None, go)
+    assert res.status == "completed"
+    assert (out / "steps.csv").read_bytes() == (clean / "steps.csv").read_bytes()
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["interruption_counts"] == {"time_limit": 0, "preemption": 1, "killed": 0}
+
+
+def test_a_signal_after_the_last_step_is_recorded_and_resumes_to_the_same_numbers(slurm, runs_dir, tmp_path,
+                                                                                monkeypatch):
+    """SIGUSR2 while the last level ends (after its last step): still a recorded interruption; the requeued job
+    trains nothing more and ends with the uninterrupted numbers."""
+    import os
+
+    from mibench.benchmarks.staircase import Staircase
+
+    clean = tmp_path / "clean"
+    app.run(compose_config(STAIR, out_dir=clean), echo=False)
+    real = Staircase.end_segment
+
+    def signalled(self, index, rows, wall):
+        if index == 2 and os.environ.get("SLURM_RESTART_COUNT") == "0":
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real(self, index, rows, wall)
+
+    monkeypatch.setattr(Staircase, "end_segment", signalled)
+    out = runs_dir / "job"
+    go = lambda: app.run(compose_config(STAIR, out_dir=out), echo=False, reuse=True)  # noqa: E731
+    slurm.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(SystemExit):
+        go()
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["status"] == "interrupted" and rec["interruptions"][0]["step"] == 30
+    res = attempt(slurm, 1, None, go)
+    assert res.status == "completed" and (out / "steps.csv").read_bytes() == (clean / "steps.csv").read_bytes()
+    assert json.loads((out / "result.json").read_text())["interruption_counts"]["time_limit"] == 1
+
+
+@pytest.mark.slow
+def test_a_hard_kill_is_counted_when_the_requeued_job_resumes(tmp_path):
+    """SIGKILL (no signal SLURM announces: a node failure, the out-of-memory killer, SIGTERM's grace time over)
+    leaves the record ``running``; the requeued job (SLURM_RESTART_COUNT=1) resumes from the checkpoint, counts the
+    kill as an interruption and both attempts' time, and ends with the uninterrupted numbers."""
+    import os
+    import subprocess
+
+    from test_cli import ROOT
+
+    out = tmp_path / "job"
+    env = {**os.environ, "MIBENCH_RUNS": str(tmp_path / "runs"), "SLURM_JOB_ID": "4242"}
+    cmd = [sys.executable, "-m", "mibench", *STAIR, "benchmark.checkpoint=true", f"hydra.run.dir={out}"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**env, "SLURM_RESTART_COUNT": "0", "MIBENCH_KILL_AFTER_ROWS": "20"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert json.loads((out / "result.json").read_text())["status"] == "running"
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**env, "SLURM_RESTART_COUNT": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "SLURM requeue 1 of job 4242: continuing" in p.stderr
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["status"] == "completed" and rec["resumed"] is True
+    assert rec["interruption_counts"] == {"time_limit": 0, "preemption": 0, "killed": 1}
+    (kill,) = rec["interruptions"]
+    assert (kill["kind"], kill["signal"], kill["slurm_job_id"], kill["restart"]) == ("killed", None, "4242", 0)
+    assert [(a["restart"], a["ended"]) for a in rec["attempts"]] == [(0, "killed"), (1, "completed")]
+    clean = subprocess.run([sys.executable, "-m", "mibench", *STAIR, f"hydra.run.dir={tmp_path / 'clean'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "MIBENCH_RUNS": str(tmp_path / "c")})
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    assert (out / "steps.csv").read_bytes() == (tmp_path / "clean" / "steps.csv").read_bytes()
