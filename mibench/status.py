@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class Row:
     total: int | None = None
     segment: str = "-"
     estimate: float | None = None
-    interruptions: dict[str, int] = field(default_factory=dict)
+    interruptions: dict[str, int] | None = None  # per kind (None: unknown, no readable record)
     attempts: int = 0
     used_s: float | None = None
     left_s: float | None = None
@@ -171,7 +171,8 @@ def cells(r: Row) -> tuple[str, ...]:
     step = "-" if r.step is None else f"{r.step}/{r.total}" if r.total else str(r.step)
     left = "-" if r.left_s is None or r.state in FINISHED_STATUSES else f"~{duration(r.left_s)}"
     beat = "-" if r.beat_s is None else f"{duration(r.beat_s)} ago"
-    return (r.run, r.state, step, r.segment, _num(r.estimate), counts_text(r.interruptions), str(r.attempts or "-"),
+    intr = "-" if r.interruptions is None else counts_text(r.interruptions)
+    return (r.run, r.state, step, r.segment, _num(r.estimate), intr, str(r.attempts or "-"),
             duration(r.used_s), left, beat)
 
 
@@ -184,19 +185,19 @@ def table(rows: list[Row]) -> str:
 
 def summary(st: Status) -> str:
     """One line for the folder: ``5 runs: 3 completed, 1 running, 1 killed; 2 not started; 3 interruptions (2 time
-    limit, 1 killed); used 12m05s over all attempts; left ~4m10s of compute (~2m05s at 2 running at once)``."""
+    limit, 1 killed); used 12m05s (all runs, all attempts); left ~4m10s of compute (~2m05s at 2 running at once)``."""
     by: dict[str, int] = {}
     for r in st.rows:
         by[r.state] = by.get(r.state, 0) + 1
     parts = [f"{plural(len(st.rows), 'run')}: " + (", ".join(f"{n} {s}" for s, n in by.items()) or "none yet")]
     if st.not_started:
         parts.append(f"{st.not_started} not started")
-    totals = {k: sum(r.interruptions.get(k, 0) for r in st.rows) for k in INTERRUPTION_KINDS}
+    totals = {k: sum((r.interruptions or {}).get(k, 0) for r in st.rows) for k in INTERRUPTION_KINDS}
     if sum(totals.values()):
         n, _, kinds = counts_text(totals).partition(" ")
         parts.append(f"{plural(int(n), 'interruption')} {kinds}")
     used = sum(r.used_s or 0.0 for r in st.rows)
-    parts.append(f"used {duration(used)} over all attempts")
+    parts.append(f"used {duration(used)} (all runs, all attempts)")
     if left := left_text(st):
         parts.append(left)
     if by.get("killed") or by.get("crashed"):

@@ -1,10 +1,13 @@
-"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed, ~T left] <overrides> -> <status> <time>``.
+"""One line per finished job of a sweep (``-m``): ``[k/N done, f failed, ~T left] <overrides> -> <status> <time>``,
+and the sweep's summary as jobs finish: ``[sweep] <mibench status's summary line>`` (runs per state, jobs not
+started, interruptions, time used and left; at most every SUMMARY_EVERY_S seconds, and after the last job).
 
 Registered as a Hydra callback in conf/hydra/default.yaml, so it works under Hydra's basic launcher and
 under ``hydra/launcher=vectorized`` (which reports the jobs it trains as a group itself, once they have
 finished). The status is the run's record (completed, diverged, skipped, crashed); a job whose exception
-reached Hydra is ``failed``. Plain lines, no carriage returns: they read the same in a terminal and in CI
-logs. Under launchers that run jobs in other processes (joblib) the workers do not print them.
+reached Hydra is ``failed``. The time is the run's over all its attempts (its record's ``attempts``: a job
+requeued twice says ``8m02s (3 attempts)``). Plain lines, no carriage returns: they read the same in a terminal
+and in CI logs. Under launchers that run jobs in other processes (joblib) the workers do not print them.
 
 (In hydra_plugins/ beside the launcher: Hydra imports this package on every start, so it imports nothing heavy.)
 """
@@ -19,24 +22,28 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 FAILED = ("crashed", "interrupted", "killed", "failed")
+SUMMARY_EVERY_S = 10.0
 
 
 class SweepTally:
     """Counts a sweep's finished jobs and formats each one's line; the time left is the sweep's time so far
-    per finished job, times the jobs still to come (``clock``: seconds, time.monotonic)."""
+    per finished job, times the jobs still to come (``clock``: seconds, time.monotonic). Knows the sweep's
+    directory (its summary line)."""
 
     def __init__(self, total: int | None = None, swept: Sequence[str] = (),
-                 clock: Callable[[], float] = time.monotonic):
-        self.total, self.swept, self.clock = total, tuple(swept), clock
+                 clock: Callable[[], float] = time.monotonic, sweep_dir: str | None = None):
+        self.total, self.swept, self.clock, self.sweep_dir = total, tuple(swept), clock, sweep_dir
         self.done = self.failed = 0
         self.t0 = clock()
+        self.summarised_at: float | None = None
 
-    def line(self, overrides: Sequence[str], status: str, seconds: float | None) -> str:
+    def line(self, overrides: Sequence[str], status: str, seconds: float | None, attempts: int = 1) -> str:
         self.done += 1
         self.failed += status in FAILED
         shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept] or list(overrides)
         total = self.total if self.total is not None else "?"
         took = f" {seconds:.1f}s" if seconds is not None else ""
+        took += f" ({attempts} attempts)" if attempts > 1 else ""
         return (f"[{self.done}/{total} done, {self.failed} failed{self.left()}] {' '.join(shown) or '(no overrides)'}"
                 f" -> {status}{took}")
 
@@ -47,6 +54,11 @@ class SweepTally:
         from mibench.log import duration
 
         return f", ~{duration((self.clock() - self.t0) / self.done * (self.total - self.done))} left"
+
+    def summary_due(self) -> bool:
+        """After the last job, or SUMMARY_EVERY_S seconds after the last summary (a group's many lines: one)."""
+        last = self.total is not None and self.done >= self.total
+        return last or self.summarised_at is None or self.clock() - self.summarised_at >= SUMMARY_EVERY_S
 
 
 TALLY: SweepTally | None = None  # the running sweep's (on_multirun_start); None outside a sweep
@@ -86,10 +98,41 @@ def unresumable(config: DictConfig) -> list[str]:
         return []
 
 
-def report(overrides: Sequence[str], status: str, seconds: float | None) -> None:
+def _sweep_dir(config: DictConfig) -> str | None:
+    try:
+        return str(config.hydra.sweep.dir)
+    except Exception:  # noqa: BLE001 -- no summary rather than a failed sweep
+        return None
+
+
+def report(overrides: Sequence[str], status: str, seconds: float | None, attempts: int = 1) -> None:
     """Print a finished job's line (nothing outside a sweep)."""
     if TALLY is not None:
-        print(TALLY.line(overrides, status, seconds), flush=True)
+        print(TALLY.line(overrides, status, seconds, attempts), flush=True)
+
+
+def report_record(overrides: Sequence[str], record: dict[str, Any], status: str | None = None) -> None:
+    """:func:`report` of a run from its record: its status (unless ``status`` says otherwise) and its time over all
+    its attempts."""
+    from mibench.records import time_used_s
+
+    attempts = len([a for a in record.get("attempts") or [] if isinstance(a, dict)])
+    report(overrides, status or str(record.get("status", "completed")), time_used_s(record), max(1, attempts))
+
+
+def report_summary() -> None:
+    """Print the sweep's summary line when due (:meth:`SweepTally.summary_due`): ``mibench status``'s, from the
+    records in the sweep directory (a dead run's record is rewritten as killed on the way)."""
+    if TALLY is None or not TALLY.sweep_dir or not TALLY.summary_due():
+        return
+    try:
+        from mibench.status import collect, summary
+
+        line = summary(collect(TALLY.sweep_dir))
+    except Exception as e:  # noqa: BLE001 -- a summary must never stop a sweep
+        line = f"no summary ({type(e).__name__}: {e})".splitlines()[0]
+    TALLY.summarised_at = TALLY.clock()
+    print(f"[sweep] {line}", flush=True)
 
 
 def last_status() -> str:
@@ -107,7 +150,7 @@ class SweepProgress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global TALLY
-        TALLY = SweepTally(*sweep_plan(config))
+        TALLY = SweepTally(*sweep_plan(config), sweep_dir=_sweep_dir(config))
         if "submitit" in str(config.hydra.launcher.get("_target_", "")) or config.hydra.launcher.get("submitit"):
             for line in unresumable(config):
                 print(f"mibench: warning: {line}", file=sys.stderr, flush=True)
@@ -127,9 +170,15 @@ class SweepProgress(Callback):
             return
         if type(job_return._return_value).__name__ == "Prepared":
             return  # prepared for a vectorised group: the launcher reports it once the group has trained
+        overrides = list(job_return.overrides or [])
         status = "failed" if job_return.status == JobStatus.FAILED else last_status()
-        seconds = time.perf_counter() - self.t0 if self.t0 is not None else None
-        report(list(job_return.overrides or []), status, seconds)
+        app = sys.modules.get("mibench.app")
+        rec: dict[str, Any] = getattr(app, "LAST_RECORD", None) or {}
+        if rec.get("attempts"):  # the run's time over all its attempts
+            report_record(overrides, rec, status)
+        else:
+            report(overrides, status, time.perf_counter() - self.t0 if self.t0 is not None else None)
+        report_summary()
 
 
-__all__ = ["SweepProgress", "SweepTally", "report", "sweep_plan"]
+__all__ = ["SweepProgress", "SweepTally", "report", "report_record", "report_summary", "sweep_plan"]

@@ -151,16 +151,16 @@ class VectorizedLauncher(Launcher):
         if ready:
             results = run_group([p for _, p in ready], self.max_group_size, self.memory_fraction,
                                 progress=self.progress and sys.stderr.isatty())
-            from .sweep_progress import report
+            from .sweep_progress import report_record, report_summary
 
             for (k, p), res in zip(ready, results):
-                report(list(jobs[k][1].hydra.overrides.task), str(p.record.get("status", "completed")),
-                       p.record.get("wall_time_s"))
+                report_record(list(jobs[k][1].hydra.overrides.task), p.record)
                 if isinstance(res, Exception):
                     print(f"mibench: error: run crashed: {type(res).__name__}: {res}".splitlines()[0], file=sys.stderr)
                     rets[k].return_value, rets[k].status = None, JobStatus.COMPLETED  # recorded; the sweep goes on
                 else:
                     rets[k].return_value = res.objective
+            report_summary()
         for r in rets:  # a skipped job (already ran) returns its RunResult from prepare_job
             if r.status == JobStatus.COMPLETED and not isinstance(r._return_value, (float, int, type(None))):
                 r.return_value = getattr(r._return_value, "objective", None)
@@ -194,6 +194,7 @@ class VectorizedLauncher(Launcher):
         one whose callable raised returns FAILED JobReturns carrying the error, which Hydra raises once every
         job has finished."""
         from . import slurm_jobs
+        from .sweep_progress import report_summary
 
         self._rename = self.submitit == "slurm" and self.queue.get("name") in (None, str(self.config.hydra.job.name))
         executor = self._executor(slurm_jobs.array_name(
@@ -217,12 +218,14 @@ class VectorizedLauncher(Launcher):
         for k, end in ended:
             for i, r in zip(units[k], self._unit_returns(submitted[k], [jobs[i] for i in units[k]], end)):
                 returns[i] = r
+            if self.submitit != "debug":  # (debug: ran here, the job printed its runs' lines and summary)
+                report_summary()
         return returns  # type: ignore[return-value]
 
     def _unit_returns(self, job: Any, unit: list[tuple[int, DictConfig]], end: Any) -> list[JobReturn]:
         """The JobReturns of one ended unit (slurm_jobs.Ended), each run's progress line printed."""
         from . import slurm_jobs
-        from .sweep_progress import report
+        from .sweep_progress import report, report_record
 
         if end.lost is not None:
             outs = [slurm_jobs.run_dir(cfg) for _, cfg in unit]
@@ -241,10 +244,8 @@ class VectorizedLauncher(Launcher):
         for (_, cfg), r in zip(unit, rets):
             if self.submitit == "debug":
                 continue  # ran here: the job already printed its runs' progress lines
-            rec = slurm_jobs.run_record(r)
-            report(list(cfg.hydra.overrides.task),
-                   "failed" if r.status == JobStatus.FAILED else str(rec.get("status", "completed")),
-                   rec.get("wall_time_s"))
+            report_record(list(cfg.hydra.overrides.task), slurm_jobs.run_record(r),
+                          "failed" if r.status == JobStatus.FAILED else None)
         return rets
 
     def __call__(self, kind: str, jobs: list[tuple[int, DictConfig]],

@@ -425,11 +425,6 @@ class GroupEngine:
                     self.optimizer.step()
                     buf[t - lo] = values.detach()
                     t += 1
-                    if beats and time.monotonic() >= next_beat:  # every run's heartbeat (no device sync)
-                        next_beat = time.monotonic() + HEARTBEAT_S
-                        for m in members:
-                            if m.active:
-                                m.engine.beat(t, m.engine.fit.segment + 1)
                     if t - lo == block:
                         self._flush(buf, lo, t, seg_index, t0)
                         lo = t
@@ -437,6 +432,11 @@ class GroupEngine:
                             break
                     elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
                         self.peek(buf[: t - lo], lo, t)
+                    if beats and time.monotonic() >= next_beat:  # every run's heartbeat (no device sync)
+                        next_beat = time.monotonic() + HEARTBEAT_S
+                        for m in members:
+                            if m.active:
+                                m.engine.beat(t, m.engine.fit.segment + 1)
                     if checkpoints and stop.due(t):  # mid-segment: the wall clock, or the cluster stops the job
                         self.interrupt(stop, buf[: t - lo], t)
                 if t > lo:

@@ -261,7 +261,6 @@ class Engine:
                         values = [*values, adv_loss]
                     buf[fit.t - lo] = torch.stack([v.detach().to(buf.dtype) for v in (*values, *s.shown)])
                     fit.t += 1
-                    self.beat_if_due(fit.t)
                     if fit.t - lo == buf.shape[0]:
                         self._flush(buf, lo, fit.t)
                         lo = fit.t
@@ -269,6 +268,7 @@ class Engine:
                             break
                     elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
                         self.peek(buf[: fit.t - lo], lo)
+                    self.beat_if_due(fit.t)
                     if self.checkpoint and stop.due(fit.t):  # mid-segment: the wall clock, or the cluster stops the job
                         self.interrupt(stop, buf[: fit.t - lo])
                 if fit.t > lo:
