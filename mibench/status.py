@@ -213,12 +213,14 @@ def left_text(st: Status) -> str | None:
     if not going and not st.not_started:
         return None
     unknown = sum(r.left_s is None for r in going) + (st.not_started if not done else 0)
+    if unknown == len(going) + st.not_started:
+        return "left: not known yet (no rate measured, no run completed)"
     left = sum(r.left_s or 0.0 for r in going) + (st.not_started * sum(done) / len(done) if done else 0.0)
     text = f"left ~{duration(left)} of compute"
     running = sum(r.state == "running" for r in st.rows)
     if running > 1:
         text += f" (~{duration(left / running)} at {running} running at once)"
-    return text + (f", {unknown} run(s) not yet estimated" if unknown else "")
+    return text + (f" + {unknown} not estimated yet (no rate measured, no run completed)" if unknown else "")
 
 
 def skipped_text(skipped: list[tuple[str, str]]) -> str:
