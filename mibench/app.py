@@ -52,8 +52,12 @@ def _discard_fresh(out: Path) -> None:
 
 
 def own_record(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
-    """The record in ``out`` when it is of this config (the same command run again in its directory)."""
+    """The record in ``out`` when it is of this config (the same command run again in its directory; an older
+    schema's record upgraded, as :func:`mibench.records.find_same` reads them)."""
+    from .records import upgrade
+
     rec = read_record(out)
+    rec = upgrade(rec, out) if rec is not None else None
     return rec if rec is not None and rec.get("config_hash") == config_hash(cfg) else None
 
 

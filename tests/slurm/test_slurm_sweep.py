@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -294,3 +295,69 @@ def test_preflight_with_the_controller_down(tmp_path):
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert p.stderr.startswith("mibench: error: SLURM: the controller is not reachable (scontrol ping: "), p.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_cancelled_jobs_continue_with_resume_true_in_their_sweep_dir(tmp_path):
+    """Issue 27: both jobs of a sweep in an explicit hydra.sweep.dir are cancelled for good once each has streamed a
+    level: job 0 with ``scancel`` (SIGTERM: it checkpoints at the next step and ends; its record says
+    ``interrupted``), job 1 with ``scancel --signal=KILL`` (no record written: it stays ``running``). ``mibench
+    status`` finds job 1 ``killed``; the same command with resume=true continues both in the sweep directory to the
+    bytes of local runs, counting each interruption once and both attempts' time."""
+    import time
+
+    sweep_dir = tmp_path / "sweep"
+    cmd = ["-m", "hydra/launcher=submitit_slurm", *LONG, f"estimator={','.join(ESTIMATORS)}",
+           f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+           "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep_dir}"]
+    jobs = [sweep_dir / f"{n}_{est}_s0" for n, est in enumerate(ESTIMATORS)]
+    how = [["scancel"], ["scancel", "--signal=KILL", "--full"]]
+    sweep = mibench(cmd, runs=tmp_path / "runs")
+    t0, cancelled, sent = time.monotonic(), [None] * len(jobs), []
+    try:
+        while not all(cancelled) or any(_running_job(n) for n in range(len(jobs))):
+            assert time.monotonic() - t0 < 600, f"jobs not cancelled in 600 s ({sent})"
+            for n, run in enumerate(jobs):
+                rows = _streamed_rows(run)
+                if cancelled[n] or not LONG_STEPS <= rows < LONG_LEVELS * LONG_STEPS or (jid := _running_job(n)) is None:
+                    continue
+                if subprocess.run([*how[n], jid], capture_output=True).returncode == 0:
+                    cancelled[n] = jid
+                    sent.append(f"{' '.join(how[n])} {jid} at step {rows} (+{time.monotonic() - t0:.0f} s)")
+            time.sleep(0.5)
+    finally:
+        sweep.kill()  # its jobs are gone for good: it would wait for their results
+        sweep.communicate()
+    records = [json.loads((j / "result.json").read_text()) for j in jobs]
+    assert records[0]["status"] == "interrupted" and records[0]["interruption_counts"]["preemption"] == 1, records[0]
+    assert records[1]["status"] == "running", records[1]["status"]
+    status = mibench(["status", str(sweep_dir)], runs=tmp_path / "runs")
+    out, _ = status.communicate(timeout=120)
+    assert status.returncode == 0 and re.search(r"^1_nwj_s0 +killed ", out, re.M), out
+    assert json.loads((jobs[1] / "result.json").read_text())["interruption_counts"]["killed"] == 1
+    resumed = mibench([*cmd, "resume=true"], runs=tmp_path / "runs")
+    local = {}
+    for est in ESTIMATORS:  # the same runs without SLURM, while the resumed jobs run
+        local[est] = tmp_path / f"local_{est}"
+        p = mibench([*LONG, f"estimator={est}", f"hydra.run.dir={local[est]}"], runs=tmp_path / "runs_local")
+        p.communicate(timeout=900)
+        assert p.returncode == 0
+    out, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, out[-3000:]
+    print(f"\ncancelled sweep: sent {'; '.join(sent)}; resumed in {time.monotonic() - t0:.0f} s from the start")
+    for n, (est, job) in enumerate(zip(ESTIMATORS, jobs)):
+        rec = json.loads((job / "result.json").read_text())
+        print(f"  {est}: {rec['status']}, {rec['interruption_counts']}, attempts "
+              f"{[(a.get('slurm_job_id'), a['ended'], a['wall_s']) for a in rec['attempts']]}, used {rec['time_used_s']} s")
+        assert rec["status"] == "completed" and rec["resumed"] is True, (est, rec["status"])
+        want = {"time_limit": 0, "preemption": 1, "killed": 0} if n == 0 else {"time_limit": 0, "preemption": 0, "killed": 1}
+        assert rec["interruption_counts"] == want, (est, rec["interruptions"])
+        assert [a["ended"] for a in rec["attempts"]] == ["interrupted" if n == 0 else "killed", "completed"]
+        assert rec["time_used_s"] > rec["wall_time_s"]
+        steps = (job / "steps.csv").read_bytes()
+        assert steps.count(b"\n") == LONG_LEVELS * LONG_STEPS + 1
+        assert steps == (local[est] / "steps.csv").read_bytes(), est
+    before = [(j / "result.json").read_bytes() for j in jobs]
+    again = mibench([*cmd, "resume=true"], runs=tmp_path / "runs")  # completed: skipped, not trained again
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-3000:]
+    assert [(j / "result.json").read_bytes() for j in jobs] == before
