@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -300,8 +301,8 @@ def test_preflight_with_the_controller_down(tmp_path):
 def test_cancelled_jobs_continue_with_resume_true_in_their_sweep_dir(tmp_path):
     """Issue 27: both jobs of a sweep in an explicit hydra.sweep.dir are cancelled for good once each has streamed a
     level: job 0 with ``scancel`` (SIGTERM: it checkpoints at the next step and ends; its record says
-    ``interrupted``), job 1 with ``scancel --signal=KILL`` (no record written: it stays ``running``). ``mibench
-    status`` finds job 1 ``killed``; the same command with resume=true continues both in the sweep directory to the
+    ``interrupted``), job 1's process with SIGKILL (as the out-of-memory killer: no record written, it stays
+    ``running``, and the job ends). ``mibench status`` finds job 1 ``killed``; the same command with resume=true continues both in the sweep directory to the
     bytes of local runs, counting each interruption once and both attempts' time."""
     import time
 
@@ -310,7 +311,16 @@ def test_cancelled_jobs_continue_with_resume_true_in_their_sweep_dir(tmp_path):
            f"hydra.launcher.partition={partition()}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
            "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep_dir}"]
     jobs = [sweep_dir / f"{n}_{est}_s0" for n, est in enumerate(ESTIMATORS)]
-    how = [["scancel"], ["scancel", "--signal=KILL", "--full"]]
+
+    def stop(n: int, jid: str, run: Path) -> str:
+        """Job 0: ``scancel`` (SIGTERM to its processes, SIGKILL 10 s later: KillWait); job 1: SIGKILL to mibench's
+        process (its pid in its record), which ``scancel --signal=KILL --full`` does not do: ending the batch
+        shell first, SLURM sends the step SIGTERM."""
+        if n == 0:
+            return "scancel " + jid if subprocess.run(["scancel", jid], capture_output=True).returncode == 0 else ""
+        os.kill(json.loads((run / "result.json").read_text())["pid"], signal.SIGKILL)
+        return f"kill -9 (job {jid})"
+
     sweep = mibench(cmd, runs=tmp_path / "runs")
     t0, cancelled, sent = time.monotonic(), [None] * len(jobs), []
     try:
@@ -320,9 +330,9 @@ def test_cancelled_jobs_continue_with_resume_true_in_their_sweep_dir(tmp_path):
                 rows = _streamed_rows(run)
                 if cancelled[n] or not LONG_STEPS <= rows < LONG_LEVELS * LONG_STEPS or (jid := _running_job(n)) is None:
                     continue
-                if subprocess.run([*how[n], jid], capture_output=True).returncode == 0:
+                if what := stop(n, jid, run):
                     cancelled[n] = jid
-                    sent.append(f"{' '.join(how[n])} {jid} at step {rows} (+{time.monotonic() - t0:.0f} s)")
+                    sent.append(f"{what} at step {rows} (+{time.monotonic() - t0:.0f} s)")
             time.sleep(0.5)
     finally:
         sweep.kill()  # its jobs are gone for good: it would wait for their results
