@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
-from .log import LOG, run_logs
+from .log import LOG, duration, run_logs
 from .records import (CHECKPOINT, FINISHED_STATUSES, HEARTBEAT_S, QUIET_EVERY_S, RECORD, UNFINISHED_STATUSES,
                       config_hash, find_same, interruption_counts, known_alive, machine, merge_events, read_record,
                       slurm_job, start_record, write_record)
@@ -211,13 +211,17 @@ def start_line(prep: "Prepared") -> str:
 
 
 def end_line(prep: "Prepared", result: "RunResult | None" = None) -> str:
-    """The job log's last line of a run: its status, wall time, steps, why it diverged or crashed, the task's
-    last progress fields and held-out estimate (the final estimate), where it wrote."""
+    """The job log's last line of a run: its status, wall time (and over all attempts, when it was resumed), steps,
+    why it diverged or crashed, the task's last progress fields and held-out estimate (the final estimate), where
+    it wrote."""
     from .engine.logging import join_fields
 
     record = prep.record
     why = record.get("diverged_reason") or record.get("error")
     parts = [f"{record['wall_time_s']:.1f}s"]
+    attempts = len(record.get("attempts") or [])
+    if attempts > 1 and record.get("time_used_s") is not None:  # a resumed run: its time over all attempts too
+        parts[0] += f" ({duration(record['time_used_s'])} over {attempts} attempts)"
     if record.get("steps_done") is not None and record["status"] != "crashed":
         parts.append(f"{record['steps_done']} steps")
     fields = dict(result.extra.get("fields") or {}) if result is not None else {}

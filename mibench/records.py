@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -654,23 +653,6 @@ def time_used_s(rec: dict[str, Any]) -> float | None:
     return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
 
 
-def duration(seconds: float | None) -> str:
-    """``7.6s``, ``8m02s``, ``2h05m``, ``-`` for unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    s = max(0.0, float(seconds))
-    if s < 60:
-        return f"{s:.1f}s"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m}m{sec:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
-
-
-def time_text(rec: dict[str, Any]) -> str:
-    """The time a run used over all its attempts, with their number when more than one: ``8m02s (3 attempts)``."""
-    n = len([a for a in rec.get("attempts") or [] if isinstance(a, dict)])
-    return duration(time_used_s(rec)) + (f" ({n} attempts)" if n > 1 else "")
-
-
 def declare_dead(run_dir: str | Path, rec: dict[str, Any], status: str, why: str) -> dict[str, Any]:
     """``rec`` (a dead ``running`` record, :func:`dead_verdict`) as ``status``: the kill counted among its
     interruptions, its last attempt ended. Written atomically, unless the file changed since it was read (the run
@@ -681,7 +663,7 @@ def declare_dead(run_dir: str | Path, rec: dict[str, Any], status: str, why: str
     attempts = [dict(a) for a in rec.get("attempts") or [] if isinstance(a, dict)]
     if attempts:
         attempts[-1]["ended"] = "killed"
-    new.update(status=status, error=f"killed: {why}", interruptions=events,
+    new.update(status=status, error=why, interruptions=events,
                interruption_counts=interruption_counts(events), attempts=attempts or rec.get("attempts"))
     now, _ = load_record(run_dir)
     if now is not None and now != rec and upgrade(now, run_dir) != rec:

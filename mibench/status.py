@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .log import duration as clock
 from .records import (EMPTY_RUN_DIR, FINISHED_STATUSES, INTERRUPTION_KINDS, INVALID, NO_RECORD, RECORD, dead_verdict,
-                      declare_dead, duration, empty_run_dirs, interruption_counts, record_age_s, scan_records,
-                      slurm_job, time_used_s)
+                      declare_dead, empty_run_dirs, interruption_counts, record_age_s, scan_records, slurm_job,
+                      time_used_s)
 
 PROG = "mibench status"
 KIND_WORDS = {"time_limit": "time limit", "preemption": "preempted", "killed": "killed"}
@@ -154,6 +155,11 @@ def counts_text(counts: dict[str, int]) -> str:
     n = sum(counts.values())
     parts = [f"{counts[k]} {KIND_WORDS[k]}" for k in INTERRUPTION_KINDS if counts.get(k)]
     return f"{n} ({', '.join(parts)})" if n else "0"
+
+
+def duration(seconds: float | None) -> str:
+    """``01:43``, ``1:02:03`` (mibench.log's, as the bar and the job log show times); ``-`` when unknown."""
+    return "-" if seconds is None else clock(seconds)
 
 
 def plural(n: int, word: str) -> str:

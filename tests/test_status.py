@@ -235,14 +235,14 @@ def test_status_shows_every_run_and_rewrites_the_dead_ones(tmp_path, live_pid, c
     rows = parse(out)
     assert rows["a_done"] == {"run": "a_done", "state": "completed", "step": "900/900", "level/epoch": "level 2/3",
                               "estimate": "1.491", "interruptions": "1 (1 time limit)", "attempts": "2",
-                              "used": "2m00s", "left": "-", "heartbeat": "-"}
-    assert rows["b_live"]["state"] == "running" and rows["b_live"]["left"] == "~1m00s"  # 600 steps at 10/s
-    assert rows["b_live"]["heartbeat"].endswith("s ago") and rows["b_live"]["step"] == "300/900"
+                              "used": "02:00", "left": "-", "heartbeat": "-"}
+    assert rows["b_live"]["state"] == "running" and rows["b_live"]["left"] == "~01:00"  # 600 steps at 10/s
+    assert re.fullmatch(r"00:0\d ago", rows["b_live"]["heartbeat"]) and rows["b_live"]["step"] == "300/900"
     assert rows["c_dead"]["state"] == "killed" and rows["c_dead"]["interruptions"] == "1 (1 killed)"
-    assert rows["c_dead"]["left"] == "~2m00s"  # 600 steps at 5/s
+    assert rows["c_dead"]["left"] == "~02:00"  # 600 steps at 5/s
     assert rows["d_bad"]["state"] == rows["e_odd"]["state"] == "invalid" and rows["d_bad"]["interruptions"] == "-"
     assert "5 runs: 1 completed, 1 running, 1 killed, 2 invalid; 2 interruptions (1 time limit, 1 killed); " \
-           "used 3m10s (all runs, all attempts); left ~1m00s of compute; resume=true continues the killed and " \
+           "used 03:10 (all runs, all attempts); left ~01:00 of compute; resume=true continues the killed and " \
            "crashed ones from their checkpoints" in out  # left: the running run's (a killed one waits for resume=true)
     assert "d_bad/result.json: not valid JSON" in out and "e_odd/result.json: heartbeat.step holds a string" in out
     assert f"f_empty: {records.EMPTY_RUN_DIR}" in out
@@ -261,7 +261,7 @@ def test_status_of_a_sweep_counts_the_jobs_not_started(tmp_path, capsys):
     write(tmp_path, "0_infonce_s0", {"status": "completed", "attempts": [{"wall_s": 60.0, "ended": "completed"}]})
     st.main([str(tmp_path)])
     out = capsys.readouterr().out
-    assert "1 run: 1 completed; 5 not started; used 1m00s (all runs, all attempts); left ~5m00s of compute" in out
+    assert "1 run: 1 completed; 5 not started; used 01:00 (all runs, all attempts); left ~05:00 of compute" in out
 
 
 def a_file(p: Path) -> Path:
@@ -298,8 +298,9 @@ def test_sweep_lines_count_every_attempt():
     try:
         rec = {"status": "completed", "wall_time_s": 7.6, "attempts": [{"wall_s": 240.0}, {"wall_s": 234.4},
                                                                         {"wall_s": 7.6}]}
-        assert sp.TALLY.line(["estimator=nwj"], "completed", records.time_used_s(rec), 3) \
-            == "[1/3 done, 0 failed] estimator=nwj -> completed 8m02s (3 attempts)"
-        assert sp.TALLY.line(["estimator=mine"], "killed", 12.0) == "[2/3 done, 1 failed] estimator=mine -> killed 12.0s"
+        line = sp.TALLY.line(["estimator=nwj"], "completed", records.time_used_s(rec), 3)
+        assert re.fullmatch(r"\[1/3 done, 0 failed, ~\d\d:\d\d left\] estimator=nwj -> completed 482\.0s \(3 attempts\)", line)
+        line = sp.TALLY.line(["estimator=mine"], "killed", 12.0)
+        assert re.fullmatch(r"\[2/3 done, 1 failed, ~\d\d:\d\d left\] estimator=mine -> killed 12\.0s", line)
     finally:
         sp.TALLY = None
