@@ -93,13 +93,13 @@ def _previous_run(cfg: DictConfig, out: Path) -> Previous:
     the same command run again), then those under ``runs_root``, newest first. A completed (or diverged) one is
     skipped to unless ``overwrite=true``; with ``resume=true`` an unfinished one with a checkpoint is continued.
     The run in ``out`` whose process still runs (here, or its SLURM job) is skipped to: no second process
-    writes into its directory."""
+    writes into its directory (but the other ranks of a DDP run, which rank 0 started, join it)."""
     from . import cluster
 
     own = own_record(cfg, out)
     same = ([(out, own)] if own is not None else []) + (
         find_same(cfg.runs_root, config_hash(cfg), exclude=out) if cfg.get("runs_root") else [])
-    if own is not None and own.get("status") == "running":
+    if own is not None and own.get("status") == "running" and process_rank() == 0:  # (a DDP rank joins rank 0's run)
         job = slurm_job(own)
         alive = known_alive(own, cluster.job_states([job]) if job and job != cluster.job_id() else None)
         if alive:
