@@ -101,7 +101,12 @@ def _previous_run(cfg: DictConfig, out: Path) -> Previous:
         find_same(cfg.runs_root, config_hash(cfg), exclude=out) if cfg.get("runs_root") else [])
     if own is not None and own.get("status") == "running" and process_rank() == 0:  # (a DDP rank joins rank 0's run)
         job = slurm_job(own)
-        alive = known_alive(own, cluster.job_states([job]) if job and job != cluster.job_id() else None)
+        if job is not None and job != cluster.job_id():
+            from hydra_plugins.mibench_launcher.slurm_jobs import queue_states
+
+            alive = known_alive(own, queue_states([job]))
+        else:
+            alive = known_alive(own)
         if alive:
             return Previous(out, f"skipped: this config is still running in {out} ({alive})")
     if not cfg.get("overwrite"):

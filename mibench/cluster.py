@@ -60,38 +60,6 @@ def job_times(jid: str | None = None) -> tuple[float, float] | None:
     return (limit, used) if limit is not None and used is not None else None
 
 
-def job_states(ids: list[str]) -> dict[str, str | None] | None:
-    """squeue's state (RUNNING, PENDING, ...) of each SLURM job id, None for a job no longer in the queue; None
-    for all when squeue cannot be asked here (not installed, no controller). One call for all ids; when squeue
-    refuses the list because some id is unknown to it, one call per id."""
-    import shutil
-
-    ids = sorted(set(ids))
-    if not ids:
-        return {}
-    if shutil.which("squeue") is None:
-        return None
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        if "invalid job id" not in out.stderr.lower():
-            return None
-        if len(ids) == 1:
-            return {ids[0]: None}
-        found: dict[str, str | None] = {}
-        for jid in ids:
-            one = job_states([jid])
-            if one is None:
-                return None
-            found.update(one)
-        return found
-    listed = {a.strip(): b.strip() for a, b in (line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)}
-    return {jid: listed.get(jid) or None for jid in ids}
-
-
 def interruption_kind(signum: int, times: tuple[float, float] | None, lead_s: float) -> str:
     """``time_limit`` or ``preemption`` for a stop signal.
 

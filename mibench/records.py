@@ -303,12 +303,24 @@ def carried_over(before: dict[str, Any] | None) -> tuple[list[dict[str, Any]], l
     if not attempts and time_used_s(before) is not None:
         attempts = [{"started_at": before.get("started_at"), "wall_s": time_used_s(before),
                      "ended": before.get("status")}]
-    if before.get("status") == "running":
+    if unrecorded_kill(before, events, attempts):
         why = "the attempt ended without recording why (SIGKILL, a node failure, the out-of-memory killer)"
         events = merge_events(events, [kill_event(before, why)])
         if attempts:
             attempts[-1]["ended"] = "killed"
     return events, attempts
+
+
+def unrecorded_kill(rec: dict[str, Any], events: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> bool:
+    """Whether ``rec`` stands for an attempt killed without a word that no interruption counts yet: it still says
+    ``running``, or ``killed`` with its last attempt never closed (or, without attempts, no ``killed`` event)."""
+    if rec.get("status") == "running":
+        return True
+    if rec.get("status") != "killed":
+        return False
+    if attempts:
+        return attempts[-1].get("ended") == "running"
+    return not any(e.get("kind") == "killed" for e in events)
 
 
 # what a result.json may say: ``killed`` is written by whoever finds a ``running`` record whose process is gone
@@ -572,16 +584,16 @@ def slurm_job(rec: dict[str, Any]) -> str | None:
     return str(job) if job is not None else None
 
 
-def dead_verdict(rec: dict[str, Any], jobs: dict[str, str | None] | None = None,
+def dead_verdict(rec: dict[str, Any], jobs: dict[str, str] | None = None,
                  now: float | None = None) -> tuple[str, str] | None:
     """For a ``running`` record whose process is gone: (the status it becomes, why); None while it may live.
 
     The rule, first that applies: (1) written on this host: its pid is alive (and started when the run did);
-    (2) written in a SLURM job that ``jobs`` (squeue's state per job id: :func:`mibench.cluster.job_states`)
-    covers: the job still holds its processes (RUNNING, COMPLETING, ...); pending again (requeued) ->
-    ``interrupted``, gone from the queue or ended -> ``killed``; (3) its heartbeat is at most
-    :func:`stale_after_s` old (STALE_FACTOR x the interval it promised, at least STALE_FLOOR_S); a record without
-    a heartbeat (written before heartbeats existed) is trusted."""
+    (2) written in a SLURM job and ``jobs`` is squeue's answer (``{job id: state}`` of the jobs it lists:
+    :func:`hydra_plugins.mibench_launcher.slurm_jobs.queue_states`; None: squeue cannot tell): the job still holds
+    its processes (RUNNING, COMPLETING, ...); pending again (requeued) -> ``interrupted``, not listed or ended ->
+    ``killed``; (3) its heartbeat is at most :func:`stale_after_s` old (STALE_FACTOR x the interval it promised,
+    at least STALE_FLOOR_S); a record without a heartbeat (written before heartbeats existed) is trusted."""
     if rec.get("status") != "running":
         return None
     pid, host = rec.get("pid"), rec.get("host")
@@ -590,9 +602,9 @@ def dead_verdict(rec: dict[str, Any], jobs: dict[str, str | None] | None = None,
             return None
         return "killed", f"its process {pid} on {host} is gone"
     job = slurm_job(rec)
-    if job is not None and jobs is not None and job in jobs:
-        state = jobs[job]
-        if state is not None and state.split()[0].rstrip("+") in JOB_ALIVE:
+    if job is not None and jobs is not None:
+        state = jobs.get(job)
+        if state is not None and state.split()[0] in JOB_ALIVE:
             return None
         if state is not None and state.split()[0] in JOB_WAITING:
             return "interrupted", f"its SLURM job {job} is {state} (requeued): this attempt is gone"
@@ -603,7 +615,7 @@ def dead_verdict(rec: dict[str, Any], jobs: dict[str, str | None] | None = None,
     return None
 
 
-def known_alive(rec: dict[str, Any], jobs: dict[str, str | None] | None = None) -> str | None:
+def known_alive(rec: dict[str, Any], jobs: dict[str, str] | None = None) -> str | None:
     """Where a ``running`` record's process is known to run (``pid 123 on node7``, ``SLURM job 77 (RUNNING)``),
     or None when it is not known to: finished, gone, or nothing can tell. An earlier attempt of this process's
     own SLURM job (a requeue) and this process itself are never alive."""
@@ -654,22 +666,23 @@ def time_used_s(rec: dict[str, Any]) -> float | None:
 
 
 def declare_dead(run_dir: str | Path, rec: dict[str, Any], status: str, why: str) -> dict[str, Any]:
-    """``rec`` (a dead ``running`` record, :func:`dead_verdict`) as ``status``: the kill counted among its
-    interruptions, its last attempt ended. Written atomically, unless the file changed since it was read (the run
-    wrote it meanwhile): then the file's record is returned unchanged. A directory that cannot be written is
-    left as it is (the returned record still says what was found)."""
-    new = dict(rec)
-    events = merge_events(rec.get("interruptions") or [], [kill_event(rec, why)])
-    attempts = [dict(a) for a in rec.get("attempts") or [] if isinstance(a, dict)]
-    if attempts:
-        attempts[-1]["ended"] = "killed"
-    new.update(status=status, error=why, interruptions=events,
-               interruption_counts=interruption_counts(events), attempts=attempts or rec.get("attempts"))
+    """``rec`` as ``status`` (``killed``; ``interrupted`` while its SLURM job waits for a requeue), ``why`` in its
+    ``error``, with ``killed_at``: the one way a record is declared dead (:func:`dead_verdict`'s finding, or a
+    SLURM launcher's that saw the job leave the queue). A ``running`` record's attempt ended without a word: the
+    kill is counted among its interruptions (once) and the attempt ends ``killed``; an ``interrupted`` one (its
+    signal already counted) only changes status. Written atomically, unless the file changed since it was read
+    (the run wrote it meanwhile): then the file's record is returned unchanged. OSError when it cannot be
+    written."""
+    new = dict(rec, status=status, error=why, killed_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if rec.get("status") == "running":
+        events = merge_events(rec.get("interruptions") or [], [kill_event(rec, why)])
+        attempts = [dict(a) for a in rec.get("attempts") or [] if isinstance(a, dict)]
+        if attempts:
+            attempts[-1]["ended"] = "killed"
+        new.update(interruptions=events, interruption_counts=interruption_counts(events),
+                   attempts=attempts or rec.get("attempts"))
     now, _ = load_record(run_dir)
     if now is not None and now != rec and upgrade(now, run_dir) != rec:
         return now
-    try:
-        write_record(run_dir, new)
-    except OSError:
-        pass
+    write_record(run_dir, new)
     return new

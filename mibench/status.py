@@ -118,19 +118,30 @@ def collect(root: str | Path, mark: bool = True) -> Status:
             continue
         verdict = dead_verdict(rec, jobs)
         if verdict is not None:
-            rec = declare_dead(d, rec, *verdict) if mark else {**rec, "status": verdict[0]}
+            rec = mark_dead(d, rec, verdict) if mark else {**rec, "status": verdict[0]}
         rows.append(row_of(run, rec, verdict[1] if verdict else None))
     skipped += [(relative(d, root), EMPTY_RUN_DIR) for d in empty_run_dirs(root)]
     planned = planned_jobs(root)
     return Status(root, rows, skipped, max(0, planned - len(rows)) if planned else 0)
 
 
-def _job_states(records: list[dict[str, Any]]) -> dict[str, str | None] | None:
-    """squeue's states of the SLURM jobs of the ``running`` records (one call), None when squeue cannot tell."""
-    from .cluster import job_states
+def mark_dead(run_dir: Path, rec: dict[str, Any], verdict: tuple[str, str]) -> dict[str, Any]:
+    """:func:`declare_dead`; a folder that cannot be written (someone else's runs) is shown as found, not changed."""
+    try:
+        return declare_dead(run_dir, rec, *verdict)
+    except OSError:
+        return {**rec, "status": verdict[0], "error": verdict[1]}
 
+
+def _job_states(records: list[dict[str, Any]]) -> dict[str, str] | None:
+    """squeue's states of the SLURM jobs of the ``running`` records (one call; the jobs it lists), None when
+    squeue cannot tell (not installed, no controller) or no record names a job."""
     ids = [j for r in records if r.get("status") == "running" and (j := slurm_job(r)) is not None]
-    return job_states(ids) if ids else None
+    if not ids:
+        return None
+    from hydra_plugins.mibench_launcher.slurm_jobs import queue_states
+
+    return queue_states(ids)
 
 
 def planned_jobs(root: Path) -> int | None:

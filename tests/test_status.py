@@ -304,3 +304,29 @@ def test_sweep_lines_count_every_attempt():
         assert re.fullmatch(r"\[2/3 done, 1 failed, ~\d\d:\d\d left\] estimator=mine -> killed 12\.0s", line)
     finally:
         sp.TALLY = None
+
+
+def test_a_kill_found_by_the_slurm_launcher_is_counted_once(tmp_path):
+    """slurm_jobs.mark_killed (a job that left the queue) goes through records.declare_dead: a running run's kill is
+    one interruption, which the resume does not count again; an interrupted run (its signal counted) only becomes
+    killed; a killed record whose attempt nobody closed is counted when the run resumes."""
+    from hydra_plugins.mibench_launcher.slurm_jobs import mark_killed
+
+    ran = tmp_path / "ran"
+    records.write_record(ran, running(attempts=[{"wall_s": 5.0, "ended": "running"}], interruptions=[]))
+    assert mark_killed(ran, "SLURM job 7_1 ended CANCELLED without a result") == "killed"
+    rec = records.read_record(ran)
+    assert rec["interruption_counts"]["killed"] == 1 and rec["error"].startswith("SLURM job 7_1") and rec["killed_at"]
+    events, attempts = records.carried_over(rec)
+    assert [e["kind"] for e in events] == ["killed"] and [a["ended"] for a in attempts] == ["killed"]
+
+    stopped = tmp_path / "stopped"
+    signalled = [{"kind": "time_limit", "signal": "SIGUSR2", "step": 100, "at": "2026-01-01T00:01:00"}]
+    records.write_record(stopped, running(status="interrupted", interruptions=signalled,
+                                          attempts=[{"wall_s": 5.0, "ended": "interrupted"}]))
+    assert mark_killed(stopped, "SLURM job 7_2 left the queue without a result") == "killed"
+    assert records.read_record(stopped)["interruptions"] == signalled
+    assert records.carried_over(records.read_record(stopped))[0] == signalled
+
+    unclosed = running(status="killed", attempts=[{"wall_s": 5.0, "ended": "running"}], interruptions=[])
+    assert [e["kind"] for e in records.carried_over(unclosed)[0]] == ["killed"]

@@ -180,15 +180,14 @@ def mark_killed(out: Path | None, reason: str) -> str | None:
     """Record a run whose job was lost as ``killed``, with ``reason`` in its record's ``error``, when the record
     still says ``running`` or ``interrupted`` (a finished record is the run's own word and stays). Returns the
     status the record now holds; None when the run wrote none (its job never started it)."""
-    from mibench.records import read_record, write_record
+    from mibench.records import declare_dead, read_record
 
     rec = read_record(out) if out is not None else None
     if rec is None:
         return None
     if rec.get("status") in ("running", "interrupted"):
-        rec.update(status="killed", error=reason, killed_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        try:
-            write_record(out, rec)
+        try:  # (a running run's kill is counted among its interruptions: the resume adds no second)
+            rec = declare_dead(out, rec, "killed", reason)
         except OSError as e:
             print(f"mibench: error: cannot mark {out / 'result.json'} killed: {e.strerror or e}", file=sys.stderr)
             return None

@@ -52,8 +52,11 @@ class SlurmLauncher(HydraSlurmLauncher):
         jobs = executor.map_array(self, *zip(*job_params))
         log.info(f"Submitted {slurm_jobs.logs_line(jobs)}")
         returns: List[JobReturn | None] = [None] * len(jobs)
+        from .sweep_progress import report_summary
+
         for k, ended in slurm_jobs.watch(jobs):
             returns[k] = self._ended(str(jobs[k].job_id), ended, list(job_overrides[k]), initial_job_idx + k)
+            report_summary()  # the sweep's [sweep] line (at most every 10 s, and after the last job)
         return returns  # type: ignore[return-value]
 
     def _executor(self, job_overrides: Sequence[Sequence[str]]) -> Any:
@@ -94,7 +97,7 @@ class SlurmLauncher(HydraSlurmLauncher):
         COMPLETED one with no value (its run is recorded killed; Hydra goes on with the sweep); for a job whose
         code raised, a FAILED one carrying the error (Hydra raises it once every job has ended)."""
         from .slurm_jobs import first_line, lost_line, mark_killed, run_dir, run_record, swept
-        from .sweep_progress import report
+        from .sweep_progress import report, report_record
 
         if ended.lost is not None:
             out = run_dir(self._job_config(overrides, idx))
@@ -108,9 +111,7 @@ class SlurmLauncher(HydraSlurmLauncher):
             report(overrides, "failed", None)
             return JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=ended.error)
         ret: JobReturn = ended.value
-        rec = run_record(ret)
-        report(overrides, "failed" if ret.status == JobStatus.FAILED else str(rec.get("status", "completed")),
-               rec.get("wall_time_s"))
+        report_record(overrides, run_record(ret), "failed" if ret.status == JobStatus.FAILED else None)  # (all attempts)
         return ret
 
     def _job_config(self, overrides: List[str], idx: int) -> Any:
