@@ -122,13 +122,14 @@ def report_record(overrides: Sequence[str], record: dict[str, Any], status: str 
 
 def report_summary() -> None:
     """Print the sweep's summary line when due (:meth:`SweepTally.summary_due`): ``mibench status``'s, from the
-    records in the sweep directory (a dead run's record is rewritten as killed on the way)."""
+    records in the sweep directory. It shows a dead run as what it has become and writes nothing: a record is
+    rewritten by ``mibench status`` or, for a job that left the queue, by the SLURM launcher's watch (its reason)."""
     if TALLY is None or not TALLY.sweep_dir or not TALLY.summary_due():
         return
     try:
         from mibench.status import collect, summary
 
-        line = summary(collect(TALLY.sweep_dir))
+        line = summary(collect(TALLY.sweep_dir, mark=False))
     except Exception as e:  # noqa: BLE001 -- a summary must never stop a sweep
         line = f"no summary ({type(e).__name__}: {e})".splitlines()[0]
     TALLY.summarised_at = TALLY.clock()
