@@ -11,9 +11,9 @@ OmegaConf.register_new_resolver("uid", lambda: _UID, replace=True)
 
 
 def _run_label(*, _root_) -> str:
-    """${run_label:} in conf/hydra: what names the run beside its seed (mibench.records.roles): the estimator, or
+    """${run_label:} in conf/hydra: what names the run beside its seed (mibench.labels.roles): the estimator, or
     the analysis where the benchmark uses none (``sandwich``, ``optimal``, jigsaw's ``ce``)."""
-    from .records import roles
+    from .labels import roles
 
     return roles(_root_)["label"]
 

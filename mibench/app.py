@@ -18,6 +18,7 @@ from .log import LOG, duration, run_logs
 from .records import (CHECKPOINT, FINISHED_STATUSES, HEARTBEAT_S, QUIET_EVERY_S, RECORD, UNFINISHED_STATUSES,
                       config_hash, find_same, interruption_counts, known_alive, machine, merge_events, read_record,
                       slurm_job, start_record, write_record)
+from .labels import identity
 from .results import atomic_write_text
 from .threads import set_threads
 
@@ -200,13 +201,13 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     for note in notes:
         LOG.warning(f"mibench: note: {note}")  # (stderr; without a logging set-up, Python's last resort shows it)
     seed_everything(int(cfg.seed))
-    record = start_record(cfg, out, git_commit(), before)
+    record = start_record(cfg, out, git_commit(), identity(cfg), before)
     return Prepared(cfg, out, resume_from, record, time.time(), echo, carried=list(record["interruptions"]))
 
 
 def start_line(prep: "Prepared") -> str:
     """The job log's first line of a run: what it is, its config hash (as its records), where it writes. The
-    estimator and critic only where the run uses them (their record fields are null otherwise: records.roles)."""
+    estimator and critic only where the run uses them (their record fields are null otherwise: labels.roles)."""
     record = prep.record
     named = "".join(f" {name}={record[k]}" for k, name in (("estimator", "estimator"), ("lam", "lambda"),
                                                            ("critic", "critic")) if record.get(k) is not None)

@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 # Slurm signals a job on a coarse clock (up to a minute early or late), so a signal this close to the time
 # limit (plus the signal's own lead time) counts as the limit
@@ -76,14 +76,13 @@ def interruption_kind(signum: int, times: tuple[float, float] | None, lead_s: fl
     return "time_limit" if limit - used <= lead_s + SIGNAL_SLACK_S else "preemption"
 
 
-def submission_warnings(benchmarks: list[str]) -> list[str]:
-    """One line per benchmark of a sweep bound for SLURM that cannot checkpoint (a requeue restarts it)."""
-    from .benchmarks import TASKS
-
-    resumable = sorted(n for n, t in TASKS.items() if t.resumable)
+def submission_warnings(benchmarks: list[str], tasks: Mapping[str, Any]) -> list[str]:
+    """One line per benchmark of a sweep bound for SLURM that cannot checkpoint (a requeue restarts it);
+    ``tasks``: the task registry (mibench.benchmarks.TASKS: passed in, this module sits below the benchmarks)."""
+    resumable = sorted(n for n, t in tasks.items() if t.resumable)
     return [f"benchmark={b} cannot checkpoint: a job SLURM stops at its time limit or preempts starts again from "
             f"step 0 (give it a hydra.launcher.timeout_min above its run time; resumable: {', '.join(resumable)})"
-            for b in dict.fromkeys(benchmarks) if b in TASKS and not TASKS[b].resumable]
+            for b in dict.fromkeys(benchmarks) if b in tasks and not tasks[b].resumable]
 
 
 def signal_lead_s(default: float = 120.0) -> float:

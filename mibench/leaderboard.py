@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from .records import (CONFIG, EMPTY_RUN_DIR, INVALID, NO_RECORD, NOT_VARIANT, RECORD, dead_verdict, empty_run_dirs,
-                      flat_config, load_config, roles, scan_records, variant_hash)
+                      flat_config, load_config, scan_records, variant_hash)
+from .labels import roles
 from .results import (atomic_write_csv, atomic_write_text, draw_staircase, first_line, level_summary, read_steps,
                       save_figure)
 from .stats import mean_ci
@@ -136,7 +137,7 @@ def sweep_seeds(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-GROUPS = ("benchmark", "estimator", "critic")  # the config groups that name a run (mibench.records.roles)
+GROUPS = ("benchmark", "estimator", "critic")  # the config groups that name a run (mibench.labels.roles)
 
 
 def _run_row(d: Path, rec: dict[str, Any] | None, cfg: dict[str, Any] | None) -> dict[str, Any]:

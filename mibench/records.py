@@ -210,48 +210,6 @@ def blas_lapack() -> tuple[str, str]:
     return (f"{blas} {mkl.group(1)}" if blas == "mkl" and mkl else blas), lapack
 
 
-def identity(cfg: DictConfig) -> dict[str, Any]:
-    """The fields that name a run in tables: benchmark, dataset, estimator, critic, model, lambda, C*, seed.
-    ``estimator`` / ``critic`` are null where the run uses none (:func:`roles`)."""
-    est, used = cfg.estimator, roles(cfg)
-    return {
-        "benchmark": cfg.benchmark.name, "dataset": cfg.dataset.name, "estimator": used["estimator"],
-        "critic": used["critic"], "model": cfg.get("model", {}).get("name", "none"),
-        "lam": est.get("lam"), "c_star": est.get("c_star"), "seed": int(cfg.seed),
-    }
-
-
-def roles(cfg: DictConfig | dict) -> dict[str, str | None]:
-    """What a run of ``cfg`` (a DictConfig, or a config.yaml as plain data) is named by, from its benchmark's Task
-    declarations (``uses_estimator_for``, ``uses_critic_for``, ``method_for``): ``estimator`` (None where the run
-    uses no estimator: benchmark=optimal, sandwich, gradients; jigsaw's objective=ce; layerpair's supervised
-    reference), ``critic`` (None where no network is built from the critic group: those and dim, dsprites,
-    jigsaw, layerpair) and ``label``, its name beside the seed in the run directory (the estimator, else the
-    analysis: ``sandwich``, ``ce``). A benchmark no installed plug-in registers keeps the configured names."""
-    bench, est, critic = (_name(cfg, g) for g in ("benchmark", "estimator", "critic"))
-    task = _task(bench)
-    if task is None:
-        return {"estimator": est, "critic": critic, "label": est or bench or "run"}
-    uses_est = task.uses_estimator_for(cfg)
-    return {"estimator": est if uses_est else None, "critic": critic if task.uses_critic_for(cfg) else None,
-            "label": (est if uses_est else None) or task.method_for(cfg)}
-
-
-def _name(cfg: DictConfig | dict, group: str) -> str | None:
-    node = cfg.get(group) if hasattr(cfg, "get") else None
-    name = node.get("name") if hasattr(node, "get") else None
-    return None if name is None else str(name)
-
-
-def _task(benchmark: str | None) -> Any:
-    """The Task class registered as ``benchmark`` (mibench's own and the plug-ins'), or None."""
-    if benchmark is None:
-        return None
-    from .config import TASKS  # (imports the benchmarks and loads the plug-ins)
-
-    return TASKS.get(benchmark)
-
-
 def write_record(out_dir: str | Path, record: dict[str, Any]) -> None:
     atomic_write_text(Path(out_dir) / RECORD, json.dumps(record, indent=2, default=_jsonable))
 
@@ -263,11 +221,12 @@ def _jsonable(x: Any) -> Any:
         return str(x)
 
 
-def start_record(cfg: DictConfig, out_dir: Path, commit: str | None,
+def start_record(cfg: DictConfig, out_dir: Path, commit: str | None, names: dict[str, Any],
                  before: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``running`` record of a run's attempt, written atomically. ``before``: the record of the run this
-    attempt continues (a resume, or a SLURM requeue in its directory): its interruptions and attempts carry over
-    (:func:`carried_over`), so the finished record counts every attempt."""
+    """The ``running`` record of a run's attempt, written atomically. ``names``: the fields that name the run
+    (:func:`mibench.labels.identity`). ``before``: the record of the run this attempt continues (a resume, or a
+    SLURM requeue in its directory): its interruptions and attempts carry over (:func:`carried_over`), so the
+    finished record counts every attempt."""
     from . import cluster
 
     events, attempts = carried_over(before)
@@ -276,7 +235,7 @@ def start_record(cfg: DictConfig, out_dir: Path, commit: str | None,
                "slurm_job_id": job, "restart": cluster.restart_count() if job else None, "wall_s": 0.0,
                "ended": "running"}
     last = (before or {}).get("heartbeat") or {}
-    rec = {"schema_version": SCHEMA_VERSION, "status": "running", **identity(cfg), "config_hash": config_hash(cfg),
+    rec = {"schema_version": SCHEMA_VERSION, "status": "running", **names, "config_hash": config_hash(cfg),
            "variant_hash": variant_hash(cfg), "git_commit": commit, "hardware": cfg.hardware.name,
            "versions": versions(cfg), "machine": machine(cfg), "conventions": conventions(cfg),
            "started_at": attempt["started_at"], "pid": os.getpid(), "pid_start": process_start(os.getpid()),

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 from mibench import leaderboard as lb
 from mibench.compose import compose_config
 from mibench.config import TASKS
-from mibench.records import identity, roles
+from mibench.labels import identity, roles
 from mibench.report import write_report
 
 from test_leaderboard import write_run

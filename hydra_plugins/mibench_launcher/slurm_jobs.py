@@ -228,13 +228,13 @@ def logs_line(jobs: Sequence[Any]) -> str:
 
 def job_name(cfg: Any, group: int | None = None) -> str:
     """``mibench:<benchmark>:<label>:s<seed>`` for a run's job (the label names the run in its directory too: its
-    estimator, or the analysis where it uses none: mibench.records.roles), ``mibench:<benchmark>:group<k>`` for a
+    estimator, or the analysis where it uses none: mibench.labels.roles), ``mibench:<benchmark>:group<k>`` for a
     group's."""
     bench = get(cfg, "benchmark.name") or "run"
     if group is not None:
         return f"mibench:{bench}:group{group}"
     try:
-        from mibench.records import roles
+        from mibench.labels import roles
 
         label = roles(cfg)["label"]
     except Exception:  # noqa: BLE001 -- a name is a nicety: the configured estimator then

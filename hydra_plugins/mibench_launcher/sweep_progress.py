@@ -91,9 +91,10 @@ def unresumable(config: DictConfig) -> list[str]:
         for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
             if o.key_or_group == "benchmark":
                 names += [str(v) for v in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])]
+        from mibench.benchmarks import TASKS
         from mibench.cluster import submission_warnings
 
-        return submission_warnings(names)
+        return submission_warnings(names, TASKS)
     except Exception:  # noqa: BLE001 -- a warning must never stop a submission
         return []
 
