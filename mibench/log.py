@@ -101,3 +101,16 @@ def duration(seconds: float) -> str:
 
 
 __all__ = ["APP_LOG", "AppendTo", "Console", "LOG", "duration", "run_logs"]
+
+
+@contextlib.contextmanager
+def exit_2_on_message() -> Iterator[None]:
+    """A subcommand's bad input: a ``SystemExit`` that carries a message is printed on stderr as its one line and
+    becomes exit status 2 (the CLI's convention); any other exit passes through."""
+    try:
+        yield
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            raise SystemExit(2) from None
+        raise

@@ -17,7 +17,6 @@ import html
 import json
 import os
 import re
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from . import leaderboard as lb
+from .log import exit_2_on_message
 from .results import atomic_write_text
 
 MAX_IMAGE_BYTES = 2_000_000  # one figure larger than this is not inlined (a note says so)
@@ -359,13 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("runs", nargs="?", default=os.environ.get("MIBENCH_RUNS", "runs"), help="folder of runs (default: runs/)")
     p.add_argument("--out", default=None, help="the page to write (default: <runs>/report.html)")
     a = p.parse_args(argv)
-    try:
+    with exit_2_on_message():
         out = write_report(a.runs, a.out)
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
     print(f"written: {out}")
 
 

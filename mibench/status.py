@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .log import duration as clock
+from .log import exit_2_on_message
 from .records import (EMPTY_RUN_DIR, FINISHED_STATUSES, INTERRUPTION_KINDS, INVALID, NO_RECORD, RECORD, dead_verdict,
                       declare_dead, empty_run_dirs, interruption_counts, record_age_s, scan_records, slurm_job,
                       time_used_s)
@@ -275,17 +275,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="a sweep directory or a folder of runs (default: runs/)")
     a = p.parse_args(argv)
     root = Path(a.runs)
-    try:
+    with exit_2_on_message():
         check_root(root)
         st = collect(root)
         if not st.rows and not st.not_started:
             first = f"; skipped {st.skipped[0][0]}: {st.skipped[0][1]}" if st.skipped else ""
             raise SystemExit(f"{PROG}: no runs found under {root} (looked for */config.yaml and */result.json){first}")
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
     print(f"{root} at {time.strftime('%Y-%m-%d %H:%M:%S')}")
     print(render(st))
 
