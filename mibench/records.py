@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from . import cluster
 from .results import atomic_write_text, first_line
 
 RECORD = "result.json"
@@ -227,8 +228,6 @@ def start_record(cfg: DictConfig, out_dir: Path, commit: str | None, names: dict
     (:func:`mibench.labels.identity`). ``before``: the record of the run this attempt continues (a resume, or a
     SLURM requeue in its directory): its interruptions and attempts carry over (:func:`carried_over`), so the
     finished record counts every attempt."""
-    from . import cluster
-
     events, attempts = carried_over(before)
     job = cluster.job_id()
     attempt = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname(), "pid": os.getpid(),
@@ -578,8 +577,6 @@ def known_alive(rec: dict[str, Any], jobs: dict[str, str] | None = None) -> str 
     """Where a ``running`` record's process is known to run (``pid 123 on node7``, ``SLURM job 77 (RUNNING)``),
     or None when it is not known to: finished, gone, or nothing can tell. An earlier attempt of this process's
     own SLURM job (a requeue) and this process itself are never alive."""
-    from . import cluster
-
     if rec.get("status") != "running":
         return None
     job, pid, host = slurm_job(rec), rec.get("pid"), rec.get("host")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from ..log import LOG, duration
 from ..results import atomic_write_text
 
 
@@ -167,8 +168,6 @@ class Progress:
                 self.bar.refresh()
                 self._next_bar = now + TICK_S
         if now >= self._next_log:
-            from ..log import LOG
-
             LOG.info(self.line(n, now))
             self._next_log = now + self.log_every_s
         self._next = min(self._next_bar, self._next_log)
@@ -176,8 +175,6 @@ class Progress:
     def line(self, n: int, now: float) -> str:
         """``mibench: staircase infonce step 8000/20000 (40%) level=3/5, true MI=6.000, est=3.912; 00:51
         elapsed, ~01:43 left``."""
-        from ..log import duration
-
         elapsed = now - self.t0
         rate = (n - self.n0) / elapsed if elapsed > 0 else 0.0
         of = f"/{self.total} ({100 * n / self.total:.0f}%)" if self.total else ""

@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import cluster
 from ..checks import ConfigError
+from ..log import LOG
 from ..records import CHECKPOINT, HEARTBEAT_S
 from ..results import atomic_write_csv, first_line, publish
 from .backend import Backend
@@ -76,8 +77,6 @@ def fault_injection_step(t: int) -> None:
 
 def log_interruption(event: dict[str, Any], progress: Progress, where: str) -> None:
     """The job log's line for a stop signal handled: what came, at which step, where the checkpoint is."""
-    from ..log import LOG
-
     of = f"/{progress.total}" if progress.total else ""
     LOG.info(f"mibench: {progress.desc}: {event['signal']} ({event['kind']}) at step {event['step']}{of}: "
              f"checkpoint written {where}; handing the signal on")
