@@ -22,6 +22,12 @@ APP_LOG = "app.log"  # Hydra's job log in a run directory (hydra.job.name is "ap
 FILE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's, as in job_logging/mibench.yaml
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's first non-blank line (its type's name when it has no message): for one-line errors."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def ours(record: logging.LogRecord) -> bool:
     """Whether ``record`` is one of mibench's own lines (logger ``mibench`` or below)."""
     return record.name == LOG.name or record.name.startswith(LOG.name + ".")

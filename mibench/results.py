@@ -10,13 +10,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .log import first_line  # noqa: F401  (results' callers: one-line errors)
+
 STEP_COLUMNS = ["step", "level", "true_mi", "estimate", "loss", "joint", "marginal"]
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's first non-blank line (its type's name when it has no message): for one-line errors."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 def new_file_mode() -> int:

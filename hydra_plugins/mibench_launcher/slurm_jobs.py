@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from mibench.log import first_line  # (standard library only: light for Hydra's plug-in scan)
+
+
 def _env_seconds(name: str, default: float) -> float:
     """A positive number of seconds from the environment variable ``name``, else ``default``."""
     try:
@@ -298,12 +301,6 @@ def get(cfg: Any, dotted: str) -> Any:
         if node is None:
             return None
     return node
-
-
-def first_line(e: BaseException) -> str:
-    """An exception's first non-blank line (its type's name when it has none)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 __all__ = ["ALIVE", "Ended", "POLL_S", "array_name", "collect", "first_line", "get", "job_name", "logs_line", "lost_line",
