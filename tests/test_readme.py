@@ -1,0 +1,61 @@
+"""The README's lists and example output cannot drift from the code: every config group's choices, the
+estimators named in its Estimators section, and its bad-input examples are checked against the registries,
+conf/ and the command line itself."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+CONF = ROOT / "conf"
+
+
+def group_row(group: str) -> list[str]:
+    """The choices the README's config-group table lists for ``group`` (its second column's `names`)."""
+    m = re.search(rf"^\| `{group}` \| ([^|]*) \|", README, re.M)
+    assert m, f"the README's group table has no row for {group}"
+    return re.findall(r"`([^`]+)`", m.group(1))
+
+
+@pytest.mark.parametrize("group", ["benchmark", "dataset", "critic", "model", "dim", "hardware", "logger", "trainer",
+                                   "experiment"])
+def test_the_group_table_lists_every_choice(group):
+    assert sorted(group_row(group)) == sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_the_estimator_section_names_every_registered_estimator():
+    from mibench.estimators import REGISTRY
+
+    section = README.split("### Estimators", 1)[1].split("\n#", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    assert set(REGISTRY) <= named, sorted(set(REGISTRY) - named)
+    assert sorted(REGISTRY) == sorted(p.stem for p in (CONF / "estimator").glob("*.yaml"))
+    row = re.search(r"^\| `estimator` \| (\d+) bounds[^(]*\((\d+) of them the structured bounds", README, re.M)
+    assert row, "the group table's estimator row says how many bounds there are"
+    assert int(row.group(1)) == len(REGISTRY)
+    assert int(row.group(2)) == sum(s.conditional for s in REGISTRY.values())
+
+
+def test_the_bad_input_examples_are_what_the_command_line_prints():
+    """Each ``$ python -m mibench ...`` example of the README's bad-input block prints the line shown below it."""
+    block = README.split("**Bad input**", 1)[1].split("```", 2)[1]
+    pairs = re.findall(r"^\$ python -m mibench (.+)\n(mibench: error: .+)$", block, re.M)
+    assert len(pairs) >= 3
+    for args, want in pairs:
+        p = subprocess.run([sys.executable, "-m", "mibench", *args.split()], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.strip() == want, (args, p.stderr)
+
+
+def test_docs_engine_names_every_member_of_the_task_contract():
+    """docs/engine.md's "What a task declares" names every public member of :class:`mibench.engine.Task`."""
+    from mibench.engine.task import Task
+
+    doc = (ROOT / "docs" / "engine.md").read_text().split("## What a task declares", 1)[1].split("\n## ", 1)[0]
+    missing = [m for m in vars(Task) if not m.startswith("_") and f"`{m}" not in doc]
+    assert not missing, missing
