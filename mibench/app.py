@@ -151,10 +151,12 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             reuse: bool = False) -> "Prepared | RunResult":
     """Validate ``cfg``, pick its directory (or the earlier run it skips to / resumes), write config.yaml and
     the ``running`` record, seed the global generators. A skipped run comes back as its RunResult."""
-    from .config import validate
-    from .engine import TASKS, seed_everything
+    from .config import apply_overrides, validate
+    from .engine import seed_everything
+    from .registry import TASKS
 
     notes = validate(cfg)
+    apply_overrides(cfg)  # the run's own estimator node gets what validate folded into its copy
     task = TASKS[cfg.benchmark.name]
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     resume_from = None
