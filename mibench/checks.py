@@ -246,26 +246,30 @@ class Number(Rule):
 
 
 class Choice(Rule):
-    def __init__(self, *options: str):
-        self.options, self.text = options, ", ".join(options)
+    """One of ``options`` (strings: a number or a bool is none of them)."""
+
+    def __init__(self, *options: str, text: str | None = None):
+        self.options, self.text = options, text or ", ".join(options)
 
     def ok(self, v: Any) -> bool:
-        return v in self.options
+        return isinstance(v, str) and v in self.options
 
 
 class Bool(Rule):
-    text = "true or false"
+    def __init__(self, text: str = "true or false"):
+        self.text = text
 
     def ok(self, v: Any) -> bool:
         return isinstance(v, bool)
 
 
 class Maybe(Rule):
-    """null (``meaning`` says what it stands for), or a value passing ``rule``."""
+    """null (``meaning`` says what it stands for), or a value passing ``rule``; ``text`` replaces the message's
+    wording."""
 
-    def __init__(self, rule: Rule, meaning: str = "null"):
+    def __init__(self, rule: Rule, meaning: str = "null", text: str | None = None):
         self.rule, self.why = rule, getattr(rule, "why", "")
-        self.text = f"{meaning if meaning.startswith('null') else 'null: ' + meaning}, or {rule.text}"
+        self.text = text or f"{meaning if meaning.startswith('null') else 'null: ' + meaning}, or {rule.text}"
 
     def ok(self, v: Any) -> bool:
         return v is None or self.rule.ok(v)

@@ -15,7 +15,7 @@ from .registry import ESTIMATORS, TASKS, Task
 from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, Plain, as_dict, check_rules,
                      check_runs_root, check_seed, check_size, frozen, num, plain, writable)
 from .precision import PRECISIONS
-from .estimators import LAYOUTS, build_estimator, usable
+from .estimators import LAYOUTS, build_estimator, check_params, usable
 
 LOGGERS = ("csv", "wandb", "none")
 LAYOUT_TEXT = {"rows": "a row-wise partition (row i pairs x_i with its positives and negatives)",
@@ -73,16 +73,10 @@ def apply_overrides(cfg: DictConfig | Plain) -> list[str]:
 
 
 def check_options(path: str, name: str, opts: Any) -> None:
-    """``opts`` (a mapping of estimator ``name``'s parameters, at ``path``) against the registry's ranges."""
-    spec = ESTIMATORS[name]
+    """``opts`` (a mapping of estimator ``name``'s parameters, at ``path``) against the registry's rules."""
     if not isinstance(opts, (DictConfig, dict)):
         raise ConfigError(f"{path}={opts!r} is invalid (valid: a mapping of estimator={name}'s parameters)")
-    for key, v in opts.items():
-        if key not in spec.params():
-            raise ConfigError(f"{path}.{key} is not a parameter of estimator={name} (valid: {', '.join(spec.params())})")
-        rng = spec.ranges.get(key)
-        if rng is not None and not rng.ok(v):
-            raise ConfigError(f"{path}.{key}={v} is invalid (valid: {rng.text})")
+    check_params(name, opts, path, known=True)
 
 
 def dim_y(cfg: DictConfig) -> int:
@@ -152,9 +146,7 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
     if est.name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {est.name!r} (valid: {', '.join(sorted(ESTIMATORS))})")
     notes = apply_overrides(cfg)
-    for key, rng in ESTIMATORS[est.name].ranges.items():
-        if key in est and not rng.ok(est[key]):
-            raise ConfigError(f"estimator.{key}={est[key]} is invalid (valid: {rng.text})")
+    check_params(est.name, est)
     bench = cfg.benchmark
     if bench.name not in TASKS:
         raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(TASKS))})")
