@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .registry import ESTIMATORS, TASKS, Task
+from .registry import DATASETS, ESTIMATORS, TASKS, Task, providing
 from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, Plain, as_dict, check_rules,
                      check_runs_root, check_seed, check_size, frozen, num, plain, writable)
 from .precision import PRECISIONS
@@ -151,9 +151,12 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
     if bench.name not in TASKS:
         raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(TASKS))})")
     task = TASKS[bench.name]
-    allowed = list(bench.get("datasets") or [])
-    if allowed and cfg.dataset.name not in allowed:
-        raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} (valid: {', '.join(allowed)})")
+    data = DATASETS.get(cfg.dataset.name)
+    if data is None:
+        raise ConfigError(f"unknown dataset {cfg.dataset.name!r} (valid: {', '.join(sorted(DATASETS))})")
+    if task.needs_data is not None and task.needs_data not in data.provides:
+        raise ConfigError(f"dataset={cfg.dataset.name} does not fit benchmark={bench.name} "
+                          f"(valid: {', '.join(providing(task.needs_data))})")
     if "lr" in bench and not (num(bench.lr) and bench.lr > 0):
         raise ConfigError(f"benchmark.lr={bench.lr} is invalid (valid: a positive learning rate)")
     check_seed(cfg.seed)
@@ -175,6 +178,7 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
     if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.conditional_for(cfg):
         raise ConfigError(f"critic=conditional is a known encoder's log p(y|x), which benchmark={bench.name} does "
                           f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")
+    data.check(cfg)
     task.validate(cfg)
     check_estimator_fits(cfg, task)
     return notes + (task.notes(cfg) if hasattr(task, "notes") else [])  # e.g. the data's constant columns

@@ -58,6 +58,12 @@ ADDED_DEFAULTS: dict[tuple[str, str], Any] = {
 }
 
 
+# keys that earlier versions wrote and that never changed a number: left out of the hashes, and a record hashed
+# with one gets its hashes again from its config.yaml when read (:func:`upgrade`), so it still matches the same
+# configuration run today (benchmark.datasets: the benchmark's dataset allow-list, now the registry's kinds)
+REMOVED_KEYS = (("benchmark", "datasets"),)
+
+
 def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
     """The resolved config as plain data, without the keys that cannot change a result (nor options added
     later that hold the default which reproduces the older runs, see ADDED_DEFAULTS)."""
@@ -73,6 +79,10 @@ def hashed_config(cfg: DictConfig | dict) -> dict[str, Any]:
         node = c.get(group)
         if isinstance(node, dict) and key in node and node[key] == default:
             node.pop(key)
+    for group, key in REMOVED_KEYS:
+        node = c.get(group)
+        if isinstance(node, dict):
+            node.pop(key, None)
     return c
 
 
@@ -418,12 +428,15 @@ def upgrade(rec: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """``rec`` with ``schema_version`` (1 when absent) and, where missing, the hashes and ``config`` derived from
     the run's config.yaml. Versions and conventions of a version-1 record stay absent: unknown."""
     out = {"schema_version": 1, **rec}
-    if all(k in out for k in ("config_hash", "variant_hash", "config")):
+    flat = out.get("config") if isinstance(out.get("config"), dict) else {}
+    stale = any(f"{group}.{key}" in flat for group, key in REMOVED_KEYS)  # hashed with a key since removed
+    if not stale and all(k in out for k in ("config_hash", "variant_hash", "config")):
         return out
     cfg = read_config(run_dir)
     if cfg is not None:
+        stale = stale or any(isinstance(cfg.get(group), dict) and key in cfg[group] for group, key in REMOVED_KEYS)
         for k, f in (("config_hash", config_hash), ("variant_hash", variant_hash), ("config", flat_config)):
-            if k not in out:
+            if k not in out or stale:
                 out[k] = f(cfg)
     return out
 

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_rules
-from ..data.cifar import (SPECS, CifarBatches, CifarData, CifarDataError, check_available, generated_note,
+from ..data.cifar import (SPECS, CifarBatches, CifarData, CifarDataError, generated_note,
                           has_positive)
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import Estimator
@@ -165,6 +165,8 @@ def evaluate(encoder: nn.Module, estimator: Estimator, data: CifarData, task: st
 class ImageTask(Task):
     """One encoder trained by one registry estimator on SLB or CLB score matrices; segment = epoch."""
 
+    needs_data = "cifar"
+
     columns = ("estimate", "loss")
     shown_columns = ("acc",)  # the progress bar's training-batch accuracy (not recorded)
     segment_unit = "epoch"
@@ -181,8 +183,6 @@ class ImageTask(Task):
     @classmethod
     def check(cls, cfg) -> None:
         b, d, task = cfg.benchmark, cfg.dataset, cfg.benchmark.name
-        if d.name not in SPECS:
-            raise ConfigError(f"dataset={d.name} does not fit benchmark={task} (valid: {', '.join(SPECS)})")
         if cfg.model.name not in MODELS:
             raise ConfigError(f"model={cfg.model.name} cannot encode images for benchmark={task} "
                               f"(valid: {', '.join(sorted(MODELS))})")
@@ -198,10 +198,6 @@ class ImageTask(Task):
             if b.sampler == "balanced" and d.batch_size % b.per_class:
                 raise ConfigError(f"benchmark.per_class={b.per_class} does not divide dataset.batch_size="
                                   f"{d.batch_size} (valid: a divisor >= 2 of the batch size)")
-        try:
-            check_available(d.root, d.name, d.download)
-        except CifarDataError as e:
-            raise ConfigError(str(e)) from None
         n_train = SPECS[d.name].n_train
         if d.batch_size > n_train:
             raise ConfigError(f"dataset.batch_size={d.batch_size} is larger than the {n_train} training images of "

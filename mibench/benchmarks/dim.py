@@ -34,7 +34,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, Rule
-from ..data.cifar import SPECS, CifarData, CifarDataError, check_available, generated_note
+from ..data.cifar import SPECS, CifarData, CifarDataError, generated_note
+from ..data.dataset import DATASETS, providing
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import Estimator, build_estimator
@@ -193,9 +194,14 @@ def _probe_cfg(b) -> dict[str, Any]:
             "milestones": tuple(int(m) for m in p.milestones), "hidden": int(p.hidden), "dropout": float(p.dropout)}
 
 
+KIND = "cifar"  # what DIM needs of a dataset (mibench.data.dataset.KINDS): its probes read the CIFAR specs
+
+
 @register("dim")
 class DIM(Task):
     """DIM pretraining (segment = epoch) through the engine, then frozen-encoder probes through it again."""
+
+    needs_data = KIND
 
     segment_unit = "epoch"
     columns = COLUMNS
@@ -229,13 +235,10 @@ class DIM(Task):
         b, d, w = cfg.benchmark, cfg.dataset, cfg.dim
         if w.alpha == 0 and w.beta == 0:
             raise ConfigError("dim.alpha=0 and dim.beta=0: no MI term to maximise (valid: alpha > 0 or beta > 0)")
-        for name in [d.name] + [n for n in (b.probe.datasets or []) if n != d.name]:
-            if name not in SPECS:
-                raise ConfigError(f"benchmark.probe.datasets has {name} (valid: {', '.join(SPECS)})")
-            try:
-                check_available(d.root, name, d.download)
-            except CifarDataError as e:
-                raise ConfigError(str(e)) from None
+        for name in [n for n in (b.probe.datasets or []) if n != d.name]:
+            if name not in providing(KIND):
+                raise ConfigError(f"benchmark.probe.datasets has {name} (valid: {', '.join(providing(KIND))})")
+            DATASETS[name].check_files(d.root, d.download)
 
     def setup(self) -> None:
         cfg, b, d, w = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.cfg.dim

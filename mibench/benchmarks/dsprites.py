@@ -64,8 +64,8 @@ import torch
 from torch import Tensor
 
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number
-from ..data.dsprites import (FACTORS, SIZES, DSpritesDataError, FactorSource, GeneratedSprites, OfficialSprites,
-                             check_available, data_path, inspect_file, load)
+from ..data.dataset import DATASETS
+from ..data.dsprites import FACTORS, SIZES, FactorSource
 from ..engine import RunResult, Step, Task, data_error, register
 from ..estimators.base import Estimate
 from ..estimators.bounds import tc_upper
@@ -74,7 +74,6 @@ from ..results import atomic_write_csv
 from ..precision import full
 
 SUMMARY_COLUMNS = ["segment", "step", "steps", "estimate", "tc", "smooth", "loss", "wall_s"]
-DATASETS = ("dsprites", "dsprites_generated")
 EVAL_SEED_BASE = 1 << 60  # evaluation generators live far from the training ones (seed << 20 | segment)
 
 
@@ -124,6 +123,7 @@ def group_means(values: Tensor, index: Tensor, size: int) -> Tensor:
 
 @register("dsprites")
 class DSpritesInfoMax(Task):
+    needs_data = "factor_images"
     columns = ("estimate", "loss", "joint", "marginal", "tc", "smooth")
     resumable = True
     conditional = True  # the scores are always the encoder's log p(y_j | x_i)
@@ -143,22 +143,14 @@ class DSpritesInfoMax(Task):
 
     @classmethod
     def check(cls, cfg) -> None:
-        d, b = cfg.dataset, cfg.benchmark
-        if d.name not in DATASETS:
-            raise ConfigError(f"dataset={d.name} does not fit benchmark=dsprites (valid: {', '.join(DATASETS)})")
-        if d.name == "dsprites_generated":
-            return
-        if not Bool().ok(d.get("download")):
-            raise ConfigError(f"dataset.download={d.get('download')} is invalid (valid: true or false)")
+        data, b = DATASETS[cfg.dataset.name], cfg.benchmark
         try:
-            check_available(d.root, bool(d.download))
-            if data_path(d.root).is_file():
-                n = inspect_file(data_path(d.root))
-                if b.eval_size > n:
-                    raise ConfigError(f"benchmark.eval_size={b.eval_size} is invalid (valid: <= the {n} images "
-                                      f"of {data_path(d.root)})")
-        except DSpritesDataError as e:
+            n = data.images(cfg)
+        except ValueError as e:  # an unreadable file
             raise data_error(e) from None
+        if n is not None and b.eval_size > n:
+            raise ConfigError(f"benchmark.eval_size={b.eval_size} is invalid (valid: <= the {n} images "
+                              f"of {data.described(cfg)})")
 
     # ------------------------------------------------------------------ set-up
     def generated_data(self) -> str | None:
@@ -166,14 +158,11 @@ class DSpritesInfoMax(Task):
         return self.source.label if self.source.generated else None
 
     def setup(self) -> None:
-        b, d = self.cfg.benchmark, self.cfg.dataset
-        if d.name == "dsprites_generated":
-            self.source: FactorSource = GeneratedSprites()
-        else:
-            try:
-                self.source = OfficialSprites(load(d.root, bool(d.download)))
-            except DSpritesDataError as e:
-                raise data_error(e) from None
+        b = self.cfg.benchmark
+        try:
+            self.source: FactorSource = DATASETS[self.cfg.dataset.name].source(self.cfg)
+        except ValueError as e:  # a missing or unreadable file
+            raise data_error(e) from None
         self.encoder = DSpritesEncoder(int(b.latent), int(b.hidden))
         self.nets["encoder"] = self.encoder
         self.estimator = self.build_estimator(dim_y=int(b.latent))

@@ -113,6 +113,8 @@ def fit_convex(f_joint: Tensor, f_marg: Tensor, w0: Tensor, l2: float = 0.0, ite
 class EtaGaussian(Task):
     """Trains on index batches of the train set; the test estimate every ``eval_every`` steps (one host copy)."""
 
+    needs_data = "random_gaussian"
+
     vectorized = True
 
     schema = {"dataset": {"dim": Int(2, why=": x and y each need a coordinate"), "n_train": Int(2), "n_test": Int(2),

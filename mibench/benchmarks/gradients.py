@@ -191,6 +191,8 @@ def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
 class Gradients(Task):
     """No training: the MSE of each bound's gradient with respect to the encoder's rho (Poole Fig. 4)."""
 
+    needs_data = "gaussian"
+
     trains = False
     uses_estimator = False
     uses_critic = False  # the analytic optimal critic, never the critic group

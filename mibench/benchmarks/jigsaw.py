@@ -151,6 +151,8 @@ def geometry(b) -> Geometry:
 class Jigsaw(Task):
     """Jigsaw pretext training (CE or any MI estimator), pretext top-1 per evaluation, linear probe at the end."""
 
+    needs_data = "image_folder"
+
     segment_unit = "epoch"
     columns = COLUMNS
     finite_columns = ("loss", "mi", "acc")  # CE has no joint / marginal terms (NaN)

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Rule
-from ..data import cifar, stl10
+from ..data import cifar
+from ..data.dataset import DATASETS, providing
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
@@ -47,7 +48,6 @@ from .dim import end_epoch, epoch_segments
 from ..precision import full
 
 COLUMNS = ("loss", "mi")
-DATASETS = (*cifar.SPECS, "stl10")
 SHORT = {"cifar10": "C10", "cifar100": "C100", "stl10": "S10"}
 PUBLISHED_METHOD = {"mine": "dv_mine", "eta_mine": "eta_mine", "supervised": "supervised_ce"}
 TABLE_METHODS = ("dv_mine", "eta_mine", "supervised_ce")  # Table 2's column order within a test dataset
@@ -61,32 +61,30 @@ class _Layers(Rule):
                 and ORDER.index(v[0]) < ORDER.index(v[1]))
 
 
+KIND = "images32"  # what layer-pair needs of a dataset (mibench.data.dataset.KINDS)
+
+
 class _Datasets(Rule):
-    text = f"a non-empty list of {', '.join(DATASETS)}"
+    """Datasets of the kind layer-pair needs (``images32``), from the dataset registry."""
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return f"a non-empty list of {', '.join(providing(KIND))}"
 
     def ok(self, v: Any) -> bool:
-        return v is not None and not isinstance(v, str) and len(v) > 0 and all(x in DATASETS for x in v)
+        return v is not None and not isinstance(v, str) and len(v) > 0 and all(x in providing(KIND) for x in v)
 
 
 def make_data(name: str, d, batch_size: int, seed: int, augment: bool, num_workers: int = 0) -> cifar.CifarData:
-    """CIFAR-10/100 or STL-10 (32 x 32) from ``dataset.root``, the same interface either way."""
-    if name == "stl10":
-        return stl10.STL10Data(d.root, batch_size, seed=seed, download=bool(d.download), augment=augment,
-                               crop_pad=int(d.get("crop_pad", 4)), flip=bool(d.get("flip", True)),
-                               num_workers=num_workers)
-    return cifar.CifarData(name, d.root, batch_size, seed=seed, download=bool(d.download), augment=augment,
-                           crop_pad=int(d.get("crop_pad", 4)), flip=bool(d.get("flip", True)), num_workers=num_workers)
+    """Dataset ``name``'s 32 x 32 images from ``dataset.root`` (its kind, ``images32``, gives the same interface)."""
+    return DATASETS[name].loader(d.root, batch_size, seed, download=bool(d.download), augment=augment,
+                                 crop_pad=int(d.get("crop_pad", 4)), flip=bool(d.get("flip", True)),
+                                 num_workers=num_workers)
 
 
 def check_data(root: str, name: str, download: bool) -> None:
     """One-line ConfigError unless ``name``'s files are under ``root`` (or will be downloaded)."""
-    try:
-        if name == "stl10":
-            stl10.check_available(root, download)
-        else:
-            cifar.check_available(root, name, download)
-    except (cifar.CifarDataError, stl10.STL10DataError) as e:
-        raise ConfigError(str(e)) from None
+    DATASETS[name].check_files(root, download)
 
 
 def subset(n: int, size: int, seed: int) -> torch.Tensor | slice:
@@ -118,7 +116,7 @@ def table2_markdown(cells: pd.DataFrame) -> str:
     label.update({r.test_dataset: r.test_dataset + (" (generated)" if r.test_data == "generated" else "")
                   for r in cells.itertuples()})
     pub = published_table2()
-    order = lambda names: sorted(dict.fromkeys(names), key=lambda n: (DATASETS + (n,)).index(n))  # noqa: E731
+    order = lambda names: sorted(dict.fromkeys(names), key=lambda n: (*providing(KIND), n).index(n))  # noqa: E731
     trains, tests = order(cells.train_dataset), order(cells.test_dataset)  # Table 2's order: C10, then S10
     methods = [m for m in TABLE_METHODS if m in set(cells.method) or m in set(pub.method)]
     methods += [m for m in dict.fromkeys(cells.method) if m not in methods]
@@ -147,6 +145,7 @@ def table2_markdown(cells: pd.DataFrame) -> str:
 class LayerPair(Task):
     """Layer-pair DIM pretraining (segment = epoch) through the engine, then linear probes through it again."""
 
+    needs_data = KIND
     segment_unit = "epoch"
     columns = COLUMNS
     estimate_columns = ("mi",)
@@ -194,7 +193,7 @@ class LayerPair(Task):
                 pdm = self.data if name == d.name else make_data(name, d, int(b.batch_size), seed, False)
                 pdm.setup()
                 self.probe_data[name] = pdm
-        except (cifar.CifarDataError, stl10.STL10DataError) as e:
+        except ValueError as e:  # a loader's one-line error (missing or invalid files)
             raise data_error(e) from None
         self.data.rank = self.backend.rank
         if self.supervised:

@@ -63,6 +63,7 @@ def mi_scores(critic: nn.Module, x: Tensor, c: Tensor, mi_weight: float) -> Tens
 
 @register("migan")
 class MIGan(Task):
+    needs_data = "mixture"
     columns = ("estimate", "loss", "joint", "marginal", "g_loss", "d_loss")
     resumable = True
 

@@ -136,6 +136,8 @@ def summarize(steps: pd.DataFrame, explode_threshold: float, estimator_cfg: dict
 class OneHot(Task):
     """Trains the critic on the one-hot problem; records per-step terms and critic outputs on the N x N table."""
 
+    needs_data = "onehot"
+
     columns = tuple(STEP_COLUMNS[2:])
     context_columns = ("true_mi",)
     finite_columns = tuple(c for c in STEP_COLUMNS[2:] if c != "reg")

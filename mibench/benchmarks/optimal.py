@@ -118,6 +118,8 @@ def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
 class Optimal(Task):
     """No training: the bounds' bias / variance / MSE with the analytic optimal critic."""
 
+    needs_data = "gaussian"
+
     trains = False
     uses_estimator = False
     uses_critic = False  # the analytic optimal critic, never the critic group

@@ -26,8 +26,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from ..checks import LEARNING_RATE, SEED_MAX, Bool, ConfigError, Int, Maybe, Name, Number, Numbers, check_critic, check_rules
-from ..data import bmi
+from ..checks import LEARNING_RATE, SEED_MAX, Bool, ConfigError, Int, Maybe, Name, Number, Numbers, check_critic
+from ..data.dataset import DATASETS
 from ..data.batches import IndexStream
 from ..data.samples import Samples, inputs, load_samples, split, split_sizes
 from ..engine import RunResult, Scores, Task, data_error, register
@@ -43,14 +43,9 @@ COLUMNS = Maybe(Numbers(Name(), "CSV column names"), "null for a .npz / .pt file
 
 
 def source(cfg: Any) -> tuple[Path, str]:
-    """The sample file of ``cfg.dataset`` (a Beyond-Normal task's is drawn and cached on first use) and its label."""
-    d = cfg.dataset
-    if d.name == "bmi":
-        seed = int(d.sample_seed if d.get("sample_seed") is not None else cfg.seed)
-        return bmi.sample_file(str(d.task), int(d.n), seed, d.cache), str(d.task)
-    if not d.get("path"):
-        raise ValueError("dataset.path is not set (valid: a sample file, e.g. dataset.path=pairs.npz with arrays x, y)")
-    return Path(str(d.path)).expanduser(), Path(str(d.path)).name
+    """The sample file of ``cfg.dataset`` (a Beyond-Normal task's is drawn and cached on first use) and its label:
+    the dataset's own answer (its kind is ``pairs``)."""
+    return DATASETS[cfg.dataset.name].source(cfg)
 
 
 def read(cfg: Any) -> Samples:
@@ -63,6 +58,7 @@ def read(cfg: Any) -> Samples:
 
 @register("samples")
 class SampleTask(Task):
+    needs_data = "pairs"
     resumable = True
     vectorized = True
 
@@ -80,8 +76,6 @@ class SampleTask(Task):
         if tf is not None and not (FRACTION.ok(tf) and tf + d.train_fraction <= 1.0):
             raise ConfigError(f"dataset.test_fraction={tf} is invalid (valid: null for the rest, or a fraction "
                               f"<= 1 - dataset.train_fraction = {1 - d.train_fraction:g})")
-        if d.name == "bmi":
-            check_rules(cfg, {"dataset": {"n": Int(2)}})
         s, _ = cls.prepared(cfg)
         n_train, n_test = split_sizes(s.n, float(d.train_fraction), d.get("test_fraction"))
         where = f"the {n_train} training pairs (dataset.train_fraction={d.train_fraction} of {s.n})"
@@ -103,8 +97,7 @@ class SampleTask(Task):
         except ValueError as e:
             raise data_error(e) from None
         except MemoryError:
-            d = cfg.dataset
-            what = f"dataset.n={d.n} samples of {d.task}" if d.name == "bmi" else f"dataset.path={d.path}"
+            what = DATASETS[cfg.dataset.name].described(cfg)
             raise ConfigError(f"{what} do not fit in this machine's memory (valid: fewer samples)") from None
 
     @classmethod

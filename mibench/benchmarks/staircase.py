@@ -23,6 +23,7 @@ from ..precision import full
 
 @register("staircase")
 class Staircase(Task):
+    needs_data = "staircase"
     context_columns = ("level", "true_mi")
     int_columns = ("level",)
     finite_columns = ("estimate",)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checks import Int, check_rules
+from .dataset import Dataset, register_dataset
 from .samples import save_samples
 
 INSTALL = 'make install-bmi, or in a checkout: pip install -c requirements/bmi.txt -e ".[bmi]"'
@@ -43,4 +45,27 @@ def sample_file(task: str, n: int, seed: int, cache: str | Path) -> Path:
     return save_samples(path, x, y, float(t.mutual_information), task=task, task_name=str(t.name))
 
 
-__all__ = ["INSTALL", "tasks", "cache_file", "sample_file"]
+@register_dataset("bmi")
+class BeyondNormal(Dataset):
+    """A Beyond-Normal task's samples (dataset.task, dataset.n), drawn with its own sampler once per (task, n,
+    seed) and cached as a sample file."""
+
+    provides = ("pairs",)
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        check_rules(cfg, {"dataset": {"n": Int(2)}})
+
+    @classmethod
+    def source(cls, cfg: Any) -> tuple[Path, str]:
+        """The cached sample file (drawn on first use) and the task's id."""
+        d = cfg.dataset
+        seed = int(d.sample_seed if d.get("sample_seed") is not None else cfg.seed)
+        return sample_file(str(d.task), int(d.n), seed, d.cache), str(d.task)
+
+    @classmethod
+    def described(cls, cfg: Any) -> str:
+        return f"dataset.n={cfg.dataset.n} samples of {cfg.dataset.task}"
+
+
+__all__ = ["BeyondNormal", "INSTALL", "tasks", "cache_file", "sample_file"]

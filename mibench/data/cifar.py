@@ -28,7 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
+
+from ..checks import ConfigError
 from ..precision import full
+from .dataset import Dataset, register_dataset
 
 
 @dataclass(frozen=True)
@@ -368,3 +371,37 @@ class CifarData:
                 (self.seed * 1_000_003 + self.epoch) * 1009 + self.rank)
             self._aug_key = key
         return self._aug_gen
+
+
+class _Cifar(Dataset):
+    """CIFAR-10/100 (Krizhevsky 2009) from ``dataset.root``: :data:`SPECS` gives their sizes and statistics."""
+
+    provides = ("cifar", "images32")
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        cls.check_files(cfg.dataset.root, cfg.dataset.download)
+
+    @classmethod
+    def check_files(cls, root: str | Path, download: Any) -> None:
+        """One line (ConfigError) unless the files are under ``root`` or will be downloaded."""
+        try:
+            check_available(root, cls.name, download)
+        except CifarDataError as e:
+            raise ConfigError(str(e)) from None
+
+    @classmethod
+    def loader(cls, root: str | Path, batch_size: int, seed: int, download: bool, augment: bool, crop_pad: int,
+               flip: bool, num_workers: int = 0) -> "CifarData":
+        return CifarData(cls.name, root, batch_size, seed=seed, download=download, augment=augment,
+                         crop_pad=crop_pad, flip=flip, num_workers=num_workers)
+
+
+@register_dataset("cifar10")
+class Cifar10(_Cifar):
+    """CIFAR-10: 50,000 + 10,000 images of 10 classes."""
+
+
+@register_dataset("cifar100")
+class Cifar100(_Cifar):
+    """CIFAR-100: 50,000 + 10,000 images of 100 classes."""

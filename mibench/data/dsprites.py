@@ -53,13 +53,16 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..checks import Bool, ConfigError
 from ..precision import full
 from ..results import publish
+from .dataset import Dataset, register_dataset
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 SIZES = (3, 6, 40, 32, 32)
@@ -385,7 +388,58 @@ class OfficialSprites(FactorSource):
             yield self.data.images(part), torch.from_numpy(self.data.factors[part.numpy()])
 
 
-__all__ = ["DSpritesDataError", "DSpritesFile", "FACTORS", "FILENAME", "FactorSource", "GeneratedSprites", "MD5",
+
+@register_dataset("dsprites")
+class DSprites(Dataset):
+    """The official dSprites file (Matthey et al. 2017): 737,280 64x64 images of five known factors."""
+
+    provides = ("factor_images",)
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        d = cfg.dataset
+        if not Bool().ok(d.get("download")):
+            raise ConfigError(f"dataset.download={d.get('download')} is invalid (valid: true or false)")
+        try:
+            check_available(d.root, bool(d.download))
+        except DSpritesDataError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+
+    @classmethod
+    def images(cls, cfg: Any) -> int | None:
+        """How many images the file holds (None until it is downloaded)."""
+        path = data_path(cfg.dataset.root)
+        return inspect_file(path) if path.is_file() else None
+
+    @classmethod
+    def described(cls, cfg: Any) -> str:
+        return str(data_path(cfg.dataset.root))
+
+    @classmethod
+    def source(cls, cfg: Any) -> FactorSource:
+        return OfficialSprites(load(cfg.dataset.root, bool(cfg.dataset.download)))
+
+
+@register_dataset("dsprites_generated")
+class DSpritesGenerated(Dataset):
+    """GENERATED dSprites-style images on the same factor grid, rendered on the fly: no file, no download."""
+
+    provides = ("factor_images",)
+    generated = True
+
+    @classmethod
+    def images(cls, cfg: Any) -> int | None:
+        return None  # drawn without end
+
+    @classmethod
+    def described(cls, cfg: Any) -> str:
+        return GeneratedSprites.label
+
+    @classmethod
+    def source(cls, cfg: Any) -> FactorSource:
+        return GeneratedSprites()
+
+__all__ = ["DSprites", "DSpritesGenerated", "DSpritesDataError", "DSpritesFile", "FACTORS", "FILENAME", "FactorSource", "GeneratedSprites", "MD5",
            "N_OFFICIAL", "OfficialSprites", "ORIENTATIONS", "POSITIONS", "SCALES", "SHAPES", "SIZES", "URL",
            "check_available", "data_path", "download", "git_blob_sha1", "how_to_get", "inspect_file", "load",
            "md5sum", "render", "sample_factors", "verify"]

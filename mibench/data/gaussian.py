@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
+from .dataset import Dataset, register_dataset
+
 TRANSFORMS = ("none", "cubic", "wcubic")
 
 
@@ -138,3 +140,18 @@ def optimal_scores_per_dim(x: Tensor, y: Tensor, rho: Tensor) -> Tensor:
     xx = (x**2) @ c  # [..., N, 1]
     yy = ((y**2) @ c).transpose(-1, -2)  # [..., 1, M]
     return xy - 0.5 * (xx + yy) - 0.5 * torch.log(s2).sum(-1)[..., None, None]
+
+
+@register_dataset("gaussian")
+class Gaussian(Dataset):
+    """Correlated Gaussian pairs (Poole et al. Fig. 2): the staircase, and a closed-form optimal critic."""
+
+    provides = ("gaussian", "staircase")
+
+
+@register_dataset("cubic")
+class Cubic(Dataset):
+    """The Gaussian staircase with y -> (W y)^3 (Poole et al. Fig. 2 bottom): no closed-form critic."""
+
+    provides = ("staircase",)
+

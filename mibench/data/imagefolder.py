@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .dataset import Dataset, register_dataset
+
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
@@ -191,6 +193,14 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+
+@register_dataset("imagenet10")
+class ImageNet10(Dataset):
+    """An ImageFolder tree of ImageNet classes (train/ and val/); benchmark=jigsaw checks and reads it."""
+
+    provides = ("image_folder",)
 
 
 __all__ = ["EXTENSIONS", "ImageFolder", "ImageFolderError", "scan", "subset_per_class", "decode", "verify",

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .dataset import Dataset, register_dataset
+
 
 def centres(grid: int = 5, spacing: float = 2.0) -> Tensor:
     """The ``grid**2`` means, row-major: ``centres[i * grid + j] = ((i - h) * spacing, (j - h) * spacing)``."""
@@ -61,6 +63,14 @@ def coverage(x: Tensor, mu: Tensor, std: float, threshold: int, n_sigma: float =
     counts = torch.bincount(idx[good], minlength=len(mu))
     quality = float(good.float().mean()) if len(x) else math.nan
     return Coverage(int((counts >= threshold).sum()), quality, counts.cpu(), int(threshold))
+
+
+
+@register_dataset("mixture25")
+class Mixture25(Dataset):
+    """The 25-Gaussian grid of the MI-GAN experiments (eta-MINE Fig. 3b)."""
+
+    provides = ("mixture",)
 
 
 __all__ = ["centres", "sample", "nearest_mode", "min_count", "coverage", "Coverage"]

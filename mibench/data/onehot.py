@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
+from .dataset import Dataset, register_dataset
+
 
 def true_mi(n_classes: int) -> float:
     """I(X; X) = H(X) = log N for X uniform on N classes (Choi & Lee §3, "One-hot Dataset")."""
@@ -56,3 +58,11 @@ class OneHotStream(IterableDataset):
         joint, mx, my = sample_pairs(self.n_classes, self.batch_size, g, shape=(self.steps,))
         for t in range(0, self.steps, self.chunk):
             yield joint[t:t + self.chunk], mx[t:t + self.chunk], my[t:t + self.chunk]
+
+
+@register_dataset("onehot")
+class OneHot(Dataset):
+    """One-hot pairs x = y over N classes, I = log N (Choi & Lee's one-hot study)."""
+
+    provides = ("onehot",)
+

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from ..precision import full
+from .dataset import Dataset, register_dataset
 
 
 @dataclass
@@ -50,3 +51,11 @@ def random_gaussian(dim: int, seed: int = 0) -> RandomGaussian:
     cov = a @ a.t() / dim + 0.05 * torch.eye(dim, dtype=torch.float64)
     mean = torch.randn(dim, generator=g, dtype=torch.float64)
     return RandomGaussian(mean=mean, cov=cov, dim_x=dim // 2)
+
+
+@register_dataset("random_gaussian")
+class RandomGaussianData(Dataset):
+    """Pairs of a Gaussian with a random covariance and closed-form MI (eta-MINE Fig. 3a, Table 3)."""
+
+    provides = ("random_gaussian",)
+

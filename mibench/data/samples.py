@@ -24,6 +24,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .dataset import Dataset, register_dataset
+
 FORMATS = (".npz", ".pt", ".csv")
 
 
@@ -231,5 +233,25 @@ def split(n: int, train_fraction: float, test_fraction: float | None, seed: int)
     return perm[:n_train], perm[n_train:n_train + n_test]
 
 
-__all__ = ["FORMATS", "Samples", "check_file", "inputs", "load_samples", "save_samples", "standardize", "split",
+
+@register_dataset("samples")
+class SampleFile(Dataset):
+    """Your own paired samples in a file (.npz / .pt arrays x, y; .csv columns dataset.x, dataset.y), with the
+    true MI where the file or dataset.true_mi gives it."""
+
+    provides = ("pairs",)
+
+    @classmethod
+    def source(cls, cfg: Any) -> tuple[Path, str]:
+        """The sample file and its label (raises ValueError when dataset.path is not set)."""
+        path = cfg.dataset.get("path")
+        if not path:
+            raise ValueError("dataset.path is not set (valid: a sample file, e.g. dataset.path=pairs.npz with arrays x, y)")
+        return Path(str(path)).expanduser(), Path(str(path)).name
+
+    @classmethod
+    def described(cls, cfg: Any) -> str:
+        return f"dataset.path={cfg.dataset.path}"
+
+__all__ = ["FORMATS", "SampleFile", "Samples", "check_file", "inputs", "load_samples", "save_samples", "standardize", "split",
            "split_sizes"]

@@ -26,13 +26,16 @@ import tarfile
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .cifar import CifarBatches, CifarData, md5sum
+from ..checks import ConfigError
 from ..precision import full
+from .cifar import CifarBatches, CifarData, md5sum
+from .dataset import Dataset, register_dataset
 
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 MD5 = "91f7769df0f17e558f3565bffb0c7dfb"  # of stl10_binary.tar.gz (torchvision.datasets.STL10.tgz_md5)
@@ -193,6 +196,31 @@ class STL10Data(CifarData):
             x = full(self.train_x).div_(255.0)
             self.mean, self.std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
             self.train_batches = CifarBatches(self.train_x, self.train_y, self.batch_size, self.seed)
+
+
+@register_dataset("stl10")
+class STL10(Dataset):
+    """STL-10 (Coates et al. 2011) at 32 x 32: 5,000 + 8,000 labelled images of 10 classes."""
+
+    provides = ("images32",)
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        cls.check_files(cfg.dataset.root, cfg.dataset.download)
+
+    @classmethod
+    def check_files(cls, root: str | Path, download: Any) -> None:
+        """One line (ConfigError) unless the files are under ``root`` or will be downloaded."""
+        try:
+            check_available(root, bool(download))
+        except STL10DataError as e:
+            raise ConfigError(str(e)) from None
+
+    @classmethod
+    def loader(cls, root: str | Path, batch_size: int, seed: int, download: bool, augment: bool, crop_pad: int,
+               flip: bool, num_workers: int = 0) -> STL10Data:
+        return STL10Data(root, batch_size, seed=seed, download=download, augment=augment, crop_pad=crop_pad,
+                         flip=flip, num_workers=num_workers)
 
 
 # ---------------------------------------------------------------------------------------------

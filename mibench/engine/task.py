@@ -108,6 +108,8 @@ class Task:
     vectorized: ClassVar[bool] = False
     # what a segment is called where a run's progress is shown (the heartbeat, ``mibench status``): level, epoch
     segment_unit: ClassVar[str | None] = None
+    # the kind of data it reads (mibench.data.dataset.KINDS): every dataset that provides it fits, no other
+    needs_data: ClassVar[str | None] = None
 
     def __init__(self, cfg: DictConfig, out_dir: Path | None, device: torch.device):
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir) if out_dir is not None else None, device
