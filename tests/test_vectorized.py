@@ -20,8 +20,8 @@ from mibench.compose import compose_config
 from mibench.config import validate
 from mibench.engine import run_task, seed_everything, train_group
 from mibench.critics import build_critic
-from mibench.engine.group import (Optim, StackedOptimizer, _Slot, group_key, plan_groups, probe_bytes, split_sizes,
-                                  why_alone)
+from mibench.engine.group import Optim, StackedOptimizer, _Slot
+from mibench.engine.plan import group_key, plan_groups, probe_bytes, split_sizes, why_alone
 
 sys.path.insert(0, str(Path(__file__).parent))
 from golden.cases import QUIET, STAIRCASE, cases, golden_path  # noqa: E402
@@ -200,9 +200,9 @@ def test_memory_plan_splits_groups(monkeypatch):
     """A run's bytes cover its parameters (x4: value, gradient, two Adam moments) and data; a group that
     would need more than its share of free memory is cut into groups that fit. (The free memory is fixed
     here: the machine's changes with its load between two reads.)"""
-    import mibench.engine.group as group
+    import mibench.engine.plan as plan
 
-    monkeypatch.setattr(group, "free_bytes", lambda device: 1 << 30)
+    monkeypatch.setattr(plan, "free_bytes", lambda device: 1 << 30)
     cfg = compose_config(["seed=1", *STAIRCASE], out_dir="x")
     per_run, _ = probe_bytes(cfg)
     d = cfg.dataset
