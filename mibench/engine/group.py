@@ -55,7 +55,7 @@ def refusal(task: Task) -> str | None:
     member before a group trains (:class:`GroupStepper` raises :class:`GroupRefused`): nothing is left out
     silently."""
     if not task.vectorized_for(task.cfg):
-        return f"benchmark={task.name} trains one run per process"
+        return f"benchmark={task.cfg.benchmark.name} trains one run per process"
     opt = task.optim()
     if opt.milestones:
         return (f"a learning-rate schedule (MultiStepLR at segments {list(opt.milestones)}): the stacked optimizer "
@@ -289,7 +289,8 @@ class GroupStepper:
         for e in engines:
             why = refusal(e.task)
             if why is not None:
-                raise GroupRefused(f"benchmark={e.task.name} run {e.out_dir}: cannot train in a group: {why}")
+                raise GroupRefused(f"benchmark={e.task.cfg.benchmark.name} run {e.out_dir}: cannot train in a group: "
+                                   f"{why}")
         self.runs = sorted(engines, key=lambda e: estimator_key(e.task.cfg))  # one estimator config: contiguous rows
         self.backend, self.device, self.R = backend, backend.device, len(self.runs)
         tasks = [e.task for e in self.runs]

@@ -126,10 +126,11 @@ def plan_groups(runs: list[tuple[DictConfig, Path | None]], max_group_size: int 
         by_start.setdefault(start_step(resume), []).append(i)
     plan: list[list[int]] = []
     for idx in by_start.values():
-        task, batch = probe(runs[idx[0]][0])
+        cfg = runs[idx[0]][0]
+        task, batch = probe(cfg)
         why = refusal(task)
         if why is not None:
-            LOG.info(f"mibench: {len(idx)} runs of benchmark={task.name} train alone: {why}")
+            LOG.info(f"mibench: {len(idx)} runs of benchmark={cfg.benchmark.name} train alone: {why}")
             plan += [[i] for i in idx]
             continue
         sizes = split_sizes(len(idx), run_bytes(task, batch), int(memory_fraction * free_bytes(task.device)),
