@@ -244,10 +244,17 @@ class _Frozen(Staircase):  # only a set-up task shows it
         next(iter(self.nets["critic"].parameters())).requires_grad_(False)
 
 
-def _as(cls: type, monkeypatch, out: str = "x"):
+class _GroupOption(Staircase):  # only a set-up task shows it
+    def setup(self) -> None:
+        super().setup()
+        groups = self.estimator.param_groups
+        self.estimator.param_groups = lambda lr: [{**g, "weight_decay": 0.1} for g in groups(lr)]
+
+
+def _as(cls: type, monkeypatch, out: str = "x", *over: str):
     """A staircase config whose benchmark is ``cls`` (registered for the test)."""
     monkeypatch.setitem(TASKS, "stair_x", cls)
-    cfg = compose_config(["seed=1", *STAIRCASE, *QUIET], out_dir=out)
+    cfg = compose_config(["seed=1", *STAIRCASE, *QUIET, *over], out_dir=out)
     OmegaConf.update(cfg, "benchmark.name", "stair_x")
     return cfg
 
@@ -262,11 +269,13 @@ def test_a_feature_the_group_stepper_lacks_keeps_the_config_alone(cls, why, monk
     assert why_alone(_as(Staircase, monkeypatch)) is None
 
 
-@pytest.mark.parametrize("cls,why", [(_Adversary, "an adversary"), (_Frozen, "frozen parameters (critic.h.0.weight)")])
+@pytest.mark.parametrize("cls,why", [(_Adversary, "an adversary"), (_Frozen, "frozen parameters (critic.h.0.weight)"),
+                                     (_GroupOption, "estimator parameter groups with weight_decay")])
 def test_what_only_a_set_up_run_shows_is_refused_when_the_group_is_planned(cls, why, monkeypatch, caplog, tmp_path):
-    """An adversary or a frozen parameter, set in ``setup``: the planned group falls apart into runs alone, and
-    the log says why; a group formed anyway (train_group) refuses to train instead of training them wrong."""
-    cfg = _as(cls, monkeypatch)
+    """An adversary, a frozen parameter or an estimator's optimizer option, set in ``setup``: the planned group
+    falls apart into runs alone, and the log says why; a group formed anyway (train_group) refuses to train
+    instead of training them wrong."""
+    cfg = _as(cls, monkeypatch, "x", "estimator=tuba", "estimator.baseline=learned")
     with caplog.at_level(logging.INFO, logger="mibench"):
         assert plan_groups([(cfg, None)] * 3) == [[0], [1], [2]]
     assert f"3 runs of benchmark=stair_x train alone: {why}" in caplog.text

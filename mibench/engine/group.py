@@ -22,8 +22,8 @@ A run whose record turns non-finite is recorded as diverged at the end of that b
 alone, and leaves the group (so does a run whose task is ``done``: early stopping): its update is masked out
 from then on (its values stay frozen), the other runs go on untouched. Checkpoints are the single-run format,
 one per run directory, so a killed group resumes (grouped or alone) to the same numbers. What the batched step
-cannot do (:func:`refusal`: a learning-rate schedule, an adversary, progress-bar values, frozen parameters)
-keeps a run out of any group.
+cannot do (:func:`refusal`: a learning-rate schedule, an adversary, progress-bar values, frozen parameters,
+estimator parameter groups with options besides a learning rate) keeps a run out of any group.
 """
 from __future__ import annotations
 
@@ -68,6 +68,10 @@ def refusal(task: Task) -> str | None:
     frozen = [name for name, p in task.nets.named_parameters() if not p.requires_grad]
     if frozen:
         return f"frozen parameters ({', '.join(frozen)}): the stacked optimizer would train them"
+    options = {k for est in task.estimators for g in est.param_groups(opt.lr) for k in g} - {"params", "lr"}
+    if options:
+        return (f"estimator parameter groups with {', '.join(sorted(options))}: the stacked optimizer takes a "
+                f"learning rate per group only")
     return None
 
 
