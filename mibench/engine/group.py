@@ -99,13 +99,11 @@ class Stacked:
             self.params[name] = t.requires_grad_()
         for name, _ in self.template.named_buffers():
             self.buffers[name] = torch.stack([m.get_buffer(name) for m in modules])
-        for r, m in enumerate(modules):
+        for r, m in enumerate(modules):  # (setattr replaces a registered parameter or buffer, keeping its kind)
             for name, t in self.params.items():
-                owner, leaf = _owner(m, name)
-                owner._parameters[leaf] = nn.Parameter(t.detach()[r], requires_grad=True)
+                setattr(*_owner(m, name), nn.Parameter(t.detach()[r], requires_grad=True))
             for name, t in self.buffers.items():
-                owner, leaf = _owner(m, name)
-                owner._buffers[leaf] = t[r]
+                setattr(*_owner(m, name), t[r])
 
     def index(self, module: nn.Module) -> dict[int, str]:
         """id(parameter of ``module``) -> its name in the stack."""
@@ -113,6 +111,7 @@ class Stacked:
 
 
 def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The submodule that holds parameter or buffer ``name``, and its name there."""
     prefix, _, leaf = name.rpartition(".")
     return (module.get_submodule(prefix) if prefix else module), leaf
 
