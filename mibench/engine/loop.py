@@ -56,7 +56,8 @@ def block_estimate(task: Task, block: np.ndarray, before: float | None) -> float
 
 
 class Engine:
-    """Trains one task. ``out_dir`` None: nothing is written (e.g. DIM's probes, trained in memory)."""
+    """One run of a task: its optimizers, records, divergence, heartbeat and checkpoints; :meth:`train` drives it
+    alone. ``out_dir`` None: nothing is written (e.g. DIM's probes, trained in memory)."""
 
     def __init__(self, task: Task, backend: Backend, logger: Logger | None = None, progress: bool = False,
                  stop_on_divergence: bool = True, checkpoint: bool = False, out_dir: Path | None = None,
@@ -86,6 +87,7 @@ class Engine:
 
     # ------------------------------------------------------------------ set-up
     def modules(self) -> nn.ModuleDict:
+        """Everything the run trains (networks, estimators, the adversary): moved, switched and checkpointed as one."""
         t = self.task
         mods = nn.ModuleDict({"nets": t.nets, "estimators": t.estimators})
         if t.adversary is not None:
@@ -238,6 +240,7 @@ class Engine:
         write_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def load_checkpoint(self, path: Path) -> Resume:
+        """The run's state from ``path``; where its segment stands (rows of the checkpoint rewrite the steps file)."""
         state = read_checkpoint(path, self.backend.device)
         self.modules().load_state_dict(state["modules"])
         for o, s in zip(self.optimizers, state["optimizers"]):
