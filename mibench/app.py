@@ -176,7 +176,7 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             out, resume_from = prev.resume_dir, prev.resume_dir / CHECKPOINT
             before = read_record(out)
     if resume_from is not None:  # a file that cannot be resumed from: one line, before any record is touched
-        from .engine.loop import read_checkpoint
+        from .engine.checkpoint import read_checkpoint
 
         read_checkpoint(resume_from, mmap=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,14 +378,14 @@ def _run_prepared(prep: Prepared) -> "RunResult":
 
 def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_fraction: float = 0.5,
               progress: bool = False) -> list["RunResult | Exception"]:
-    """Train prepared runs of one group (:func:`mibench.engine.group.group_key`) together and record each.
+    """Train prepared runs of one group (:func:`mibench.engine.plan.group_key`) together and record each.
 
     Runs resuming from different steps train in separate groups; a group larger than ``memory_fraction`` of
     the device's free memory (or than ``max_group_size`` runs) is split. Returns each run's result, or the
     exception it crashed with (recorded as ``crashed``, as a run alone would be).
     """
     from .engine import seed_everything, train_group
-    from .engine.group import plan_groups
+    from .engine.plan import plan_groups
 
     results: list[Any] = [None] * len(preps)
     for idx in plan_groups([(p.cfg, p.resume_from) for p in preps], max_group_size, memory_fraction):

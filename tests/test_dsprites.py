@@ -369,7 +369,7 @@ def test_every_accepted_estimator_trains_a_step(base):
 
 
 def test_resume_after_a_crash_ends_with_the_same_numbers(base, tmp_path, monkeypatch):
-    import mibench.engine.loop as loop
+    import mibench.engine.driver as driver
 
     over = {"benchmark__steps": 6, "benchmark__plot": False, "benchmark__eval_size": 16}
     seed_everything(0)
@@ -379,7 +379,7 @@ def test_resume_after_a_crash_ends_with_the_same_numbers(base, tmp_path, monkeyp
         if segment == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "fault_injection", crash)
+    monkeypatch.setattr(driver, "fault_injection", crash)
     seed_everything(0)
     cfg = changed(base, tmp_path / "b", **over)
     with pytest.raises(KeyboardInterrupt):

@@ -45,7 +45,8 @@ def test_one_host_copy_per_block(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting)
     run(compose_config(TINY + ["dataset.mi_levels=[2,4,6]"], out_dir=tmp_path), echo=False)
-    assert copies.count((20, 4)) == 3  # three levels of 20 steps: three block copies, no per-step sync
+    # three levels of 20 steps (x 1 run x 4 columns): three block copies, no per-step sync
+    assert copies.count((20, 1, 4)) == 3 and len(copies) == 3
 
 
 def poison(monkeypatch, step, change, once=False):

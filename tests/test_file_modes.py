@@ -9,7 +9,7 @@ import torch
 from mibench import app
 from mibench import leaderboard as lb
 from mibench.compose import compose_config
-from mibench.engine.loop import write_checkpoint
+from mibench.engine.checkpoint import write_checkpoint
 from mibench.report import write_report
 from mibench.results import new_file_mode
 

@@ -19,7 +19,7 @@ from mibench.compose import compose_config
 from mibench.engine import logging as progress_module
 from mibench.engine.group import group_fields
 from mibench.engine.logging import Progress
-from mibench.engine.loop import log_interruption
+from mibench.engine.driver import log_interruption
 from mibench.engine.task import Task
 from test_cli import mibench
 from test_requeue import STAIR, attempt, slurm  # noqa: F401 -- (slurm: the fake SLURM job fixture)

@@ -190,7 +190,7 @@ def test_early_stopping_stops_patience_evaluations_after_the_best(small, tmp_pat
 
 
 def test_resume_after_a_crash_ends_with_the_same_numbers(small, tmp_path, monkeypatch):
-    import mibench.engine.loop as loop
+    import mibench.engine.driver as driver
 
     over = ["estimator=mine", "estimator.ema=true", "benchmark.steps=100", *FAST, "benchmark.early_stopping=false"]
     seed_everything(0)
@@ -200,7 +200,7 @@ def test_resume_after_a_crash_ends_with_the_same_numbers(small, tmp_path, monkey
         if segment == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "fault_injection", crash)
+    monkeypatch.setattr(driver, "fault_injection", crash)
     seed_everything(0)
     cfg = cfg_for(small, tmp_path / "b", *over)
     with pytest.raises(KeyboardInterrupt):

@@ -21,8 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-import mibench.engine.group as group_mod
-import mibench.engine.loop as loop
+import mibench.engine.driver as driver
 from mibench import app, records
 from mibench import status as st
 from mibench.compose import compose_config
@@ -123,8 +122,7 @@ def beats_of(monkeypatch, every_step: bool = True) -> list[dict]:
 
     for mod in (app, records):
         monkeypatch.setattr(mod, "write_record", spy)
-    for mod in (loop, group_mod):
-        monkeypatch.setattr(mod, "HEARTBEAT_S", 0.0 if every_step else 1e9)
+    monkeypatch.setattr(driver, "HEARTBEAT_S", 0.0 if every_step else 1e9)
     return written
 
 

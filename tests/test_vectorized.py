@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,10 +21,11 @@ from omegaconf import OmegaConf
 
 from mibench.compose import compose_config
 from mibench.config import validate
-from mibench.engine import run_task, seed_everything, train_group
+from mibench.benchmarks.staircase import Staircase
+from mibench.engine import TASKS, run_task, seed_everything, train_group
 from mibench.critics import build_critic
-from mibench.engine.group import (Optim, StackedOptimizer, _Slot, group_key, plan_groups, probe_bytes, split_sizes,
-                                  why_alone)
+from mibench.engine.group import GroupRefused, Optim, StackedOptimizer, _Slot
+from mibench.engine.plan import group_key, plan_groups, probe_bytes, split_sizes, why_alone
 
 sys.path.insert(0, str(Path(__file__).parent))
 from golden.cases import QUIET, STAIRCASE, cases, golden_path  # noqa: E402
@@ -200,9 +204,9 @@ def test_memory_plan_splits_groups(monkeypatch):
     """A run's bytes cover its parameters (x4: value, gradient, two Adam moments) and data; a group that
     would need more than its share of free memory is cut into groups that fit. (The free memory is fixed
     here: the machine's changes with its load between two reads.)"""
-    import mibench.engine.group as group
+    import mibench.engine.plan as plan
 
-    monkeypatch.setattr(group, "free_bytes", lambda device: 1 << 30)
+    monkeypatch.setattr(plan, "free_bytes", lambda device: 1 << 30)
     cfg = compose_config(["seed=1", *STAIRCASE], out_dir="x")
     per_run, _ = probe_bytes(cfg)
     d = cfg.dataset
@@ -211,3 +215,96 @@ def test_memory_plan_splits_groups(monkeypatch):
     plan = plan_groups([(cfg, None)] * 5, memory_fraction=2.5 * per_run / (1 << 30))
     assert plan == [[0, 1], [2, 3], [4]]
     assert plan_groups([(cfg, None)] * 5, max_group_size=4) == [[0, 1, 2], [3, 4]]
+
+
+# ------------------------------------------------------------------ what the group stepper refuses (never ignores)
+class _Schedule(Staircase):
+    def optim(self) -> Optim:
+        return Optim("adam", float(self.cfg.benchmark.lr), milestones=(1,))
+
+
+class _AdversaryRate(Staircase):
+    def optim(self) -> Optim:
+        return Optim("adam", float(self.cfg.benchmark.lr), adversary_lr=1e-3)
+
+
+class _Shown(Staircase):
+    shown_columns = ("acc",)
+
+
+class _Adversary(Staircase):  # only a set-up task shows it
+    def setup(self) -> None:
+        super().setup()
+        self.adversary = torch.nn.Linear(2, 1)
+
+
+class _Frozen(Staircase):  # only a set-up task shows it
+    def setup(self) -> None:
+        super().setup()
+        next(iter(self.nets["critic"].parameters())).requires_grad_(False)
+
+
+class _GroupOption(Staircase):  # only a set-up task shows it
+    def setup(self) -> None:
+        super().setup()
+        groups = self.estimator.param_groups
+        self.estimator.param_groups = lambda lr: [{**g, "weight_decay": 0.1} for g in groups(lr)]
+
+
+def _as(cls: type, monkeypatch, out: str = "x", *over: str):
+    """A staircase config whose benchmark is ``cls`` (registered for the test)."""
+    monkeypatch.setitem(TASKS, "stair_x", cls)
+    cfg = compose_config(["seed=1", *STAIRCASE, *QUIET, *over], out_dir=out)
+    OmegaConf.update(cfg, "benchmark.name", "stair_x")
+    return cfg
+
+
+@pytest.mark.parametrize("cls,why", [(_Schedule, "MultiStepLR"), (_AdversaryRate, "adversary"),
+                                     (_Shown, "progress-bar values (acc")])
+def test_a_feature_the_group_stepper_lacks_keeps_the_config_alone(cls, why, monkeypatch):
+    """The launcher's grouping: a learning-rate schedule, an adversary's optimizer or progress-bar values train
+    alone, with the reason the launcher logs."""
+    cfg = _as(cls, monkeypatch)
+    assert group_key(cfg) is None and why in why_alone(cfg)
+    assert why_alone(_as(Staircase, monkeypatch)) is None
+
+
+@pytest.mark.parametrize("cls,why", [(_Adversary, "an adversary"), (_Frozen, "frozen parameters (critic.h.0.weight)"),
+                                     (_GroupOption, "estimator parameter groups with weight_decay")])
+def test_what_only_a_set_up_run_shows_is_refused_when_the_group_is_planned(cls, why, monkeypatch, caplog, tmp_path):
+    """An adversary, a frozen parameter or an estimator's optimizer option, set in ``setup``: the planned group
+    falls apart into runs alone, and the log says why; a group formed anyway (train_group) refuses to train
+    instead of training them wrong."""
+    cfg = _as(cls, monkeypatch, "x", "estimator=tuba", "estimator.baseline=learned")
+    with caplog.at_level(logging.INFO, logger="mibench"):
+        assert plan_groups([(cfg, None)] * 3) == [[0], [1], [2]]
+    assert f"3 runs of benchmark=stair_x train alone: {why}" in caplog.text
+    with pytest.raises(GroupRefused, match=f"cannot train in a group: {re.escape(why)}"):
+        train_group([cfg, cfg], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_why_alone_reads_a_complete_registry():
+    """In a fresh process that imports only the planner, the registry holds every benchmark (it was empty when
+    nothing had imported mibench.benchmarks: every job then trained alone without a word)."""
+    code = ("from mibench.engine.plan import why_alone\nfrom mibench.engine.task import TASKS\n"
+            "from omegaconf import OmegaConf\nimport sys\n"
+            "cfg = OmegaConf.create({'benchmark': {'name': 'staircase', 'lr': 1e-3}, 'critic': {'name': 'separable'},"
+            " 'hardware': {'precision': '32-true'}, 'logger': {'name': 'none'}})\n"
+            "sys.exit(0 if 'staircase' in TASKS and why_alone(cfg) is None else 1)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_a_float64_group_matches_its_runs_alone(tmp_path):
+    """``hardware.precision=64-true`` is the group stepper's too (the backend's dtype scope around set-up and
+    training): grouped runs follow their runs alone to float64 rounding."""
+    over = ["hardware.precision=64-true", *STAIRCASE]
+    cfgs = [_compose([f"estimator={e}", "seed=1", *over], tmp_path / e) for e in ("nwj", "infonce")]
+    assert why_alone(cfgs[0]) is None
+    grouped = train_group(cfgs, [tmp_path / e for e in ("nwj", "infonce")])
+    for cfg, res in zip(cfgs, grouped):
+        seed_everything(1)
+        (tmp_path / "alone" / cfg.estimator.name).mkdir(parents=True)
+        alone = run_task(cfg, tmp_path / "alone" / cfg.estimator.name)
+        assert res.status == alone.status == "completed" and res.steps.shape == alone.steps.shape
+        for col in ("estimate", "loss"):
+            np.testing.assert_allclose(res.steps[col], alone.steps[col], rtol=0, atol=1e-9)

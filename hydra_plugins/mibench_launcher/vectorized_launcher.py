@@ -3,7 +3,7 @@
     python -m mibench -m experiment=remine_fig7 hydra/launcher=vectorized
 
 Jobs whose configs differ only in per-run keys (seed, estimator, lambda, C*, learning rate; see
-:func:`mibench.engine.group.group_key`) form a group and train as one batched model in this process
+:func:`mibench.engine.plan.group_key`) form a group and train as one batched model in this process
 (:mod:`mibench.engine.group`, :func:`mibench.app.run_group`); a group too large for the device's free memory is split. Every other job
 runs alone, one after the other, as under Hydra's basic launcher. Each job still gets its own directory,
 ``.hydra/`` files, config.yaml, result.json, steps.csv, summary.csv and figure, so leaderboards, ``resume``
@@ -100,7 +100,7 @@ class VectorizedLauncher(Launcher):
         return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mibench.engine.group import group_key, why_alone
+        from mibench.engine.plan import group_key, why_alone
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .backend import Backend, make_backend
 from .logging import Logger, make_logger
-from .loop import CHECKPOINT, Engine, Fit, make_optimizer, seed_everything
+from .driver import Fit
+from .loop import CHECKPOINT, Engine, make_optimizer, seed_everything
 from .result import RunResult
 from .task import TASKS, Optim, Scores, Step, Task, data_error, register
 from .run import NoWorkError, conclude, cpu_threads, make_engine, run_task, setup_task, train_group

@@ -1,6 +1,8 @@
 """Many runs of a sweep trained as one batched model (``hydra/launcher=vectorized``).
 
-Runs that share the benchmark, critic architecture and data shapes (:func:`group_key`) form a group.
+Runs that share the benchmark, critic architecture and data shapes (:func:`mibench.engine.plan.group_key`)
+form a group; :class:`GroupStepper` is its step, driven by the loop every run shares
+(:class:`mibench.engine.driver.Driver`: records, divergence, checkpoints, stop signals, resume).
 Each run keeps everything of its own: its task (data stream, seed, records, outputs), its networks'
 initial values (each run's task is set up from its own seed, exactly as alone), its estimator and
 state (MINE's EMA, eta, a learned baseline), its learning rates and optimizer state. Only the
@@ -17,66 +19,64 @@ arithmetic is shared:
   run on its own learning rate.
 
 A run whose record turns non-finite is recorded as diverged at the end of that block, exactly as when
-alone, and leaves the group (so does a run whose task is ``done``: early stopping): its update is masked out from then on (its values stay frozen), the
-other runs go on untouched. Checkpoints are the single-run format, one per run directory, so a
-killed group resumes (grouped or alone) to the same numbers.
+alone, and leaves the group (so does a run whose task is ``done``: early stopping): its update is masked out
+from then on (its values stay frozen), the other runs go on untouched. Checkpoints are the single-run format,
+one per run directory, so a killed group resumes (grouped or alone) to the same numbers. What the batched step
+cannot do (:func:`refusal`: a learning-rate schedule, an adversary, progress-bar values, frozen parameters,
+estimator parameter groups with options besides a learning rate) keeps a run out of any group.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.optim.adam import adam as adam_update  # the functional update behind Adam(fused=True)
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from .. import cluster
-from .backend import Backend, needs_fabric
-from .logging import Logger, Progress, log_every_s
-from .interrupt import Interrupts
-from .loop import Engine, Resume, fault_injection, log_interruption
-from .task import TASKS, Optim, Scores, Task
+from .backend import Backend
+from .logging import Progress, log_every_s
+from .loop import Engine
+from .task import Optim, Scores, Task
 from ..precision import full
-from ..records import HEARTBEAT_S
-
-# config keys that may differ between the runs of a group (everything else must be equal)
-PER_RUN_KEYS = ("seed", "estimator", "lambda", "c_star", "per_estimator", "benchmark.lr", "out_dir",
-                "resume", "overwrite", "runs_root", "logger")
 
 
-def group_key(cfg: DictConfig) -> str | None:
-    """Runs with equal keys can train together; None: this config trains alone (and why is in
-    :func:`why_alone`)."""
-    if why_alone(cfg) is not None:
-        return None
-    c = cfg.copy()
-    with open_dict(c):
-        for key in PER_RUN_KEYS:  # blanked before resolving: out_dir needs Hydra's runtime, estimator ${lambda}
-            OmegaConf.update(c, key, None, force_add=True)
-    return json.dumps(OmegaConf.to_container(c, resolve=True), sort_keys=True, default=str)
+class GroupRefused(ValueError):
+    """A run with something the group stepper cannot do (:func:`refusal`) was put in a group."""
 
 
-def why_alone(cfg: DictConfig) -> str | None:
-    """Why runs of this config cannot share a batched step (None: they can)."""
-    task = TASKS.get(cfg.benchmark.name)
-    if task is None or not task.vectorized_for(cfg):
-        return f"benchmark={cfg.benchmark.name} trains one run per process"
-    if needs_fabric(cfg.hardware):
-        return "DDP / several devices / fp16 (Lightning Fabric) runs train alone"
-    if cfg.logger.name == "wandb":
-        return "logger=wandb runs train alone"
+def refusal(task: Task) -> str | None:
+    """What of ``task``'s run the group stepper cannot do, in words (None: nothing). Asked of a bare task when
+    the launcher forms groups (:func:`mibench.engine.plan.why_alone`), of a set-up one when a group is planned
+    (:func:`mibench.engine.plan.plan_groups`: the runs then train alone, and the log says why), and of every
+    member before a group trains (:class:`GroupStepper` raises :class:`GroupRefused`): nothing is left out
+    silently."""
+    if not task.vectorized_for(task.cfg):
+        return f"benchmark={task.cfg.benchmark.name} trains one run per process"
+    opt = task.optim()
+    if opt.milestones:
+        return (f"a learning-rate schedule (MultiStepLR at segments {list(opt.milestones)}): the stacked optimizer "
+                f"keeps each run's rate")
+    if task.adversary is not None or opt.adversary_lr is not None:
+        return "an adversary (a second optimizer): the batched step updates the main networks only"
+    if task.shown_columns:
+        return (f"progress-bar values ({', '.join(task.shown_columns)}, Step.shown): the batched step computes the "
+                f"record only")
+    frozen = [name for name, p in task.nets.named_parameters() if not p.requires_grad]
+    if frozen:
+        return f"frozen parameters ({', '.join(frozen)}): the stacked optimizer would train them"
+    options = {k for est in task.estimators for g in est.param_groups(opt.lr) for k in g} - {"params", "lr"}
+    if options:
+        return (f"estimator parameter groups with {', '.join(sorted(options))}: the stacked optimizer takes a "
+                f"learning rate per group only")
     return None
 
 
-def estimator_key(cfg: DictConfig) -> str:
+def estimator_key(cfg: Any) -> str:
+    """A run's estimator config as a key: runs with equal keys share one vmapped estimator call."""
     return json.dumps(OmegaConf.to_container(cfg.estimator, resolve=True), sort_keys=True, default=str)
 
 
@@ -99,13 +99,11 @@ class Stacked:
             self.params[name] = t.requires_grad_()
         for name, _ in self.template.named_buffers():
             self.buffers[name] = torch.stack([m.get_buffer(name) for m in modules])
-        for r, m in enumerate(modules):
+        for r, m in enumerate(modules):  # (setattr replaces a registered parameter or buffer, keeping its kind)
             for name, t in self.params.items():
-                owner, leaf = _owner(m, name)
-                owner._parameters[leaf] = nn.Parameter(t.detach()[r], requires_grad=True)
+                setattr(*_owner(m, name), nn.Parameter(t.detach()[r], requires_grad=True))
             for name, t in self.buffers.items():
-                owner, leaf = _owner(m, name)
-                owner._buffers[leaf] = t[r]
+                setattr(*_owner(m, name), t[r])
 
     def index(self, module: nn.Module) -> dict[int, str]:
         """id(parameter of ``module``) -> its name in the stack."""
@@ -113,6 +111,7 @@ class Stacked:
 
 
 def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The submodule that holds parameter or buffer ``name``, and its name there."""
     prefix, _, leaf = name.rpartition(".")
     return (module.get_submodule(prefix) if prefix else module), leaf
 
@@ -284,35 +283,41 @@ def _stack_batches(batches: tuple[Any, ...]) -> Any:
     return type(first)(_stack_batches(b) for b in zip(*batches))
 
 
-@dataclass
-class Member:
-    """One run of a group: its task, its engine (records, checkpoints) and where it stands."""
+class GroupStepper:
+    """Several set-up runs of one group in one batched step (:class:`mibench.engine.driver.Stepper`; module
+    docstring). ``engines``: each run's engine (records, checkpoints), reordered so that the runs of one
+    estimator config are contiguous rows."""
 
-    task: Task
-    engine: Engine
-    logger: Logger
-    resume: Path | None = None  # its checkpoint, when it continues an interrupted run
-    active: bool = True
-    seg_first: int = 0
-
-
-class GroupEngine:
-    """Trains several set-up tasks of one group in one batched step (module docstring)."""
-
-    def __init__(self, members: list[Member], backend: Backend, progress: bool = False):
-        members = sorted(members, key=lambda m: estimator_key(m.task.cfg))  # one estimator config: contiguous rows
-        self.members, self.backend = members, backend
-        self.R = len(members)
-        tasks = [m.task for m in members]
+    def __init__(self, engines: list[Engine], backend: Backend, progress: bool = False):
+        for e in engines:
+            why = refusal(e.task)
+            if why is not None:
+                raise GroupRefused(f"benchmark={e.task.cfg.benchmark.name} run {e.out_dir}: cannot train in a group: "
+                                   f"{why}")
+        self.runs = sorted(engines, key=lambda e: estimator_key(e.task.cfg))  # one estimator config: contiguous rows
+        self.backend, self.device, self.R = backend, backend.device, len(self.runs)
+        tasks = [e.task for e in self.runs]
         for t in tasks:
             nn.ModuleDict({"n": t.nets, "e": t.estimators}).to(backend.device)
         template = tasks[0]
+        self.width = len(template.columns)
         self.nets = Stacked([t.nets for t in tasks])
         self.scorer = _Scorer(template)
         self.net_state = ({f"nets.{k}": v for k, v in self.nets.params.items()},
                           {f"nets.{k}": v for k, v in self.nets.buffers.items()})
-        # estimator subgroups: [lo, hi) rows with one estimator config
-        self.subgroups: list[tuple[int, int, _Estimating, Stacked | None]] = []
+        self.subgroups = self._subgroups(tasks)
+        self.est_state = {(lo, hi): (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
+                          for lo, hi, _, st in self.subgroups}
+        self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
+                                 f"{template.name} x{self.R}",  # (short: 80 columns keep the fields)
+                                 log_every_s(template.cfg) if backend.is_global_zero else None)
+        for e in self.runs:
+            e.build_optimizers()  # per-run torch optimizers: parameter order and checkpoint format
+        self.optimizer, self.owner = self._build_optimizer()
+
+    def _subgroups(self, tasks: list[Task]) -> list[tuple[int, int, _Estimating, Stacked | None]]:
+        """[lo, hi) rows with one estimator config, its module call and its stacked state (None: stateless)."""
+        subgroups = []
         lo = 0
         while lo < self.R:
             key = estimator_key(tasks[lo].cfg)
@@ -322,32 +327,25 @@ class GroupEngine:
             ests = [tasks[r].estimator for r in range(lo, hi)]
             has_state = any(True for _ in ests[0].parameters()) or any(True for _ in ests[0].buffers())
             stacked = Stacked(ests) if has_state else None
-            self.subgroups.append((lo, hi, _Estimating(template, stacked.template if stacked else ests[0]), stacked))
+            subgroups.append((lo, hi, _Estimating(tasks[0], stacked.template if stacked else ests[0]), stacked))
             lo = hi
-        self.est_state = {(lo, hi): (_prefixed(st.params), _prefixed(st.buffers)) if st is not None else ({}, {})
-                          for lo, hi, _, st in self.subgroups}
-        self.progress = Progress(progress and backend.is_global_zero, template.total_steps(),
-                                 f"{template.name} x{self.R}",  # (short: 80 columns keep the fields)
-                                 log_every_s(template.cfg) if backend.is_global_zero else None)
-        for m in members:
-            m.engine.build_optimizers()  # per-run torch optimizers: parameter order and checkpoint format
-        self.optimizer, self.owner = self._build_optimizer()
+        return subgroups
 
     def _build_optimizer(self) -> tuple[StackedOptimizer, list[dict[int, tuple[int, int]]]]:
         """One slot per stacked tensor, each row on its run's learning rate for that parameter."""
         slots: list[_Slot] = []
         owner: list[dict[int, tuple[int, int]]] = [{} for _ in range(self.R)]
-        lr = [float(m.task.optim().lr) for m in self.members]
+        lr = [float(e.task.optim().lr) for e in self.runs]
         for name, t in self.nets.params.items():
             slots.append(_Slot(t, list(lr), list(range(self.R))))
-            for r, m in enumerate(self.members):
-                owner[r][id(m.task.nets.get_parameter(name))] = (len(slots) - 1, r)
+            for r, e in enumerate(self.runs):
+                owner[r][id(e.task.nets.get_parameter(name))] = (len(slots) - 1, r)
         for lo, hi, _, st in self.subgroups:
             if st is None:
                 continue
             rates = []
             for r in range(lo, hi):
-                est = self.members[r].task.estimator
+                est = self.runs[r].task.estimator
                 names = st.index(est)
                 rates.append({names[id(p)]: float(g["lr"]) for g in est.param_groups(lr[r]) for p in g["params"]})
             for name, t in st.params.items():
@@ -355,8 +353,8 @@ class GroupEngine:
                     continue  # not trained through the main optimizer (e.g. Algorithm 1's eta)
                 slots.append(_Slot(t, [rates[i][name] for i in range(hi - lo)], list(range(lo, hi))))
                 for i, r in enumerate(range(lo, hi)):
-                    owner[r][id(self.members[r].task.estimator.get_parameter(name))] = (len(slots) - 1, i)
-        return StackedOptimizer(slots, self.members[0].task.optim()), owner
+                    owner[r][id(self.runs[r].task.estimator.get_parameter(name))] = (len(slots) - 1, i)
+        return StackedOptimizer(slots, self.runs[0].task.optim()), owner
 
     @property
     def trainable(self) -> list[Tensor]:
@@ -378,139 +376,33 @@ class GroupEngine:
             return losses[0], values[0]
         return torch.cat(losses), torch.cat(values)
 
-    # ------------------------------------------------------------------ the loop
-    def train(self) -> None:
-        members, be = self.members, self.backend
-        ats = [m.engine.begin(m.resume) for m in members]
-        for r, m in enumerate(members):
-            if m.resume is not None:
-                self.optimizer.load(self.owner[r], m.engine.optimizers[0])
-        starts = {(m.engine.fit.t, at.offset) for m, at in zip(members, ats)}
-        if len(starts) != 1:
-            raise ValueError(f"a group's runs must start at the same step (got {sorted(starts)})")
-        for m in members:
-            m.engine.modules().train()
-        t = members[0].engine.fit.t
-        self.progress.resume_at(t)
-        segment0 = members[0].engine.fit.segment
-        block = max(1, members[0].task.block)
-        width = len(members[0].task.columns)
-        buf = torch.zeros(block, self.R, width, device=be.device)
-        for r, at in enumerate(ats):
-            if len(at.pending):
-                buf[: len(at.pending), r] = at.pending.to(be.device)
-        lo = t - len(ats[0].pending)
-        engines = [m.engine for m in members]
-        every = min((e.checkpoint_every_s for e in engines if e.checkpoint and e.checkpoint_every_s), default=None)
-        checkpoints = any(e.checkpoint for e in engines)
-        beats, next_beat = any(e.on_beat is not None for e in engines), 0.0
-        streams = [m.task.segments(segment0) for m in members]
-        with Interrupts(every if checkpoints else None, lead_s=cluster.signal_lead_s(),
-                        install=None if checkpoints else False) as stop:
-            for seg_index, segments in enumerate(zip(*streams), start=segment0):
-                t0 = time.perf_counter()
-                offset = ats[0].offset
-                its = [iter(s) for s in segments]
-                for r, m in enumerate(members):
-                    m.seg_first = ats[r].seg_first if offset else len(m.engine.fit.rows)
-                    m.engine.seg_start = t - offset
-                    for _ in itertools.islice(its[r], offset):  # resumed inside this segment: skip what was trained
-                        pass
-                if offset:
-                    ats[0].restore_rng()
-                    ats = [Resume()] * len(members)
-                for batches in zip(*its):
-                    batch = _stack_batches(batches)
-                    with be.autocast():
-                        loss, values = self.forward(batch)
-                    for p in self.trainable:
-                        p.grad = None
-                    loss.sum().backward()
-                    self.optimizer.step()
-                    buf[t - lo] = values.detach()
-                    t += 1
-                    if t - lo == block:
-                        self._flush(buf, lo, t, seg_index, t0)
-                        lo = t
-                        if not any(m.active for m in members):
-                            break
-                    elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
-                        self.peek(buf[: t - lo], lo, t)
-                    if beats and time.monotonic() >= next_beat:  # every run's heartbeat (no device sync)
-                        next_beat = time.monotonic() + HEARTBEAT_S
-                        for m in members:
-                            if m.active:
-                                m.engine.beat(t, m.engine.fit.segment + 1)
-                    if checkpoints and stop.due(t):  # mid-segment: the wall clock, or the cluster stops the job
-                        self.interrupt(stop, buf[: t - lo], t)
-                if t > lo:
-                    self._flush(buf, lo, t, seg_index, t0)
-                    lo = t
-                for m in members:
-                    if m.active:
-                        m.engine.end_segment(seg_index, m.seg_first, t0)
-                if not any(m.active for m in members):
-                    break
-                self.checkpoint(seg_index + 1)
-                stop.saved()
-            if checkpoints and stop.signum is not None and any(m.active for m in members):  # after the last step
-                self.interrupt(stop, buf[:0], t)
-            self.progress.close()
-        for m in members:
-            m.engine.modules().eval()
+    def step(self, batches: tuple[Any, ...]) -> Tensor:
+        """One batched step of every run on its batch: one backward of the summed losses (a run's gradient
+        depends on its own loss only), one stacked update; the runs' values ``[runs, columns]``."""
+        batch = _stack_batches(batches)
+        with self.backend.autocast():
+            loss, values = self.forward(batch)
+        for p in self.trainable:
+            p.grad = None
+        loss.sum().backward()
+        self.optimizer.step()
+        return values.detach()
 
-    def interrupt(self, stop: Interrupts, pending: Tensor, t: int) -> None:
-        """Every active run's mid-segment checkpoint (as :meth:`Engine.interrupt`, with its own pending rows)."""
-        event = stop.event(t) if stop.signum is not None else None
-        for r, m in enumerate(self.members):
-            if m.active and m.engine.checkpoint:
-                m.engine.fit.t = t
-                if event is not None:
-                    m.engine.fit.interruptions.append(event)
-                self.optimizer.export(self.owner[r], m.engine.optimizers[0])
-                m.engine.save_checkpoint(pending[:, r])
-        stop.saved()
-        if event is not None:
-            for m in self.members:
-                if m.active and m.engine.on_interrupt is not None:
-                    m.engine.on_interrupt(list(m.engine.fit.interruptions))
-            self.progress.close()
-            log_interruption(event, self.progress, "in each run's directory")
-            stop.forward()
+    def resumed(self, r: int) -> None:
+        """Run ``r``'s optimizer state, loaded from its checkpoint into its torch optimizer, into the stack."""
+        self.optimizer.load(self.owner[r], self.runs[r].optimizers[0])
 
-    def _flush(self, buf: Tensor, lo: int, hi: int, seg_index: int, t0: float) -> None:
-        """One host copy for the group's block; each active run records its rows (and may leave the group)."""
-        rec = buf[: hi - lo].cpu().numpy().astype(np.float64)
-        fields: list[dict[str, Any]] = []
-        wanted = self.progress.wanted()
-        for r, m in enumerate(self.members):
-            if not m.active:
-                continue
-            m.engine.fit.t = hi
-            m.engine.record(rec[:, r, :], lo, hi)
-            if wanted:  # this run's fields from the rows it just recorded
-                fields.append(m.engine.block_fields())
-            if m.engine.fit.stopped:  # diverged or done (early stopping): end its segment as alone, freeze it
-                m.active = False
-                self.optimizer.drop(r)
-                m.engine.end_segment(seg_index, m.seg_first, t0)
-        if wanted:
-            self.progress.show(hi, group_fields(fields, sum(m.active for m in self.members)))
+    def leave(self, r: int) -> None:
+        """Run ``r``'s rows are no longer updated (its values stay frozen)."""
+        self.optimizer.drop(r)
 
-    def peek(self, pending: Tensor, lo: int, t: int) -> None:
-        """The group's bar and progress line between block ends, from the rows of the block so far (one copy,
-        when :meth:`Progress.due`: never per step)."""
-        host = pending.cpu().numpy().astype(np.float64)
-        active = [(r, m) for r, m in enumerate(self.members) if m.active]
-        fields = [m.engine.fields(lo, t, m.engine.rows(host[:, r, :], lo, t)) for r, m in active]
-        self.progress.show(t, group_fields(fields, len(active)))
+    def export(self, r: int) -> None:
+        """Run ``r``'s rows of the stacked state into its torch optimizer, which its checkpoint saves."""
+        self.optimizer.export(self.owner[r], self.runs[r].optimizers[0])
 
-    def checkpoint(self, segment: int) -> None:
-        for r, m in enumerate(self.members):
-            if m.active and m.engine.checkpoint:
-                self.optimizer.export(self.owner[r], m.engine.optimizers[0])
-                m.engine.save_checkpoint()
-        fault_injection(segment)
+    def fields(self, fields: list[dict[str, Any]], live: int) -> dict[str, Any]:
+        """The group's bar (:func:`group_fields`)."""
+        return group_fields(fields, live)
 
 
 def group_fields(fields: list[dict[str, Any]], active: int) -> dict[str, Any]:
@@ -539,82 +431,4 @@ def _rows(tree: Any, lo: int, hi: int) -> Any:
     return tree
 
 
-# ---------------------------------------------------------------------------------------------- memory
-def run_bytes(task: Task, batch: Any) -> int:
-    """Device bytes one run adds to a group: parameters x 4 (value, gradient, two optimizer moments), the
-    activations its step saves for backward (x 2: temporaries) and its data (``Task.data_bytes``)."""
-    saved = [0]
-
-    def pack(t: Tensor) -> Tensor:
-        saved[0] += t.numel() * t.element_size()
-        return t
-
-    params = sum(p.numel() * p.element_size() for mod in (task.nets, task.estimators) for p in mod.parameters())
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        task.step(batch)
-    return 4 * params + 2 * saved[0] + task.data_bytes()
-
-
-def free_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
-
-
-def split_sizes(n: int, per_run: int, budget: int, cap: int | None = None) -> list[int]:
-    """Sizes of the groups ``n`` runs are cut into so that each fits ``budget`` bytes (and ``cap`` runs)."""
-    most = max(1, budget // max(1, per_run))
-    if cap:
-        most = min(most, int(cap))
-    k = math.ceil(n / most)
-    base, extra = divmod(n, k)
-    return [base + (i < extra) for i in range(k)]
-
-
-def start_step(resume: Path | None) -> int:
-    if resume is None:
-        return 0
-    return int(torch.load(resume, map_location="cpu", weights_only=False)["t"])
-
-
-def probe_bytes(cfg: DictConfig) -> tuple[int, torch.device]:
-    """:func:`run_bytes` of one run of ``cfg``, measured on a throw-away task (one step, no update)."""
-    from .backend import make_backend
-
-    backend = make_backend(cfg.hardware)
-    task = TASKS[cfg.benchmark.name](cfg, None, backend.device)
-    task.backend = backend
-    task.setup()
-    nn.ModuleDict({"n": task.nets, "e": task.estimators}).to(backend.device)
-    batch = next(iter(next(iter(task.segments(0)))))
-    return run_bytes(task, batch), backend.device
-
-
-def plan_groups(runs: list[tuple[DictConfig, Path | None]], max_group_size: int | None = None,
-                memory_fraction: float = 0.5) -> list[list[int]]:
-    """Indices of ``runs`` (configs of one :func:`group_key`, each with its checkpoint or None) per group:
-    runs that start at the same step, at most as many as fit ``memory_fraction`` of the device's free
-    memory (:func:`run_bytes`) and ``max_group_size``."""
-    by_start: dict[int, list[int]] = {}
-    for i, (_, resume) in enumerate(runs):
-        by_start.setdefault(start_step(resume), []).append(i)
-    plan: list[list[int]] = []
-    for idx in by_start.values():
-        per_run, device = probe_bytes(runs[idx[0]][0])
-        sizes = split_sizes(len(idx), per_run, int(memory_fraction * free_bytes(device)), max_group_size)
-        lo = 0
-        for n in sizes:
-            plan.append(idx[lo:lo + n])
-            lo += n
-    return plan
-
-
-__all__ = ["GroupEngine", "Member", "PER_RUN_KEYS", "Stacked", "StackedOptimizer", "free_bytes", "group_key",
-           "plan_groups", "run_bytes", "split_sizes", "why_alone"]
+__all__ = ["GroupRefused", "GroupStepper", "Stacked", "StackedOptimizer", "estimator_key", "group_fields", "refusal"]

@@ -1,42 +1,35 @@
-"""The engine: one training loop, record buffer, divergence check and checkpoint for every task.
+"""One run's side of training: its optimizers, records, divergence, heartbeat and checkpoints (:class:`Engine`),
+and its step (:class:`RunStepper`); the loop that drives them is :mod:`mibench.engine.driver`.
 
 Per step: the task's forward (under the backend's autocast) gives a loss and the step's values;
 ``zero_grad`` / ``backward`` / ``step`` run directly on the optimizer (Lightning would only add
-hooks here); the values go into a preallocated device buffer. Every ``task.block`` steps the
-buffer is copied to the host once: the rows are streamed to steps.csv, checked for divergence
-(non-finite values, an estimate outside its bound's valid range: :mod:`mibench.engine.divergence`; recorded
-with its step and reason, the run stops cleanly when ``stop_on_divergence``) and handed to the task. At
-each segment's end (a level, an epoch) the task summarises it and, for a resumable task, everything a
-resumed run needs to end with the same numbers is checkpointed atomically.
+hooks here). Every ``task.block`` steps the driver copies the values to the host once and the engine
+records them: streamed to steps.csv, checked for divergence (non-finite values, an estimate outside its
+bound's valid range: :mod:`mibench.engine.divergence`; recorded with its step and reason, the run stops
+cleanly when ``stop_on_divergence``) and handed to the task. At each segment's end (a level, an epoch) the
+task summarises it and, for a resumable task, everything a resumed run needs to end with the same numbers
+is checkpointed atomically.
 """
 from __future__ import annotations
 
-import itertools
-import os
 import random
-import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from .. import cluster
-from ..checks import ConfigError
-from ..log import LOG
-from ..records import CHECKPOINT, HEARTBEAT_S
-from ..results import atomic_write_csv, first_line, publish
+from ..records import CHECKPOINT
+from ..results import atomic_write_csv, publish
 from .backend import Backend
+from .checkpoint import CHECKPOINT_VERSION, Resume, fault_injection_rows, read_checkpoint, write_checkpoint
 from .divergence import Watch
-from .interrupt import Interrupts
+from .driver import Driver, Fit
 from .logging import Logger, Progress, describe
 from .task import Optim, Task
-
-CHECKPOINT_VERSION = 2  # (version 2 files without seg_start / pending are segment-end checkpoints)
 
 
 def seed_everything(seed: int) -> None:
@@ -47,39 +40,10 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(groups: list[dict[str, Any]], opt: Optim) -> torch.optim.Optimizer:
+    """The torch optimizer ``opt`` names (SGD, else Adam) over ``groups``."""
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     return torch.optim.Adam(groups, lr=opt.lr, weight_decay=opt.weight_decay)
-
-
-def fault_injection(segment: int) -> None:
-    """``MIBENCH_KILL_AFTER_SEGMENT=k``: SIGKILL this process once segment k's checkpoints are written
-    (the resume tests' crash)."""
-    kill_after = os.environ.get("MIBENCH_KILL_AFTER_SEGMENT")
-    if kill_after is not None and segment == int(kill_after) + 1:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fault_injection_rows(hi: int) -> None:
-    """``MIBENCH_KILL_AFTER_ROWS=k``: SIGKILL this process once the rows of steps up to k are streamed to the
-    partial steps file (a kill between checkpoints: those rows are not in any checkpoint)."""
-    at = os.environ.get("MIBENCH_KILL_AFTER_ROWS")
-    if at is not None and hi >= int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fault_injection_step(t: int) -> None:
-    """``MIBENCH_KILL_AT_STEP=k``: SIGKILL this process once the mid-segment checkpoint at step k is written."""
-    at = os.environ.get("MIBENCH_KILL_AT_STEP")
-    if at is not None and t == int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def log_interruption(event: dict[str, Any], progress: Progress, where: str) -> None:
-    """The job log's line for a stop signal handled: what came, at which step, where the checkpoint is."""
-    of = f"/{progress.total}" if progress.total else ""
-    LOG.info(f"mibench: {progress.desc}: {event['signal']} ({event['kind']}) at step {event['step']}{of}: "
-             f"checkpoint written {where}; handing the signal on")
 
 
 def block_estimate(task: Task, block: np.ndarray, before: float | None) -> float | None:
@@ -91,80 +55,9 @@ def block_estimate(task: Task, block: np.ndarray, before: float | None) -> float
     return float(col.mean()) if len(col) else before
 
 
-class CheckpointError(ConfigError):
-    """A checkpoint a run cannot resume from (one line: the file and the user's choices; exit 2)."""
-
-
-def write_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """``state`` to ``path`` through a temporary file and an atomic rename; on a failed write (a full disk) the
-    temporary file is removed and the OSError names ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(state, tmp)
-        publish(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """The state saved in ``path`` (``mmap``: tensors mapped, not read: a cheap check that it loads);
-    :class:`CheckpointError` when it is empty, truncated, not a checkpoint, or from another checkpoint format."""
-    choices = "delete it, or start afresh with resume=false overwrite=true"
-    try:
-        state = torch.load(path, weights_only=False, map_location=map_location, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 -- torch raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
-        empty = path.exists() and path.stat().st_size == 0
-        why = "it is empty" if empty else f"it is truncated or not a checkpoint ({first_line(e)})"
-        raise CheckpointError(f"cannot resume from {path}: {why}; {choices}") from None
-    version = state.get("version", 1) if isinstance(state, dict) else None
-    if version != CHECKPOINT_VERSION:
-        raise CheckpointError(f"cannot resume from {path}: written by another mibench (checkpoint format {version}, "
-                              f"this one reads {CHECKPOINT_VERSION}); {choices}")
-    return state
-
-
-@dataclass
-class Resume:
-    """Where a checkpoint left its segment: ``offset`` batches of it done, ``pending`` rows not yet flushed,
-    this segment's host blocks from ``fit.rows[seg_first]``, and the generators' states to restore."""
-
-    rng_cpu: torch.Tensor | None = None
-    rng_cuda: Any = None
-    offset: int = 0
-    pending: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    seg_first: int = 0
-
-    def restore_rng(self) -> None:
-        if self.rng_cpu is not None:
-            torch.set_rng_state(self.rng_cpu)
-        if torch.cuda.is_available() and self.rng_cuda is not None:
-            torch.cuda.set_rng_state_all(self.rng_cuda)
-
-
-@dataclass
-class Fit:
-    """Where training stands: steps done, segments done, host rows, divergence."""
-
-    t: int = 0
-    segment: int = 0
-    rows: list[np.ndarray] = field(default_factory=list)
-    diverged_step: int | None = None
-    diverged_reason: str | None = None
-    stopped: bool = False
-    interruptions: list[dict[str, Any]] = field(default_factory=list)  # stop signals survived (time limit, preemption)
-    fields: dict[str, Any] = field(default_factory=dict)  # the task's progress fields at the last segment end
-
-    def table(self, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(columns)))
-        return pd.DataFrame(rows, columns=columns).astype({c: int for c in ("step", *int_columns)})
-
-
 class Engine:
-    """Trains one task. ``out_dir`` None: nothing is written (e.g. DIM's probes, trained in memory)."""
+    """One run of a task: its optimizers, records, divergence, heartbeat and checkpoints; :meth:`train` drives it
+    alone. ``out_dir`` None: nothing is written (e.g. DIM's probes, trained in memory)."""
 
     def __init__(self, task: Task, backend: Backend, logger: Logger | None = None, progress: bool = False,
                  stop_on_divergence: bool = True, checkpoint: bool = False, out_dir: Path | None = None,
@@ -177,7 +70,6 @@ class Engine:
         self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)
         self.on_interrupt: Any = None  # called with the interruptions so far when a stop signal is handled
         self.on_beat: Any = None  # called with where training stands (the heartbeat): see beat()
-        self.beat_due = 0.0  # time.monotonic() of the next heartbeat inside a segment
         self.estimate: float | None = None  # the last host block's mean estimate
         self.seg_start = 0  # the step the current segment began at
         self.progress = Progress(progress and backend.is_global_zero, total_steps, describe(task),
@@ -195,6 +87,7 @@ class Engine:
 
     # ------------------------------------------------------------------ set-up
     def modules(self) -> nn.ModuleDict:
+        """Everything the run trains (networks, estimators, the adversary): moved, switched and checkpointed as one."""
         t = self.task
         mods = nn.ModuleDict({"nets": t.nets, "estimators": t.estimators})
         if t.adversary is not None:
@@ -218,89 +111,12 @@ class Engine:
         if opt.milestones:
             self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizers[0], list(opt.milestones), 0.1)
 
-    # ------------------------------------------------------------------ the loop
     def train(self, resume: Path | None = None) -> Fit:
-        task, fit, be = self.task, self.fit, self.backend
-        self.build_optimizers()
-        width = len(task.columns) + len(task.shown_columns)  # the record, then the bar's values
-        buf = torch.zeros(max(1, task.block), width, device=be.device)
-        at = self.begin(resume)
-        if len(at.pending):  # (a segment-end checkpoint has none)
-            buf[: len(at.pending)] = at.pending.to(be.device)
-        self.modules().train()
-        lo = fit.t - len(at.pending)  # first step of the block being filled
-        with Interrupts(self.checkpoint_every_s if self.checkpoint else None, lead_s=cluster.signal_lead_s(),
-                        install=None if self.checkpoint else False) as stop:
-            for seg_index, segment in enumerate(task.segments(fit.segment), start=fit.segment):
-                t0 = time.perf_counter()
-                seg_first = at.seg_first if at.offset else len(fit.rows)  # this segment's host blocks: fit.rows[seg_first:]
-                self.seg_start = fit.t - at.offset
-                batches = iter(segment)
-                if at.offset:  # resumed inside this segment: its first batches were trained before the checkpoint
-                    for _ in itertools.islice(batches, at.offset):
-                        pass
-                    at.restore_rng()  # (iterating may draw from the global generator, e.g. a DataLoader's seed)
-                    at = Resume()
-                for batch in batches:
-                    with be.autocast():
-                        s = task.step(batch)
-                    if self.params:  # nothing to learn (a known critic and a parameter-free bound): evaluate only
-                        opt = self.optimizers[0]
-                        opt.zero_grad(set_to_none=True)
-                        be.backward(s.loss, self.params)
-                        be.step(opt)
-                    values = s.values
-                    if s.adversary is not None:
-                        with be.autocast():
-                            adv_loss = s.adversary()
-                        adv = self.optimizers[1]
-                        adv.zero_grad(set_to_none=True)
-                        be.backward(adv_loss, self.adv_params)
-                        be.step(adv)
-                        values = [*values, adv_loss]
-                    buf[fit.t - lo] = torch.stack([v.detach().to(buf.dtype) for v in (*values, *s.shown)])
-                    fit.t += 1
-                    if fit.t - lo == buf.shape[0]:
-                        self._flush(buf, lo, fit.t)
-                        lo = fit.t
-                        if fit.stopped:
-                            break
-                    elif self.progress.due():  # between block ends: the rows so far (at most every TICK_S)
-                        self.peek(buf[: fit.t - lo], lo)
-                    self.beat_if_due(fit.t)
-                    if self.checkpoint and stop.due(fit.t):  # mid-segment: the wall clock, or the cluster stops the job
-                        self.interrupt(stop, buf[: fit.t - lo])
-                if fit.t > lo:
-                    self._flush(buf, lo, fit.t)
-                    lo = fit.t
-                self.end_segment(seg_index, seg_first, t0)
-                if fit.stopped:
-                    break
-                if self.checkpoint:
-                    self.save_checkpoint()
-                    stop.saved()
-                    fault_injection(fit.segment)
-            if self.checkpoint and stop.signum is not None and not fit.stopped:  # flagged after the last step
-                self.interrupt(stop, buf[:0])
-            self.progress.close()
-        self.modules().eval()
-        return fit
+        """Train the task from ``resume`` (its checkpoint) or afresh: the driver with this run's stepper."""
+        Driver(RunStepper(self)).run([resume])
+        return self.fit
 
-    def interrupt(self, stop: Interrupts, pending: torch.Tensor) -> None:
-        """Checkpoint inside a segment (with the block's unflushed rows); on a stop signal also record the
-        interruption (in the checkpoint and through ``on_interrupt``) and hand the signal on."""
-        if stop.signum is not None:
-            self.fit.interruptions.append(stop.event(self.fit.t))
-        self.save_checkpoint(pending)
-        stop.saved()
-        fault_injection_step(self.fit.t)
-        if stop.signum is not None:
-            if self.on_interrupt is not None:
-                self.on_interrupt(list(self.fit.interruptions))
-            self.progress.close()
-            log_interruption(self.fit.interruptions[-1], self.progress, f"-> {self.out_dir / CHECKPOINT}")
-            stop.forward()
-
+    # ------------------------------------------------------------------ records
     def end_segment(self, seg_index: int, seg_first: int, t0: float) -> None:
         """The task summarises the segment (its host blocks are ``fit.rows[seg_first:]``); its metrics are logged."""
         fit = self.fit
@@ -320,36 +136,27 @@ class Engine:
         total, the segment (1-based) of how many and its name (level, epoch), the last host block's mean
         estimate, the phase (training; evaluating once training is over). Called at every segment end and,
         inside a segment, at the first step boundary once HEARTBEAT_S seconds have passed since the last call
-        (:meth:`beat_if_due`)."""
-        self.beat_due = time.monotonic() + HEARTBEAT_S
+        (:meth:`mibench.engine.driver.Driver.beat_if_due`)."""
         if self.on_beat is not None:
             task = self.task
             self.on_beat({"step": int(step), "total": self.total_steps, "segment": int(segment),
                           "segments": task.segment_count(), "unit": task.segment_unit, "estimate": self.estimate,
                           "phase": phase})
 
-    def beat_if_due(self, step: int) -> None:
-        """:meth:`beat` at a step boundary inside a segment when it is due (one clock read per step)."""
-        if self.on_beat is not None and time.monotonic() >= self.beat_due:
-            self.beat(step, self.fit.segment + 1)
-
-    def _flush(self, buf: torch.Tensor, lo: int, hi: int) -> None:
-        """Copy steps [lo, hi) to the host (the one sync of the block) and record them."""
-        rec, shown = self._to_host(buf[: hi - lo])
-        self.record(rec, lo, hi, shown)
-
-    def _to_host(self, pending: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows of the device buffer on the host (one copy): the record (``task.columns``) and the bar's values."""
-        host = pending.cpu().numpy().astype(np.float64)
+    def split(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Host rows of the device buffer: the record (``task.columns``) and the bar's values (``Step.shown``)."""
         n = len(self.task.columns)
         return host[:, :n], (host[:, n:] if host.shape[1] > n else None)
 
-    def peek(self, pending: torch.Tensor, lo: int) -> None:
-        """The bar and the progress line between block ends: steps done and the task's fields from the rows
-        of the block so far (one copy, when :meth:`Progress.due`: never per step)."""
-        t = self.fit.t
-        rec, shown = self._to_host(pending)
-        self.progress.show(t, self.fields(lo, t, self.rows(rec, lo, t), shown))
+    def take(self, host: np.ndarray, lo: int, hi: int) -> None:
+        """Record the host copy of steps [lo, hi) (:meth:`record`)."""
+        rec, shown = self.split(host)
+        self.record(rec, lo, hi, shown)
+
+    def peek_fields(self, host: np.ndarray, lo: int, hi: int) -> dict[str, Any]:
+        """The task's fields from the host copy of the block so far (steps [lo, hi))."""
+        rec, shown = self.split(host)
+        return self.fields(lo, hi, self.rows(rec, lo, hi), shown)
 
     def rows(self, rec: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Host rows of steps [lo, hi): ``step``, the task's context columns, then ``rec`` (its ``columns``)."""
@@ -398,8 +205,6 @@ class Engine:
         if self.logger.per_step:
             self.logger.log_steps(block, self.columns)
         self._last = (lo, hi, block, shown)
-        if self.progress.wanted():
-            self.progress.show(hi, self.block_fields())
 
     def write_steps(self) -> pd.DataFrame:
         """steps.csv appears only complete: the streamed partial file is renamed over it at the end."""
@@ -434,7 +239,8 @@ class Engine:
                  "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         write_checkpoint(state, self.out_dir / CHECKPOINT)
 
-    def load_checkpoint(self, path: Path) -> "Resume":
+    def load_checkpoint(self, path: Path) -> Resume:
+        """The run's state from ``path``; where its segment stands (rows of the checkpoint rewrite the steps file)."""
         state = read_checkpoint(path, self.backend.device)
         self.modules().load_state_dict(state["modules"])
         for o, s in zip(self.optimizers, state["optimizers"]):
@@ -458,7 +264,6 @@ class Engine:
             self._partial.unlink(missing_ok=True)
             if len(rows):
                 fit.table(self.columns, self.int_columns).to_csv(self._partial, index=False, float_format="%.9g")
-        self.progress.resume_at(fit.t)
         return at
 
     def begin(self, resume: Path | None) -> Resume:
@@ -475,5 +280,56 @@ class Engine:
         return Resume()
 
     def remove_checkpoint(self) -> None:
+        """After a run's end: no later resume continues it."""
         if self.out_dir is not None and self.backend.is_global_zero:
             (self.out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+class RunStepper:
+    """One run's step (:class:`mibench.engine.driver.Stepper`): ``task.step`` under the backend's autocast, then
+    ``zero_grad`` / ``backward`` / ``step`` on its optimizer (Fabric's for DDP / fp16: gradients averaged over
+    ranks, the gradient scaler), then the adversary's step on its own optimizer."""
+
+    def __init__(self, engine: Engine):
+        engine.build_optimizers()
+        task = engine.task
+        self.engine, self.runs, self.progress = engine, [engine], engine.progress
+        self.width = len(task.columns) + len(task.shown_columns)  # the record, then the bar's values
+        self.device, self.dtype = engine.backend.device, torch.get_default_dtype()
+
+    def step(self, batches: tuple[Any, ...]) -> Tensor:
+        """The step on the run's batch: its record and the bar's values, on the device."""
+        e, be = self.engine, self.engine.backend
+        with be.autocast():
+            s = e.task.step(batches[0])
+        if e.params:  # nothing to learn (a known critic and a parameter-free bound): evaluate only
+            self.update(e.optimizers[0], s.loss, e.params)
+        values = s.values
+        if s.adversary is not None:
+            with be.autocast():
+                adv_loss = s.adversary()
+            self.update(e.optimizers[1], adv_loss, e.adv_params)
+            values = [*values, adv_loss]
+        return torch.stack([v.detach().to(self.dtype) for v in (*values, *s.shown)])
+
+    def update(self, opt: torch.optim.Optimizer, loss: Tensor, params: list[Tensor]) -> None:
+        """One optimizer step on ``loss``."""
+        opt.zero_grad(set_to_none=True)
+        self.engine.backend.backward(loss, params)
+        self.engine.backend.step(opt)
+
+    def resumed(self, r: int) -> None:
+        """(The engine loaded its optimizers with its checkpoint.)"""
+
+    def leave(self, r: int) -> None:
+        """(The run ends with the loop.)"""
+
+    def export(self, r: int) -> None:
+        """(The torch optimizers hold the state.)"""
+
+    def fields(self, fields: list[dict[str, Any]], live: int) -> dict[str, Any]:
+        """The run's own fields."""
+        return fields[0]
+
+
+__all__ = ["CHECKPOINT", "Engine", "Fit", "RunStepper", "make_optimizer", "seed_everything"]

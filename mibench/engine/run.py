@@ -1,5 +1,5 @@
 """Running tasks: one alone (:func:`run_task`) or a group of compatible ones as one batched model
-(:func:`train_group`, see :mod:`mibench.engine.group`)."""
+(:func:`train_group`, see :mod:`mibench.engine.group`); both train through :class:`mibench.engine.driver.Driver`."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from .. import cluster
 from .backend import Backend, make_backend
-from .group import GroupEngine, Member
+from .driver import Driver
+from .group import GroupStepper
 from .logging import Logger, log_every_s, make_logger
 from .loop import Engine, seed_everything
 from .result import RunResult
@@ -129,7 +130,7 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None, 
 def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path | None] | None = None,
                 progress: bool = False, on_interrupt: list[Hook | None] | None = None,
                 on_beat: list[Hook | None] | None = None) -> list[RunResult | Exception]:
-    """Train compatible runs (:func:`mibench.engine.group.group_key`) as one batched model; each run's
+    """Train compatible runs (:func:`mibench.engine.plan.group_key`) as one batched model; each run's
     task is set up from its own seed exactly as alone, and concluded (records, evaluation, outputs) on its
     own: a run whose evaluation fails gets its exception in the returned list, the others their results."""
     backend = make_backend(cfgs[0].hardware)
@@ -140,25 +141,27 @@ def train_group(cfgs: list[DictConfig], out_dirs: list[Path], resumes: list[Path
 def _train_group(cfgs: list[DictConfig], out_dirs: list[Path], backend: Backend, resumes: list[Path | None] | None,
                  progress: bool, on_interrupt: list[Hook | None] | None, on_beat: list[Hook | None] | None
                  ) -> list[RunResult | Exception]:
-    members = []
+    engines, loggers = [], []
     none = [None] * len(cfgs)
-    for cfg, out, res, hook, beat in zip(cfgs, out_dirs, resumes or none, on_interrupt or none, on_beat or none):
+    for cfg, out, hook, beat in zip(cfgs, out_dirs, on_interrupt or none, on_beat or none):
         seed_everything(int(cfg.seed))
         task = setup_task(cfg, out, backend)
-        logger = make_logger(cfg, out)
-        engine = make_engine(task, backend, logger, out, progress=False, on_interrupt=hook, on_beat=beat, alone=False)
-        members.append(Member(task, engine, logger, resume=res))
+        loggers.append(make_logger(cfg, out))
+        engines.append(make_engine(task, backend, loggers[-1], out, progress=False, on_interrupt=hook, on_beat=beat,
+                                   alone=False))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # what the group trains with (result.json's machine)
     try:
-        GroupEngine(members, backend, progress).train()
+        stepper = GroupStepper(engines, backend, progress)
+        resume_of = dict(zip(map(id, engines), resumes or none))
+        Driver(stepper).run([resume_of[id(e)] for e in stepper.runs])
         results: list[RunResult | Exception] = []
-        for m, out in zip(members, out_dirs):
+        for e, out in zip(engines, out_dirs):
             try:
-                results.append(conclude(m.task, m.engine, RunResult(out_dir=Path(out), extra={"threads": threads}), t0))
-            except Exception as e:  # noqa: BLE001 -- recorded as this run's crash
-                results.append(e)
+                results.append(conclude(e.task, e, RunResult(out_dir=Path(out), extra={"threads": threads}), t0))
+            except Exception as err:  # noqa: BLE001 -- recorded as this run's crash
+                results.append(err)
         return results
     finally:
-        for m in members:
-            m.logger.close()
+        for logger in loggers:
+            logger.close()
