@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from ..benchmarks import TASKS  # (imported here, not from engine.task: every task is registered by then)
+from ..registry import TASKS  # complete: every built-in task and plug-in registered by then
 from ..log import LOG
 from .backend import make_backend, needs_fabric
 from .group import refusal
