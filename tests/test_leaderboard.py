@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mibench import leaderboard as lb
+from mibench.reports import tables as report_tables
 from mibench.stats import mean_ci, t_quantile
 
 # textbook two-sided 95% Student-t quantiles t_{0.975, df}
@@ -199,7 +200,7 @@ def test_configs_differing_in_clip_or_layers_are_separate_labelled_rows_and_pane
                       steps=staircase_steps(rng), cfg_extra={"critic": {"layers": 2}, **extra, **noise})
     write_run(tmp_path, "nwj", benchmark="staircase", dataset="gaussian", estimator="nwj", steps=staircase_steps(rng))
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     made = lb.build(tmp_path)
     st = made["staircase"]
     smile = st[st["estimator"] == "smile"]
@@ -234,7 +235,7 @@ def test_table2_and_lambda_ablation_separate_settings(tmp_path, monkeypatch):
             write_run(tmp_path, f"remine_e{epochs}_{s}", estimator="remine", lam=0.1, seed=s, metrics=metrics,
                       cfg_extra=extra)
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     made = lb.build(tmp_path)
     t2 = made["table2"]
     assert sorted(t2["setting"]) == ["benchmark.epochs=3", "benchmark.epochs=30"] and (t2["n_orig"] == 2).all()
@@ -518,7 +519,7 @@ def test_staircase_grid_gives_each_step_budget_its_own_labelled_row_and_axis(tmp
         write_run(tmp_path, f"{est}_{n}", benchmark="staircase", dataset="gaussian", estimator=est,
                   steps=staircase_steps(rng, n=n), cfg_extra=levels)
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     lb.build(tmp_path)
     (fig,) = [f for f in figures if "true MI" in f._suptitle.get_text()]
     drawn = [ax for ax in fig.axes if ax.axison]
