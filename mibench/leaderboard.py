@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .records import EMPTY_RUN_DIR, INVALID, NO_RECORD  # noqa: F401 -- re-exported
-from .reports import sections
+from .reports import Section, sections
 from .reports.choi_lee import (LABEL, ONEHOT_COLS, _loss_label, _pair, compare, estimator_order,  # noqa: F401
                                lambda_ablation, onehot_table, pairs, reference_table2, render_table2, slb_runs,
                                table2, true_mi)
@@ -58,15 +58,15 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
         table = tolerant(problems, f"the {s.title} table", lambda: s.make(runs), pd.DataFrame())
         if table.empty:
             continue
+        text = tolerant(problems, f"the {s.title} table", lambda: section_text(s, table, runs), None)
+        if text is None:
+            continue
         made[s.key] = table
         atomic_write_csv(out / f"{s.key}.csv", table)
-        shown = s.shown(table)
-        md += [f"\n## {s.title}\n\n{s.intro}\n\n" if s.intro else f"\n## {s.title}\n\n",
-               s.render(shown, False), s.notes(shown, runs)]
-        tex += [s.tex, s.render(shown, True)]
         drawn = [f.name for f in s.figures
                  if tolerant(problems, f.name, lambda f=f: f.draw(runs, table, out / f.name), False)]
-        md += [f"\n![{name}]({name})\n" for name in drawn]
+        md += [text[0], *(f"\n![{name}]({name})\n" for name in drawn)]
+        tex.append(text[1])
         made["figures"] += [out / name for name in drawn]
     fl = tolerant(problems, "the failures table", lambda: failures(runs), pd.DataFrame())
     md.append("\n## Crashed, diverged, killed, invalid and missing runs\n\n")
@@ -88,6 +88,13 @@ def build(root: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     atomic_write_csv(out / "runs.csv", runs.drop(columns=[c for c in ("levels", "config") if c in runs]))
     made["out"] = out
     return made
+
+
+def section_text(s: Section, table: pd.DataFrame, runs: pd.DataFrame) -> tuple[str, str]:
+    """A section's Markdown (heading, intro, table, notes) and LaTeX (comment, table) from its table."""
+    shown = s.shown(table)
+    head = f"\n## {s.title}\n\n" + (f"{s.intro}\n\n" if s.intro else "")
+    return head + s.render(shown, False) + s.notes(shown, runs), s.tex + s.render(shown, True)
 
 
 def table_notes(table: str, shown: pd.DataFrame, runs: pd.DataFrame) -> str:

@@ -145,11 +145,14 @@ def paper_sections(runs: pd.DataFrame, budget: list[int], problems: list[str]) -
             if table.empty:
                 continue
             shown = s.shown(table)
-            head, rows = md_table(s.render(shown, False))
+            page = lb.tolerant(problems, f"the {s.title} table", lambda: (
+                html_table(*md_table(s.render(shown, False)), s.key), _note(s.intro) + _note(s.notes(shown, runs))),
+                None)
+            if page is None:
+                continue
             figs = [_figure(Path(tmp) / f.name, f.name, budget) for f in s.figures
                     if lb.tolerant(problems, f.name, lambda f=f: f.draw(runs, table, Path(tmp) / f.name), False)]
-            out.append((s.key, s.title, html_table(head, rows, s.key), _note(s.intro) + _note(s.notes(shown, runs)),
-                        "".join(figs)))
+            out.append((s.key, s.title, *page, "".join(figs)))
     return out
 
 

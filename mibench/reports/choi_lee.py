@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import FINISHED, _isnan, dataset_label, run_csv
-from .tables import (save, MIXED, Figure, Section, _cell, _df_lines, _fmt, _labelled, _mark, _render, _text, _wrap, fmt_num, gap, mean_ci,
+from .tables import (fit, save, MIXED, Figure, Section, _cell, _df_lines, _fmt, _labelled, _mark, _render, _text, _wrap, fmt_num, gap, mean_ci,
                      matplotlib_pyplot, mixed, variant_labels)
 
 # the paper's spelling of each estimator of its Table 2 (its rows)
@@ -280,7 +280,8 @@ def table2_figure(runs: pd.DataFrame, t2: pd.DataFrame, path: Path) -> bool:
         title = f"{task.upper()} {dataset_label({'dataset': ds, 'generated': gen})}"
         axes[0][j].set_title(_wrap(title + (f" ({setting})" if setting else ""), 50), fontsize=10)
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Choi & Lee Table 2: ours (filled, mean ± 95% CI over seeds) vs published (hollow)", fontsize=10)
+    fig.suptitle(fit("Choi & Lee Table 2: ours (filled, mean ± 95% CI over seeds) vs published (hollow)",
+                     fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     save(fig, path)
     return True
@@ -311,8 +312,8 @@ def onehot_figure(runs: pd.DataFrame, oh: pd.DataFrame, path: Path) -> bool:
         columns.append((_wrap(label, 40), {"dir": Path(first["run_dir"]), "summary": summary.iloc[0].to_dict()}))
     if not columns:
         return False
-    grid(columns, ("estimate", "terms"), "Choi & Lee §3-4: one-hot drift and explosion (first seed of each "
-         "configuration)", path)
+    grid(columns, ("estimate", "terms"), fit("Choi & Lee §3-4: one-hot drift and explosion (first seed of each "
+                                             "configuration)", 3.6 * len(columns)), path)
     return True
 
 

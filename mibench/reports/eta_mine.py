@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import dataset_label, finished, run_csv
-from .tables import (save, MIXED, NONE, Figure, Section, _render, _text, _wrap, fmt_num, fmt_sd, gap, matplotlib_pyplot,
+from .tables import (fit, save, MIXED, NONE, Figure, Section, _render, _text, _wrap, fmt_num, fmt_sd, gap, matplotlib_pyplot,
                      mean_sd, mixed, pooled, variant_labels)
 
 
@@ -126,7 +126,8 @@ def fig3a_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("test-set MI estimate (nats)")
     axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("η-MINE Fig. 3a", fontsize=10)
+    fig.suptitle(fit("η-MINE Fig. 3a: test estimate vs iteration (mean ± sd over seeds), true MI in red",
+                     fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     save(fig, path)
     return True
@@ -211,17 +212,24 @@ def fig3b_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
         ax.plot(s.mean().index, s.mean().values, marker="o", ms=3, color=colour,
                 label=_wrap(f"{r['method']} ({r['seeds']} seed{'s' if r['seeds'] != 1 else ''})", 40))
         ax.fill_between(s.min().index, s.min().values, s.max().values, color=colour, alpha=0.15)
+    right = ax.get_xlim()[1]  # the longest run's last evaluation (and matplotlib's margin)
+    off = []
     for _, p in ref.iterrows():
-        ax.axvline(p["steps_to_all_modes"], color="gray", ls=":", lw=1)
-        ax.text(p["steps_to_all_modes"], 1, f" paper: {p['method']}", rotation=90, fontsize=7, va="bottom")
+        if p["steps_to_all_modes"] <= 2 * right:
+            ax.axvline(p["steps_to_all_modes"], color="gray", ls=":", lw=1)
+            ax.text(p["steps_to_all_modes"], 1, f" paper: {p['method']}", rotation=90, fontsize=7, va="bottom")
+        else:
+            off.append(f"{p['method']} {int(p['steps_to_all_modes']):,}")
     n = t["n_modes"].dropna()
     ax.axhline(float(n.iloc[0]) if len(n) else 25, color="black", ls="--", lw=1, label="all modes")
-    ax.set_xscale("symlog", linthresh=1000)
-    ax.set_xlabel("generator step (symlog)")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("generator step" + (f" (paper's steps to all modes, off this axis: {', '.join(off)})" if off else ""),
+                  fontsize=8)
     ax.set_ylabel("modes recovered")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title("η-MINE Fig. 3b: modes of the 25-Gaussian mixture recovered (mean, min-max over seeds)", fontsize=9)
+    ax.set_title(fit("η-MINE Fig. 3b: modes of the 25-Gaussian mixture recovered (mean, min-max over seeds)",
+                     fig.get_figwidth() * 0.75, 9), fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return True
@@ -257,20 +265,23 @@ def render_table2_layers(t: pd.DataFrame, latex: bool) -> str:
 
 def bars(t: pd.DataFrame, label: str, ours: str, sd: str, paper: str, paper_sd: str | None, path: Path, title: str,
          ylabel: str) -> bool:
-    """Ours (mean ± sd over seeds) beside the published value, one pair of bars per row of ``t`` (named by ``label``)."""
+    """Ours (mean ± sd over seeds) beside the published value, one pair of bars per row of ``t`` (named by ``label``);
+    the title says GENERATED data where a row's label does."""
     if t.empty:
         return False
     plt = matplotlib_pyplot()
     x = np.arange(len(t))
-    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(t), 4.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(7.0, 3.5 + 1.1 * len(t)), 4.6), dpi=100)
     ax.bar(x - 0.2, t[ours], 0.4, yerr=np.nan_to_num(t[sd].astype(float)), capsize=3, label="ours (mean ± sd over seeds)")
     ax.bar(x + 0.2, t[paper], 0.4, yerr=None if paper_sd is None else np.nan_to_num(t[paper_sd].astype(float)),
            capsize=3, color="tab:gray", label="published")
     ax.set_xticks(x, [_wrap(s, 18) for s in t[label]], fontsize=7, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-    ax.set_title(_wrap(title, 80), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if t[label].astype(str).str.contains("GENERATED").any():
+        title += " — GENERATED data: no reproduction of the paper"
+    ax.set_title(fit(title, fig.get_figwidth() * 0.7, 9), fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return True
@@ -281,10 +292,8 @@ def table2_layers_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> boo
         return False
     t = t.assign(cell=[f"{_data(r.train_dataset, r.train_data)} → {_data(r.test_dataset, r.test_data)}, {r.method}"
                        for r in t.itertuples()])
-    generated = " — GENERATED data: no reproduction of the paper" if (t[["train_data", "test_data"]] == "generated").any(
-        axis=None) else ""
     return bars(t, "cell", "top1_acc", "top1_acc_sd", "paper_top1_acc", None, path,
-                "η-MINE Table 2: linear probe top-1, pretraining → test data" + generated, "top-1 (%)")
+                "η-MINE Table 2: linear probe top-1, pretraining → test data", "top-1 (%)")
 
 
 # ----------------------------------------------------------------------------------------- Table 3 (jigsaw)

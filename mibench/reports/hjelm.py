@@ -48,11 +48,17 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
     return t.assign(paper_top1=paper, gap=[gap(m, p) for m, p in zip(t["top1"], paper)])
 
 
+def _probe_data(r: pd.Series) -> str:
+    """The probe data as shown: GENERATED where the run's data folder was (the probes read the same folder)."""
+    generated = "(GENERATED)" in str(r["dataset"])
+    return f"{r['probe_dataset']} (GENERATED)" if generated else str(r["probe_dataset"])
+
+
 TABLE1_COLS = ["data", "probe data", "model", "probe", "layer", "seeds", "top-1 (%)", "paper", "gap (ours − paper)"]
 
 
 def render_table1(t: pd.DataFrame, latex: bool) -> str:
-    lines = [[r["dataset"], r["probe_dataset"], r["model"] + (f" ({r['variant']})" if _text(r, "variant") else "")
+    lines = [[r["dataset"], _probe_data(r), r["model"] + (f" ({r['variant']})" if _text(r, "variant") else "")
               + (MIXED if _text(r, "mixed") else ""), r["probe"], r["layer"], str(r["seeds"]),
               fmt_sd(r["top1"], r["top1_sd"], 1), fmt_num(r["paper_top1"], 1), fmt_num(r["gap"], 1, signed=True)]
              for _, r in t.iterrows()]
@@ -64,7 +70,7 @@ def table1_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
     if t.empty:
         return False
     shown = t[t["probe"] == "mlp"] if (t["probe"] == "mlp").any() else t
-    shown = shown.assign(cell=[f"{r.model} {r.layer}, {r.dataset}→{r.probe_dataset}" for r in shown.itertuples()])
+    shown = shown.assign(cell=[f"{r['model']} {r['layer']}, {r['dataset']}→{_probe_data(r)}" for _, r in shown.iterrows()])
     return bars(shown, "cell", "top1", "top1_sd", "paper_top1", None, path,
                 f"Deep InfoMax Table 1: {shown['probe'].iloc[0]} probe top-1 (published: full CIFAR, 1000 epochs)",
                 "top-1 (%)")

@@ -26,7 +26,7 @@ import pandas as pd
 from ..results import draw_staircase, level_summary
 from .choi_lee import estimator_order
 from .runs import FINISHED, dataset_label, finished, run_csv, steps_of
-from .tables import (save, MIXED, NONE, Figure, Section, _df_lines, _labelled, _render, _text, _wrap, fmt_num, fmt_sd,
+from .tables import (fit, save, MIXED, NONE, Figure, Section, _df_lines, _labelled, _render, _text, _wrap, fmt_num, fmt_sd,
                      matplotlib_pyplot, mean_sd, mixed, pooled, variant_labels)
 
 
@@ -111,8 +111,8 @@ def staircase_grid(runs: pd.DataFrame, path: Path, _: Any = None) -> bool:
         drawn = [ax for ax in row if ax.axison]
         if drawn:
             drawn[0].set_ylabel(labels[i // per_group], fontsize=8)
-    fig.suptitle("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed; rows: dataset, "
-                 "critic, steps", fontsize=10)
+    fig.suptitle(fit("Estimate (light: raw, dark: EMA) vs true MI (black); InfoNCE's log batch dashed; rows: dataset, "
+                     "critic, steps", fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     save(fig, path)
     return True
@@ -148,7 +148,8 @@ def _by_mi(t: pd.DataFrame, what: str, rows: list[str], value: str, fmt=fmt_sd) 
         cells = [str(k) for k in (key if isinstance(key, tuple) else (key,))] + [str(int(g["seeds"].min()))]
         for m in mis:
             c = g[g["true_mi"] == m]
-            cells.append(fmt(c[value].iloc[0], c[f"{value}_sd"].iloc[0]) if len(c) else NONE)
+            sd = c[f"{value}_sd"].iloc[0] if f"{value}_sd" in c and len(c) else math.nan
+            cells.append(fmt(c[value].iloc[0], sd) if len(c) else NONE)
         lines.append(cells)
     return head, lines
 
@@ -319,7 +320,8 @@ def dsprites_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
     ax.set_ylim(0, 1.15)
     ax.set_ylabel("fraction of seeds tracking it")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Poole Fig. 5: dSprites factors tracked by an active latent (eta² >= threshold)", fontsize=9)
+    ax.set_title(fit("Poole Fig. 5: dSprites factors tracked by an active latent (eta² >= threshold)",
+                     fig.get_figwidth() * 0.7, 9), fontsize=9)
     fig.tight_layout()
     save(fig, path)
     return True

@@ -189,14 +189,19 @@ def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
 
 
 def _df_lines(df: pd.DataFrame, cols: list[str]) -> list[list[str]]:
-    def f(v: Any) -> str:
+    def f(v: Any, col: str = "") -> str:
+        if col in WHOLE and isinstance(v, float) and v.is_integer():
+            return str(int(v))
         if isinstance(v, float):
             return "–" if math.isnan(v) else f"{v:.3f}"
         if isinstance(v, list):
             return ",".join(map(str, v)) if v else ""
         return "–" if v is None else str(v)
 
-    return [[f(r[c]) for c in cols] for _, r in df.iterrows()]
+    return [[f(r[c], c) for c in cols] for _, r in df.iterrows()]
+
+
+WHOLE = ("batch_size", "seeds", "level", "completed")  # columns of whole numbers (a float column after a NaN)
 
 
 
@@ -290,6 +295,11 @@ def fmt_num(v: Any, digits: int = 3, signed: bool = False) -> str:
     return f"{float(v):+.{digits}f}" if signed else f"{float(v):.{digits}f}"
 
 
+def fit(text: str, inches: float, fontsize: float = 10) -> str:
+    """``text`` wrapped to the width of ``inches`` at ``fontsize`` points (a title never runs off its figure)."""
+    return _wrap(text, max(20, int(inches * 125 / fontsize)))
+
+
 def save(fig: Any, path: str | Path) -> None:
     """Write a report figure atomically and close it (:func:`mibench.results.save_figure`, looked up here at call time
     so that a test can catch every report figure in one place)."""
@@ -306,15 +316,16 @@ def matplotlib_pyplot() -> Any:
     return plt
 
 
-def pooled(runs: pd.DataFrame, benchmark: str, file: str, keys: list[str], values: list[str]) -> pd.DataFrame:
+def pooled(runs: pd.DataFrame, benchmark: str, file: str, keys: list[str], values: list[str],
+           named_by: tuple[str, ...] = ("dataset", "estimator")) -> pd.DataFrame:
     """A per-run CSV (``file``, one row per ``keys`` cell) pooled over the seeds of each configuration: one row per
     configuration x cell with ``<value>`` (the mean over seeds), ``<value>_sd`` (ddof 1; NaN for one seed) and
     ``seeds`` (runs whose file holds the cell), beside the configuration's ``dataset`` (GENERATED where it was),
-    ``variant`` (what sets it apart from the others), ``mixed`` and ``group``."""
+    ``variant`` (what sets it apart from the others of its ``named_by`` columns), ``mixed`` and ``group``."""
     from .runs import dataset_label, run_csv
 
     done = finished(runs, benchmark)
-    done = done.assign(variant=variant_labels(done, ["dataset"]))
+    done = done.assign(variant=variant_labels(done, list(named_by)))
     out = []
     for group, g in done.groupby("group", sort=False):
         parts = [t.assign(_seed=s) for d, s in zip(g["run_dir"], g["seed"]) if (t := run_csv(d, file)) is not None]
