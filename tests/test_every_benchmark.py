@@ -278,3 +278,23 @@ def test_report_of_every_benchmark_renders_in_headless_chromium(root, page, tmp_
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape == (4000, 1400) and pixels.std() > 10  # a drawn page, not a blank one
+
+
+def test_figure_studies_and_the_layerpair_merge_read_the_same_runs(root, tmp_path, capsys):
+    """``python -m mibench.figures onehot|eta_fig3a`` and ``python -m mibench.benchmarks.layerpair`` go through the
+    one loader: the same runs as the leaderboard's sections."""
+    from mibench.benchmarks import layerpair
+    from mibench.figures.__main__ import main as figures
+
+    figures(["onehot", str(root), "--out", str(tmp_path)])
+    oh = pd.read_csv(tmp_path / "onehot_runs.csv")
+    assert sorted(oh["seed"]) == [0, 1] and all((tmp_path / f"onehot_fig{i}.png").is_file() for i in range(1, 6))
+    figures(["eta_fig3a", str(root), "--out", str(tmp_path)])
+    fig3a = pd.read_csv(tmp_path / "eta_fig3a.csv")
+    fin = csvs(root, "eta_gaussian", "summary.csv")
+    for _, r in fig3a.iterrows():
+        x = fin[fin["estimator"] == r["estimator"]]["test_estimate"]
+        assert r["mean"] == pytest.approx(x.mean()) and r["std"] == pytest.approx(x.std(ddof=1)) and r["seeds"] == 2
+    layerpair.main([str(root)])
+    cells = csvs(root, "layerpair", "table2.csv")
+    assert all(f"{v:.1f} (" in capsys.readouterr().out for v in cells["top1_acc"][:1])

@@ -341,12 +341,11 @@ def _provenance(pdm) -> str:
 
 
 def collect(runs: Path) -> pd.DataFrame:
-    """Every ``table2.csv`` under ``runs`` (the last run per cell wins: files sorted by modification time)."""
-    files = sorted(Path(runs).rglob("table2.csv"), key=lambda f: f.stat().st_mtime)
-    if not files:
-        raise FileNotFoundError(f"no table2.csv under {runs} (run benchmark=layerpair first)")
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    return df.drop_duplicates(["train_dataset", "test_dataset", "method"], keep="last")
+    """Every finished layerpair run's ``table2.csv`` cells under ``runs`` (the newest run per cell wins), read by the
+    one loader (:func:`mibench.reports.eta_mine.layerpair_cells`)."""
+    from ..reports.eta_mine import layerpair_cells
+
+    return layerpair_cells(runs)
 
 
 def main(argv: list[str] | None = None) -> None:

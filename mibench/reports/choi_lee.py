@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runs import FINISHED, _isnan, dataset_label, run_csv
+from ..results import atomic_write_csv
+from .runs import FINISHED, _isnan, dataset_label, finished, load_runs, run_csv
 from .tables import (fit, save, MIXED, Figure, Section, _cell, _df_lines, _fmt, _labelled, _mark, _render, _text, _wrap, fmt_num, gap, mean_ci,
                      matplotlib_pyplot, mixed, variant_labels)
 
@@ -315,6 +316,49 @@ def onehot_figure(runs: pd.DataFrame, oh: pd.DataFrame, path: Path) -> bool:
     grid(columns, ("estimate", "terms"), fit("Choi & Lee §3-4: one-hot drift and explosion (first seed of each "
                                              "configuration)", 3.6 * len(columns)), path)
     return True
+
+
+def onehot_runs(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every finished one-hot run (from the one loader) with its steps.csv and summary.csv, as the Figs 1-5 grids of
+    :mod:`mibench.figures.onehot` take it: dir, estimator, batch_size, steps, c_star, seed, summary (its row)."""
+    out = []
+    for _, r in finished(runs, "onehot").iterrows():
+        summary, cfg = run_csv(r["run_dir"], "summary.csv"), r["config"] if isinstance(r["config"], dict) else {}
+        if summary is None or not len(summary) or not (Path(r["run_dir"]) / "steps.csv").is_file():
+            continue
+        out.append({"dir": Path(r["run_dir"]), "estimator": r["estimator"],
+                    "batch_size": int(cfg.get("dataset.batch_size", r.get("batch_size"))),
+                    "steps": int(cfg["benchmark.steps"]), "c_star": cfg.get("estimator.c_star"), "seed": int(r["seed"]),
+                    "summary": summary.iloc[0].to_dict()})
+    return out
+
+
+def onehot_study(root: str | Path, out: str | Path | None = None) -> list[Path]:
+    """``python -m mibench.figures onehot RUNS``: Choi & Lee Figs 1-5 (onehot_fig1..5.png, the lowest seed of each
+    setting) and onehot_runs.csv (every run's summary row) from the one-hot runs under ``root``."""
+    from ..figures.onehot import FIG4_C_STARS, LABELS, grid, pick
+
+    runs = onehot_runs(load_runs(root))
+    out = Path(out if out is not None else root)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if runs:
+        table = pd.DataFrame([{**r["summary"], "seed": r["seed"], "dir": str(r["dir"])} for r in runs])
+        atomic_write_csv(out / "onehot_runs.csv", table)
+        paths.append(out / "onehot_runs.csv")
+    pair = lambda names, b, steps=3000: [(f"{LABELS[n]}, batch {b}", pick(runs, n, b, steps)) for n in names]  # noqa: E731
+    paths.append(grid(pair(("mine", "nwj"), 100), ("estimate", "terms"),
+                      "Fig. 1: MINE vs NWJ, batch 100 (MINE's terms drift in parallel)", out / "onehot_fig1.png"))
+    paths.append(grid(pair(("mine", "nwj"), 100), ("outputs",),
+                      "Fig. 2: critic outputs on / off the joint support, batch 100", out / "onehot_fig2.png"))
+    paths.append(grid(pair(("mine", "nwj"), 32), ("estimate", "terms", "outputs"),
+                      "Fig. 3: MINE vs NWJ, batch 32 (unstable case)", out / "onehot_fig3.png"))
+    fig4 = [(f"ReMINE C* = {c:g}", pick(runs, "remine", 100, 1500, c)) for c in FIG4_C_STARS]
+    paths.append(grid(fig4, ("estimate", "terms"), "Fig. 4: ReMINE, lambda 0.1, batch 100, 1,500 steps",
+                      out / "onehot_fig4.png"))
+    paths.append(grid(pair(("remine", "renwj"), 32), ("estimate", "terms", "outputs"),
+                      "Fig. 5: ReMINE vs ReNWJ, batch 32", out / "onehot_fig5.png"))
+    return paths
 
 
 def _table2_name(r: pd.Series) -> str:

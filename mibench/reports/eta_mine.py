@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runs import dataset_label, finished, run_csv
+from ..results import atomic_write_csv
+from .runs import dataset_label, finished, load_runs, run_csv
 from .tables import (fit, save, MIXED, NONE, Figure, Section, _render, _text, _wrap, fmt_num, fmt_sd, gap, matplotlib_pyplot,
                      mean_sd, mixed, pooled, variant_labels)
 
@@ -131,6 +132,41 @@ def fig3a_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
     fig.tight_layout()
     save(fig, path)
     return True
+
+
+FIG3A_CSV = ["dim", "estimator", "true_mi", "mean", "std", "mean_error", "mean_abs_error", "seeds"]
+
+
+def collect_eta_runs(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curves, finals) of every finished eta_gaussian run under ``root`` (the one loader): each run's curve.csv and
+    summary.csv rows, with its estimator, dim and seed."""
+    runs = load_runs(root)
+    finals = [s for d in finished(runs, "eta_gaussian")["run_dir"] if (s := run_csv(d, "summary.csv")) is not None]
+    curves = fig3a_curves(runs)
+    if curves.empty or not finals:
+        raise FileNotFoundError(f"no eta_gaussian runs (result.json + curve.csv) under {root}")
+    return curves, pd.concat(finals, ignore_index=True)
+
+
+def eta_fig3a(root: str | Path, out: str | Path | None = None) -> pd.DataFrame:
+    """``python -m mibench.figures eta_fig3a RUNS``: Fig. 3a from every eta_gaussian run under ``root`` (the one
+    loader): ``eta_fig3a.png`` and ``eta_fig3a.csv`` (final test estimate per estimator and dim: mean, std, mean
+    error, mean |error|, seeds) into ``out`` (default ``root``); returns that table."""
+    runs = load_runs(root)
+    table = fig3a_table(runs)
+    if table.empty:
+        raise FileNotFoundError(f"no eta_gaussian runs (result.json + curve.csv) under {root}")
+    out = Path(out) if out is not None else Path(root)
+    atomic_write_csv(out / "eta_fig3a.csv", table[FIG3A_CSV])
+    fig3a_figure(runs, table, out / "eta_fig3a.png")
+    return table[FIG3A_CSV]
+
+
+def eta_fig3a_study(root: Path, out: Path) -> list[Path]:
+    """``python -m mibench.figures eta_fig3a RUNS``: the figure and its table; prints the table."""
+    table = eta_fig3a(root, out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}" if math.isfinite(v) else "nan"))
+    return [Path(out) / "eta_fig3a.png", Path(out) / "eta_fig3a.csv"]
 
 
 # ----------------------------------------------------------------------------------------- Fig. 3b
@@ -246,6 +282,18 @@ def table2_layers(runs: pd.DataFrame) -> pd.DataFrame:
     pub = reference("eta_mine_table2.csv").rename(columns={"top1_acc": "paper_top1_acc"})
     t = t.merge(pub, on=["train_dataset", "test_dataset", "method"], how="left")
     return t.assign(gap=[gap(m, p) for m, p in zip(t["top1_acc"], t["paper_top1_acc"])])
+
+
+def layerpair_cells(root: str | Path) -> pd.DataFrame:
+    """Every finished layerpair run's cells of Table 2 (its table2.csv) under ``root``, read by the one loader; the
+    newest run (by start) wins a cell (``python -m mibench.benchmarks.layerpair RUNS``)."""
+    done = finished(load_runs(root), "layerpair")
+    done = done.sort_values("started_at", kind="stable") if "started_at" in done else done
+    parts = [c for d in done["run_dir"] if (c := run_csv(d, "table2.csv")) is not None]
+    if not parts:
+        raise FileNotFoundError(f"no table2.csv under {root} (run benchmark=layerpair first)")
+    cells = pd.concat(parts, ignore_index=True)
+    return cells.drop_duplicates(["train_dataset", "test_dataset", "method"], keep="last").reset_index(drop=True)
 
 
 def _data(name: str, provenance: Any) -> str:
