@@ -132,13 +132,6 @@ def grid(columns: Sequence[tuple[str, dict[str, Any] | None]], rows: Sequence[st
     return path
 
 
-def make_figures(root: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Figs 1-5 and onehot_runs.csv from the runs under ``root`` (:func:`mibench.reports.choi_lee.onehot_study`)."""
-    from ..reports.choi_lee import onehot_study
-
-    return onehot_study(root, out)
-
-
 def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: float, target: float = math.nan,
                 explosion_step: int | None = None) -> None:
     """Per-run figure: estimate vs log N; joint / marginal terms (regularizer target dotted); critic outputs."""
