@@ -66,6 +66,7 @@ def configs(d: dict[str, Path]) -> list[tuple[str, list[str], tuple[int, ...]]]:
                                "benchmark.eval_every=20"], TWO),
         ("migan_eta_mine", [*migan, "estimator=eta_mine"], TWO),
         ("migan_mine", [*migan, "estimator=mine"], (0,)),
+        ("migan_unconditional", [*migan, "estimator=mine", "benchmark.conditional=false"], (0,)),
         ("slb_mine", ["dataset=cifar10", "estimator=mine", *slb], TWO),
         ("slb_remine", ["dataset=cifar10", "estimator=remine", "lambda=0.1", *slb], TWO),
         ("clb_infonce", ["benchmark=clb", "estimator=infonce", "critic.embed=16", *slb], (0,)),

@@ -332,6 +332,7 @@ def pooled(runs: pd.DataFrame, benchmark: str, file: str, keys: list[str], value
         if not parts:
             continue
         first, t = g.iloc[0], pd.concat(parts, ignore_index=True)
+        t = t.reindex(columns=list(dict.fromkeys([*t.columns, *keys])))  # a key an older run's file lacks: NaN
         for cell, c in t.groupby(keys, sort=True, dropna=False):
             row = dict(zip(keys, cell if isinstance(cell, tuple) else (cell,)))
             for v in values:
