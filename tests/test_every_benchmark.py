@@ -136,6 +136,8 @@ def test_leaderboard_has_every_section_in_markdown_latex_csv_and_figures(board):
             assert data.startswith(b"\x89PNG") and len(data) > 10_000, f.name
             assert f"![{f.name}]({f.name})" in md
     assert md.index("## SLB / CLB") < md.index("## Crashed") and "None: every run completed." in md
+    body = [ln for ln in tex.splitlines() if not ln.startswith("%")]
+    assert all(ln.isascii() for ln in body), [ln for ln in body if not ln.isascii()][:3]  # pdflatex: no η, −, ±
 
 
 def test_report_parses_every_section_with_numbers_and_figures(root, page):

@@ -395,7 +395,7 @@ def test_bmi_table_means_sd_relative_errors_markdown_and_figure(tmp_path):
     tex = (out / "leaderboard.tex").read_text()
     assert r"\usepackage[table]{xcolor}" in tex  # 1v1 infonce: (0.6 - 0.8) / 0.8 = -25 % of 60, nwj: +21.25 %
     assert r"1v1-normal-0.75 & 0.800 & \cellcolor{blue!15}0.600 $\pm$ 0.040 & \cellcolor{red!13}0.970" in tex
-    assert r"pairs.npz & – & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
+    assert r"pairs.npz & -- & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
     png = out / "bmi_suite.png"
     assert png in made["figures"] and png.read_bytes()[:4] == b"\x89PNG" and "![bmi_suite.png]" in md
 

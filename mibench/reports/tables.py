@@ -171,9 +171,15 @@ def mixed_note(df: pd.DataFrame, name: Callable[[pd.Series], str]) -> str:
 # how each table's mixed note names a row
 
 
+# what a cell or header may hold beyond ASCII, as LaTeX (pdflatex has no η, −, → in text mode)
+TEX = {"_": r"\_", "%": r"\%", "λ": r"$\lambda$", MIXED: r"$^\ddagger$", "±": r"$\pm$", "−": r"$-$", "–": "--",
+       "→": r"$\to$", "Δ": r"$\Delta$", "α": r"$\alpha$", "η": r"$\eta$", "†": r"$^\dagger$", "²": r"$^2$"}
+
+
 def _tex(cell: str) -> str:
-    """A Markdown cell or header as LaTeX text."""
-    return cell.replace("_", r"\_").replace("λ", r"$\lambda$").replace(MIXED, r"$^\ddagger$")
+    """A Markdown cell or header as LaTeX text (ASCII: TEX's characters as LaTeX; LaTeX the cell already holds,
+    ``$\pm$``, ``\textbf{..}``, ``\cellcolor{..}``, is kept)."""
+    return "".join(TEX.get(c, c) for c in cell)
 
 
 def _render(head: list[str], lines: list[list[str]], latex: bool) -> str:
