@@ -301,15 +301,15 @@ def onehot_figure(runs: pd.DataFrame, oh: pd.DataFrame, path: Path) -> bool:
     terms (the regularizer's target dotted), the explosion step marked."""
     from ..figures.onehot import grid
 
-    done = runs[(runs["benchmark"] == "onehot") & runs["status"].isin(FINISHED)].sort_values("seed")
+    done = finished(runs, "onehot").sort_values("seed")
     columns = []
     for _, r in oh.iterrows():
         first = done[done["group"] == r["group"]].iloc[0]
         summary = run_csv(first["run_dir"], "summary.csv")
         if summary is None or not (Path(first["run_dir"]) / "steps.csv").is_file():
             continue
-        label = (r["estimator"] + (f" ({r['variant']})" if _text(r, "variant") else "")
-                 + f", batch {int(r['batch_size'])}" if r.get("batch_size") == r.get("batch_size") else r["estimator"])
+        name, bs = r["estimator"] + (f" ({r['variant']})" if _text(r, "variant") else ""), r.get("batch_size")
+        label = f"{name}, batch {int(bs)}" if isinstance(bs, (int, float)) and bs == bs else name
         columns.append((_wrap(label, 40), {"dir": Path(first["run_dir"]), "summary": summary.iloc[0].to_dict()}))
     if not columns:
         return False

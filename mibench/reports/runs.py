@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from ..labels import roles
 from ..records import (CONFIG, EMPTY_RUN_DIR, INVALID, NO_RECORD, RECORD, dead_verdict, empty_run_dirs, flat_config,
                        load_config, scan_records, variant_hash)
-from ..results import first_line, read_steps
+from ..results import read_steps
 
 FINISHED = ("completed", "diverged")
 ENV_FIELDS = ("cpu_capability", "blas", "threads", "device", "torch")

@@ -15,7 +15,7 @@ import pandas as pd
 from ..records import NOT_VARIANT
 from ..results import first_line, save_figure
 from ..stats import mean_ci
-from .runs import ENV_FIELDS, _isnan, finished
+from .runs import ENV_FIELDS, finished
 
 NONE = "–"  # a cell with nothing to show (no estimator where a benchmark uses none, a missing number)
 MIXED = "‡"
