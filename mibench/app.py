@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from .checks import ConfigError
+from .handover import Prepared, hand_over
 from .log import LOG, duration, run_logs
 from .records import (CHECKPOINT, FINISHED_STATUSES, HEARTBEAT_S, QUIET_EVERY_S, RECORD, UNFINISHED_STATUSES,
                       config_hash, find_same, interruption_counts, known_alive, machine, merge_events, read_record,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 
 
-LAST_RECORD: dict[str, Any] = {}  # the record of this process's last finished run (a sweep's per-job line)
 
 
 def process_rank() -> int:
@@ -123,25 +123,11 @@ def _previous_run(cfg: DictConfig, out: Path) -> Previous:
     return Previous(note=f"resume=true: no interrupted run of this config {where}; starting afresh")
 
 
-@dataclass
-class Prepared:
-    """A run about to train: its config, directory, checkpoint to resume from and started record."""
-
-    cfg: DictConfig
-    out: Path
-    resume_from: Path | None
-    record: dict[str, Any]
-    t0: float
-    echo: bool = True
-    carried: list[dict[str, Any]] = field(default_factory=list)  # interruptions of the attempts before this one
-
-
 def _skipped(run_dir: Path, msg: str, echo: bool) -> "RunResult":
     """A run not trained again: its earlier directory, as this process's last record and its result."""
     from .engine import RunResult
 
-    LAST_RECORD.clear()
-    LAST_RECORD.update(status="skipped", out_dir=str(run_dir))
+    hand_over({"status": "skipped", "out_dir": str(run_dir)})
     if echo:
         LOG.info(f"mibench: {msg}")
     return RunResult(status="skipped", out_dir=run_dir, text=msg)
@@ -151,10 +137,12 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             reuse: bool = False) -> "Prepared | RunResult":
     """Validate ``cfg``, pick its directory (or the earlier run it skips to / resumes), write config.yaml and
     the ``running`` record, seed the global generators. A skipped run comes back as its RunResult."""
-    from .config import validate
-    from .engine import TASKS, seed_everything
+    from .config import apply_overrides, validate
+    from .engine import seed_everything
+    from .registry import TASKS
 
     notes = validate(cfg)
+    apply_overrides(cfg)  # the run's own estimator node gets what validate folded into its copy
     task = TASKS[cfg.benchmark.name]
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     resume_from = None
@@ -326,8 +314,7 @@ def record_crash(prep: Prepared, e: BaseException) -> None:
     prep.record.update({"status": kind,
                         "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"})
     LOG.info(end_line(prep))
-    LAST_RECORD.clear()
-    LAST_RECORD.update(prep.record)
+    hand_over(prep.record)
     write_outcome(prep, f"{kind} ({prep.record['error']})")
 
 
@@ -351,8 +338,7 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
     if cluster.job_id() is not None:  # every requeue, also one signalled before the run had started training
         record["slurm"] = {"job_id": cluster.job_id(), "restart_count": cluster.restart_count()}
     _log_to_wandb(prep.cfg, prep.out, record)
-    LAST_RECORD.clear()
-    LAST_RECORD.update(record)
+    hand_over(record)
     write_outcome(prep, str(record["status"]))
     if prep.echo and result.text:
         LOG.info(result.text)
@@ -468,43 +454,66 @@ def prepare_job(cfg: DictConfig) -> "Prepared | RunResult":
     return prepare(cfg, reuse=True)
 
 
-def hydra_entry() -> Any:
+def hydra_entry(argv: Sequence[str]) -> None:
+    """Hand the command line ``argv`` (after the program name, as the CLI checked it) to Hydra, which composes
+    each job's config and calls :func:`job` on it (once, or once per job of a ``-m`` sweep)."""
+    run_hydra(list(argv), job, Path(__file__).resolve().parents[1] / "conf")
+
+
+def run_hydra(argv: list[str], task: Callable[[DictConfig], Any], conf_dir: Path) -> None:
+    """What ``@hydra.main`` does, given the arguments instead of reading ``sys.argv``: the one place that calls
+    Hydra's internal runner (``hydra._internal.utils._run_hydra``), checked against the Hydra release it was
+    written for (``hydra.main`` itself offers no way to pass arguments)."""
     import hydra
+    from hydra._internal.utils import _run_hydra, get_args_parser
+    from hydra.core.utils import _flush_loggers
+    from hydra.main import _get_rerun_conf
+    from hydra.types import TaskFunction
 
-    conf_dir = str(Path(__file__).resolve().parents[1] / "conf")
+    if not hydra.__version__.startswith("1.3."):
+        raise RuntimeError(f"mibench runs with hydra-core 1.3 (requirements/lock.txt), not {hydra.__version__}")
+    hydra.version.setbase("1.3")
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.experimental_rerun is not None:
+        task(_get_rerun_conf(args.experimental_rerun, args.overrides))
+        _flush_loggers()
+        return
+    fn: TaskFunction = task
+    _run_hydra(args=args, args_parser=parser, task_function=fn, config_path=str(conf_dir), config_name="config")
 
-    @hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")
-    def _main(cfg: DictConfig) -> float | None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
 
-        hc = HydraConfig.get()
-        multirun = hc.mode == RunMode.MULTIRUN
-        logging.captureWarnings(True)  # a job's warnings: on the console as they are and in app.log (mibench.log)
-        if multirun and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
-            from omegaconf import open_dict
+def job(cfg: DictConfig) -> float | None:
+    """One job of a Hydra run or sweep: its run, its errors as one line (exit 2 for a bad config), its
+    objective for a sweeper."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-            with open_dict(cfg):  # W&B group = the sweep
-                cfg.logger.group = Path(hc.sweep.dir).name
-        try:
-            set_threads(cfg.hardware.get("threads"), hc.launcher)
-            result = run(cfg, reuse=True)
-        except ConfigError as e:  # (errors: stderr and app.log, through mibench.log)
-            LOG.error(f"mibench: error: {e}")
-            raise SystemExit(2) from None
-        except (RecordError, OSError) as e:  # the machine, not the code (a full disk): one line, no traceback
-            LOG.error(f"mibench: error: {e}" if isinstance(e, RecordError) else
-                      f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
-            if multirun:
-                return None
-            raise SystemExit(1) from None
-        except Exception as e:
-            # recorded as crashed in result.json; a sweep goes on with its other jobs
-            # the line and its traceback: on stderr as before, and in app.log (mibench.log.Console)
-            LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], exc_info=True)
-            if multirun:
-                return None
-            raise SystemExit(1) from None
-        return result.objective
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    logging.captureWarnings(True)  # a job's warnings: on the console as they are and in app.log (mibench.log)
+    if multirun and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
+        from omegaconf import open_dict
 
-    return _main()
+        with open_dict(cfg):  # W&B group = the sweep
+            cfg.logger.group = Path(hc.sweep.dir).name
+    try:
+        set_threads(cfg.hardware.get("threads"), hc.launcher)
+        result = run(cfg, reuse=True)
+    except ConfigError as e:  # (errors: stderr and app.log, through mibench.log)
+        LOG.error(f"mibench: error: {e}")
+        raise SystemExit(2) from None
+    except (RecordError, OSError) as e:  # the machine, not the code (a full disk): one line, no traceback
+        LOG.error(f"mibench: error: {e}" if isinstance(e, RecordError) else
+                  f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
+        if multirun:
+            return None
+        raise SystemExit(1) from None
+    except Exception as e:
+        # recorded as crashed in result.json; a sweep goes on with its other jobs
+        # the line and its traceback: on stderr as before, and in app.log (mibench.log.Console)
+        LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], exc_info=True)
+        if multirun:
+            return None
+        raise SystemExit(1) from None
+    return result.objective

@@ -5,7 +5,10 @@ Imports nothing from the benchmarks (they import this), so validation never form
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 SEED_MAX = 2**32 - 1  # NumPy's and Python's seeding accept 0 .. 2^32 - 1
 
@@ -80,8 +83,6 @@ MAX_LAYERS = 1000  # an MLP deeper than this is a typo (building even its empty 
 def check_critic(cfg: Any, dim_x: int, dim_y: int, inputs: str = "") -> None:
     """Check the critic group's values and build it once for inputs of the given sizes (``inputs``: the keys
     that set them, for the message), on the meta device: no memory, and a size beyond this machine's is one line."""
-    from omegaconf import OmegaConf
-
     from .critics import REGISTRY, build_critic
 
     crit = cfg.critic
@@ -89,11 +90,12 @@ def check_critic(cfg: Any, dim_x: int, dim_y: int, inputs: str = "") -> None:
         raise ConfigError(f"unknown critic {crit.name!r} (valid: {', '.join(sorted(REGISTRY))})")
     rules = {"hidden": WIDTHS, "layers": Maybe(Int(0, MAX_LAYERS), "null with a list of widths"), "embed": Int(1)}
     check_rules(cfg, {"critic": rules}, present=True)
-    params = OmegaConf.to_container(crit, resolve=True)
+    params = as_dict(crit)
     sizes = ", ".join(f"critic.{k}={params[k]}" for k in rules if k in params)
     check_size(lambda: build_critic(params, dim_x, dim_y),
                f"critic={crit.name} ({sizes}) on inputs of dimension {dim_x} and {dim_y}{f' ({inputs})' if inputs else ''}",
-               "a smaller critic.hidden, critic.layers or critic.embed")
+               "a smaller critic.hidden, critic.layers or critic.embed",
+               key=("critic", frozen(params), dim_x, dim_y, inputs))
 
 
 def physical_memory() -> int:
@@ -106,30 +108,108 @@ def physical_memory() -> int:
         return 0
 
 
-def check_size(build: Any, what: str, smaller: str) -> Any:
+_BUILT: dict[Any, int | str] = {}  # check_size's answers by key: parameter count, or the error line
+
+
+def check_size(build: Any, what: str, smaller: str, key: Any = None) -> None:
     """Build a network with ``build()`` on the meta device (shapes only, no memory) and raise one line when it
     cannot be built or its training (fp32 weights, gradients and Adam's two moments: 16 bytes a parameter) needs
-    more memory than this machine has. ``what`` names it and its sizes; ``smaller`` says what to make smaller."""
+    more memory than this machine has. ``what`` names it and its sizes; ``smaller`` says what to make smaller.
+    ``key`` (hashable: everything ``build`` depends on) reuses an earlier answer: a sweep's jobs, and a fuzz's
+    cases, mostly share their networks."""
     import torch
 
-    try:
-        with torch.device("meta"):
-            net = build()
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    except (MemoryError, OverflowError, RuntimeError) as e:  # a size no allocator, shape or list can hold
-        why = (str(e).splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{what} cannot be built: {why} (valid: {smaller})") from None
-    n = sum(p.numel() for p in net.parameters())
-    need, have = 16 * n, physical_memory()
+    got = _BUILT.get(key) if key is not None else None
+    if got is None:
+        try:
+            with torch.device("meta"):
+                got = sum(p.numel() for p in build().parameters())
+        except (ValueError, TypeError) as e:
+            got = str(e).splitlines()[0]
+        except (MemoryError, OverflowError, RuntimeError) as e:  # a size no allocator, shape or list can hold
+            got = f"{what} cannot be built: {(str(e).splitlines() or [type(e).__name__])[0]} (valid: {smaller})"
+        if key is not None:
+            if len(_BUILT) > 4096:
+                _BUILT.clear()
+            _BUILT[key] = got
+    if isinstance(got, str):
+        raise ConfigError(got)
+    need, have = 16 * got, physical_memory()
     if have and need > have:
-        raise ConfigError(f"{what} has {n:.3g} parameters: training it needs about {need / 2**30:,.0f} GiB, more than "
-                          f"this machine's {have / 2**30:,.0f} GiB (valid: {smaller})")
-    return net
+        raise ConfigError(f"{what} has {got:.3g} parameters: training it needs about {need / 2**30:,.0f} GiB, more "
+                          f"than this machine's {have / 2**30:,.0f} GiB (valid: {smaller})")
+
+
+def frozen(params: Any) -> str:
+    """``params`` (plain data) as a hashable key: its JSON with sorted keys."""
+    import json
+
+    return json.dumps(params, sort_keys=True, default=repr)
 
 
 # ---------------------------------------------------------------------------------------------
 # declarative rules: a task lists its keys and what each may hold (Task.schema); one loop checks them
+
+
+class Plain(dict):
+    """A config as plain, resolved data: a dict whose keys also read as attributes (``cfg.dataset.batch_size``),
+    so the same checks read it and a DictConfig. Validation runs on it: reading it costs a dict lookup, not an
+    OmegaConf node access and an interpolation parse, and checking it cannot change the config it came from."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def plain(cfg: Any) -> Any:
+    """``cfg`` (a DictConfig or ListConfig, or plain data) as :class:`Plain` data, interpolations resolved; an
+    interpolation that cannot be resolved here (``${hydra:...}`` outside a Hydra job) is kept as its text.
+    Always a new copy, also of plain data."""
+    if isinstance(cfg, DictConfig):
+        out = Plain()
+        for key in cfg.keys():
+            try:
+                value = cfg[key]
+            except Exception:  # noqa: BLE001 -- an unresolvable interpolation: its text, as the user wrote it
+                value = cfg._get_node(key)._value()
+            out[key] = plain(value)
+        return out
+    if isinstance(cfg, (ListConfig, list, tuple)):
+        return [plain(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return Plain({k: plain(v) for k, v in cfg.items()})
+    return cfg
+
+
+def as_dict(node: Any) -> Any:
+    """A config node as ordinary dicts and lists, resolved (what builders take): a DictConfig or :class:`Plain`."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, dict):
+        return {k: as_dict(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [as_dict(v) for v in node]
+    return node
+
+
+def writable(node: Any) -> ContextManager:
+    """Where a key may be added to ``node``: ``open_dict`` for a DictConfig, nothing for plain data."""
+    return open_dict(node) if isinstance(node, DictConfig) else nullcontext()
+
+
+def select(cfg: Any, path: str) -> Any:
+    """``cfg``'s node at the dotted ``path`` (None when absent): a DictConfig or :class:`Plain`."""
+    node = cfg
+    for part in path.split("."):
+        if node is None or not hasattr(node, "get"):
+            return None
+        node = node.get(part)
+    return node
 
 
 class Rule:
@@ -166,26 +246,30 @@ class Number(Rule):
 
 
 class Choice(Rule):
-    def __init__(self, *options: str):
-        self.options, self.text = options, ", ".join(options)
+    """One of ``options`` (strings: a number or a bool is none of them)."""
+
+    def __init__(self, *options: str, text: str | None = None):
+        self.options, self.text = options, text or ", ".join(options)
 
     def ok(self, v: Any) -> bool:
-        return v in self.options
+        return isinstance(v, str) and v in self.options
 
 
 class Bool(Rule):
-    text = "true or false"
+    def __init__(self, text: str = "true or false"):
+        self.text = text
 
     def ok(self, v: Any) -> bool:
         return isinstance(v, bool)
 
 
 class Maybe(Rule):
-    """null (``meaning`` says what it stands for), or a value passing ``rule``."""
+    """null (``meaning`` says what it stands for), or a value passing ``rule``; ``text`` replaces the message's
+    wording."""
 
-    def __init__(self, rule: Rule, meaning: str = "null"):
+    def __init__(self, rule: Rule, meaning: str = "null", text: str | None = None):
         self.rule, self.why = rule, getattr(rule, "why", "")
-        self.text = f"{meaning if meaning.startswith('null') else 'null: ' + meaning}, or {rule.text}"
+        self.text = text or f"{meaning if meaning.startswith('null') else 'null: ' + meaning}, or {rule.text}"
 
     def ok(self, v: Any) -> bool:
         return v is None or self.rule.ok(v)
@@ -198,8 +282,6 @@ class Numbers(Rule):
         self.each, self.text = each, f"a non-empty list of {what} ({each.text})"
 
     def ok(self, v: Any) -> bool:
-        from omegaconf import ListConfig
-
         return isinstance(v, (list, tuple, ListConfig)) and len(v) > 0 and all(self.each.ok(x) for x in v)
 
 
@@ -231,16 +313,12 @@ def check_rules(cfg: Any, schema: dict[str, dict[str, Rule]], present: bool = Fa
     """Check ``cfg.<group>.<key>`` against ``schema[group][key]`` for every listed key (raises one line);
     ``present``: only the keys the config has (a group whose options have different keys)."""
     for group, rules in schema.items():
-        from omegaconf import OmegaConf
-
-        node = OmegaConf.select(cfg, group) if group else cfg
+        node = select(cfg, group) if group else cfg
         for key, rule in rules.items():
             if present and (node is None or key not in node):
                 continue
             v = node.get(key) if node is not None else None
             if not rule.ok(v):
-                from omegaconf import ListConfig
-
                 shown = list(v) if isinstance(v, ListConfig) else v
                 why = getattr(rule, "why", "")
                 raise ConfigError(f"{group + '.' if group else ''}{key}={shown} is invalid{why} (valid: {rule.text})")

@@ -136,8 +136,10 @@ def preflight(args: list[str], notes: list[str] | None = None) -> str | None:
                     and not ov.is_sweep_override() and not ov.is_delete()}
     given_keys = {ov.key_or_group for ov in overrides}
 
+    from .compose import parsed_once
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), parsed_once():
         for k, combo in enumerate(combos):
             first = None if k else _First(hydra_overrides, multirun, given_groups, given_keys, notes)
             if err := _check(combo, remote, first):
@@ -312,10 +314,9 @@ def _dispatch(args: list[str]) -> None:
             raise SystemExit(2)
         for note in notes:
             print(f"mibench: note: {note}", file=sys.stderr)
-    sys.argv = [sys.argv[0]] + args
     from .app import hydra_entry
 
-    hydra_entry()
+    hydra_entry(args)
 
 
 def _before_exit() -> None:

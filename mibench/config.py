@@ -9,22 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from . import plugins
-from .benchmarks import TASKS, Task
-from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, check_rules, check_runs_root,
-                     check_seed, check_size, num)
+from .registry import ESTIMATORS, TASKS, Task
+from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, Plain, as_dict, check_rules,
+                     check_runs_root, check_seed, check_size, frozen, num, plain, writable)
 from .precision import PRECISIONS
-from .estimators import LAYOUTS
-from .estimators import REGISTRY as ESTIMATORS
-from .estimators import build_estimator, usable
+from .estimators import LAYOUTS, build_estimator, check_params, usable
 
 LOGGERS = ("csv", "wandb", "none")
 LAYOUT_TEXT = {"rows": "a row-wise partition (row i pairs x_i with its positives and negatives)",
                "paired": "a square matrix of paired samples (joint pairs on the diagonal)"}
-
-plugins.load()  # installed plug-ins register their estimators and benchmarks (mibench.plugins)
 
 __all__ = ["ConfigError", "apply_overrides", "validate", "LOGGERS"]
 
@@ -39,14 +34,15 @@ GENERIC = {
 }
 
 
-def apply_overrides(cfg: DictConfig) -> list[str]:
+def apply_overrides(cfg: DictConfig | Plain) -> list[str]:
     """Fold ``per_estimator.<name>`` (a preset's options for the estimator that runs, e.g. the authors'
     conventions of each regularized loss in a sweep over estimators), then the top-level ``lambda`` /
-    ``c_star``, into the estimator node. Returns notes for the user."""
+    ``c_star``, into the estimator node (of the config itself: :func:`validate` folds a plain copy, a run
+    folds its config after validating it). Returns notes for the user."""
     notes: list[str] = []
     spec = ESTIMATORS.get(cfg.estimator.name)
     per = cfg.get("per_estimator")
-    if per is not None and not isinstance(per, DictConfig):
+    if per is not None and not isinstance(per, (DictConfig, dict)):
         raise ConfigError(f"per_estimator={per!r} is invalid (valid: a mapping estimator name -> options)")
     if per:
         bad = [k for k in per if k not in ESTIMATORS]
@@ -56,7 +52,7 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
             check_options(f"per_estimator.{name}", name, opts)
         opts = per.get(cfg.estimator.name)
         if opts:
-            with open_dict(cfg):
+            with writable(cfg.estimator):
                 for k, v in opts.items():
                     cfg.estimator[k] = v
     for top, key in (("lambda", "lam"), ("c_star", "c_star")):
@@ -68,7 +64,7 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
         if top == "lambda" and value < 0:
             raise ConfigError(f"lambda={value} is negative (valid: lambda >= 0, e.g. 0.1, 0.01, 0.001)")
         if spec is not None and spec.regularized:
-            with open_dict(cfg):
+            with writable(cfg.estimator):
                 cfg.estimator[key] = float(value)
         else:
             regs = ", ".join(n for n, s in ESTIMATORS.items() if s.regularized)
@@ -77,16 +73,10 @@ def apply_overrides(cfg: DictConfig) -> list[str]:
 
 
 def check_options(path: str, name: str, opts: Any) -> None:
-    """``opts`` (a mapping of estimator ``name``'s parameters, at ``path``) against the registry's ranges."""
-    spec = ESTIMATORS[name]
-    if not isinstance(opts, DictConfig):
+    """``opts`` (a mapping of estimator ``name``'s parameters, at ``path``) against the registry's rules."""
+    if not isinstance(opts, (DictConfig, dict)):
         raise ConfigError(f"{path}={opts!r} is invalid (valid: a mapping of estimator={name}'s parameters)")
-    for key, v in opts.items():
-        if key not in spec.params():
-            raise ConfigError(f"{path}.{key} is not a parameter of estimator={name} (valid: {', '.join(spec.params())})")
-        rng = spec.ranges.get(key)
-        if rng is not None and not rng.ok(v):
-            raise ConfigError(f"{path}.{key}={v} is invalid (valid: {rng.text})")
+    check_params(name, opts, path, known=True)
 
 
 def dim_y(cfg: DictConfig) -> int:
@@ -115,7 +105,7 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
     if LAYOUTS.index(spec.layout) > LAYOUTS.index(layout):
         raise ConfigError(f"estimator={est.name} needs {LAYOUT_TEXT[spec.layout]}, which benchmark={task.name} "
                           f"does not give here (valid: {valid})")
-    if spec.needs_y(OmegaConf.to_container(est, resolve=True)) and not gives_y:
+    if spec.needs_y(as_dict(est)) and not gives_y:
         raise ConfigError(f"estimator={est.name} with estimator.baseline=learned needs the y of every score column, which "
                           f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
     smoke_call(cfg, layout, gives_y)
@@ -133,7 +123,7 @@ def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
 
     dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked in validate)
     try:
-        est = build_estimator(OmegaConf.to_container(cfg.estimator, resolve=True), dim_y=dy)
+        est = build_estimator(as_dict(cfg.estimator), dim_y=dy)
         n = 4
         scores = torch.linspace(-1.0, 1.0, n * n).reshape(n, n)
         eye = torch.eye(n, dtype=torch.bool)
@@ -145,18 +135,18 @@ def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
                           f"{str(e).splitlines()[0]}") from None
 
 
-def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
-    """Raise :class:`ConfigError` on the first bad value; return informational notes. The runs root comes
+def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[str]:
+    """Raise :class:`ConfigError` on the first bad value; return informational notes. Pure: the checks read a
+    resolved plain copy (:func:`mibench.checks.plain`), ``config`` is left as it was. The runs root comes
     first: no other check matters when the run cannot write its records."""
+    cfg = plain(config)
     if cfg.get("runs_root"):
         check_runs_root(cfg.runs_root)
     est = cfg.estimator
     if est.name not in ESTIMATORS:
         raise ConfigError(f"unknown estimator {est.name!r} (valid: {', '.join(sorted(ESTIMATORS))})")
     notes = apply_overrides(cfg)
-    for key, rng in ESTIMATORS[est.name].ranges.items():
-        if key in est and not rng.ok(est[key]):
-            raise ConfigError(f"estimator.{key}={est[key]} is invalid (valid: {rng.text})")
+    check_params(est.name, est)
     bench = cfg.benchmark
     if bench.name not in TASKS:
         raise ConfigError(f"unknown benchmark {bench.name!r} (valid: {', '.join(sorted(TASKS))})")
@@ -178,9 +168,10 @@ def validate(cfg: DictConfig, check_hardware: bool = True) -> list[str]:
         if not torch.cuda.is_available():
             raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
                               f"(valid on this machine: hardware=cpu)")
-    params = OmegaConf.to_container(est, resolve=True)  # unknown parameters and impossible sizes fail here, not mid-run
+    params = as_dict(est)  # unknown parameters and impossible sizes fail here, not mid-run
     check_size(lambda: build_estimator(params, dim_y=dim_y(cfg)), f"estimator={est.name} (y of dimension {dim_y(cfg)})",
-               "smaller estimator.baseline_hidden / baseline_layers / components, or a smaller y")
+               "smaller estimator.baseline_hidden / baseline_layers / components, or a smaller y",
+               key=("estimator", frozen(params), dim_y(cfg)))
     if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.conditional_for(cfg):
         raise ConfigError(f"critic=conditional is a known encoder's log p(y|x), which benchmark={bench.name} does "
                           f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")

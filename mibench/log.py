@@ -17,7 +17,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 LOG = logging.getLogger("mibench")
 APP_LOG = "app.log"  # Hydra's job log in a run directory (hydra.job.name is "app")
@@ -72,10 +72,18 @@ class Console(logging.StreamHandler):
             self.handleError(record)
 
 
+_BARS: list[Callable[..., contextlib.AbstractContextManager]] = []  # how to write a line past drawn progress bars
+
+
+def bars_cleared_by(write_mode: Callable[..., contextlib.AbstractContextManager]) -> None:
+    """The progress bars' module says how a line is written while bars are drawn (tqdm's
+    ``external_write_mode``): the console clears them around each line. The CLI never imports tqdm for this."""
+    _BARS[:] = [write_mode]
+
+
 def _bars_cleared(stream: object) -> contextlib.AbstractContextManager:
-    """tqdm's bars cleared while a line is written (only when tqdm is in use: the CLI never imports it for this)."""
-    tqdm = sys.modules.get("tqdm")
-    return tqdm.tqdm.external_write_mode(file=stream) if tqdm is not None else contextlib.nullcontext()
+    """Progress bars cleared while a line is written, when a module that draws them said how."""
+    return _BARS[0](file=stream) if _BARS else contextlib.nullcontext()
 
 
 class AppendTo(logging.Handler):

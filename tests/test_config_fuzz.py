@@ -4,7 +4,8 @@ Each option of each group (conf/<group>/<option>.yaml) is composed in a context 
 model under a benchmark that builds one, a structured bound under benchmark=sandwich, data from small fakes).
 Every key its file sets whose composed value is a number, a list of numbers or null (and, for a benchmark that
 trains, every key of its dataset) gets negative, zero, huge, NaN and string values, each validated in-process
-with ``mibench.config.validate``: what the CLI's preflight runs for every job before any starts. Each must be
+with ``mibench.config.validate``: what the CLI's preflight runs for every job before any starts. Validation
+reads a resolved plain copy of the config (``mibench.checks.plain``), so the values are set in that copy. Each must be
 a one-line ConfigError that names the key, or valid; a valid value must not be absurd (NaN, a string, an empty
 list, a negative or zero value) unless the tables below say what it means for that key. New keys and options
 are covered by the enumeration: a new key that accepts nonsense fails here until it has a rule
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from mibench.checks import ConfigError
+from mibench.checks import ConfigError, Plain, plain, select
 from mibench.compose import CONF_DIR, compose_config
 from mibench.config import validate
 
@@ -131,7 +132,7 @@ def own_keys(group: str, option: str) -> list[str]:
     return out
 
 
-def read_keys(cfg: DictConfig, group: str, option: str) -> list[str]:
+def read_keys(cfg: Plain, group: str, option: str) -> list[str]:
     """The option's keys, and for a benchmark that trains its dataset's (read by more than one benchmark)."""
     from mibench.config import TASKS
 
@@ -141,29 +142,37 @@ def read_keys(cfg: DictConfig, group: str, option: str) -> list[str]:
     return keys
 
 
-_CONTEXTS: dict[tuple[str, ...], DictConfig] = {}
+_COMPOSED: dict[tuple[str, ...], DictConfig] = {}
+
+
+def composed(overrides: list[str]) -> DictConfig:
+    """Hydra's config for ``overrides``, with its ``hydra`` node, composed once a process."""
+    key = tuple(overrides)
+    if key not in _COMPOSED:
+        _COMPOSED[key] = compose_config(overrides, hydra=True)
+    return _COMPOSED[key]
 
 
 def configured(group: str, option: str, extra: list[str]) -> DictConfig:
-    """The config of ``group=option`` in its context, composed by Hydra; a plain option (no defaults list, its
-    own package) whose group the context leaves as its own option's file takes the context's config with the
-    group's node replaced by the option's file, which is what Hydra composes for it (and 20x faster)."""
+    """The config of ``group=option`` in its context, composed by Hydra (without its ``hydra`` node); a plain
+    option (no defaults list, its own package) whose group the context leaves as its own option's file takes
+    the context's config with the group's node replaced by the option's file, which is what Hydra composes for
+    it (and 20x faster)."""
     path = CONF_DIR / group / f"{option}.yaml"
     node = OmegaConf.load(path)
     if "defaults" in node or "@package" in path.read_text():
-        return compose_config([f"{group}={option}", *extra])
-    key = tuple(extra)
-    if key not in _CONTEXTS:
-        _CONTEXTS[key] = compose_config(list(extra), hydra=True)
-    ctx = _CONTEXTS[key]
-    choice = ctx.hydra.runtime.choices.get(group)
-    own = OmegaConf.load(CONF_DIR / group / f"{choice}.yaml") if choice else None
-    if own is None or OmegaConf.to_container(ctx[group], resolve=False) != OmegaConf.to_container(own, resolve=False):
-        return compose_config([f"{group}={option}", *extra])  # a preset set some of the group's keys: Hydra merges
+        ctx, node = composed([f"{group}={option}", *extra]), None
+    else:
+        ctx = composed(list(extra))
+        choice = ctx.hydra.runtime.choices.get(group)
+        own = OmegaConf.load(CONF_DIR / group / f"{choice}.yaml") if choice else None
+        if own is None or OmegaConf.to_container(ctx[group], resolve=False) != OmegaConf.to_container(own, resolve=False):
+            ctx, node = composed([f"{group}={option}", *extra]), None  # a preset set some of its keys: Hydra merges
     cfg = copy.deepcopy(ctx)
     with open_dict(cfg):
         del cfg["hydra"]
-        cfg[group] = node
+        if node is not None:
+            cfg[group] = node
     return cfg
 
 
@@ -174,21 +183,18 @@ def kind(v: Any) -> str | None:
         return None
     if isinstance(v, (int, float)):
         return "int" if isinstance(v, int) else "float"
-    if isinstance(v, ListConfig) and len(v) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+    if isinstance(v, (list, ListConfig)) and len(v) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         return "list"
     return None
 
 
-def verdict(cfg: DictConfig, key: str, bad: Any) -> str:
+def verdict(cfg: Plain, key: str, bad: Any) -> str:
     """'error' (one line naming the key), 'valid', or what went wrong. ``cfg`` is changed in place and restored
-    (a deep copy per case cost more than the validation): the key's raw value, and the estimator node, which
-    validation folds ``lambda`` / ``per_estimator`` into."""
+    (validation works on its own copy)."""
     parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    raw = OmegaConf.to_container(node, resolve=False)[leaf]
-    est = copy.deepcopy(cfg.estimator)
-    with open_dict(node):
-        node[leaf] = bad
+    node = select(cfg, parent) if parent else cfg
+    raw = node[leaf]
+    node[leaf] = bad
     try:
         validate(cfg, check_hardware=False)
     except ConfigError as e:
@@ -199,21 +205,19 @@ def verdict(cfg: DictConfig, key: str, bad: Any) -> str:
     except Exception as e:  # noqa: BLE001 -- what the fuzz looks for
         return f"a crash: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
     finally:
-        with open_dict(cfg):
-            node[leaf] = raw
-            cfg.estimator = est
+        node[leaf] = raw
     return "valid"
 
 
 _SEEN: set[tuple] = set()  # (benchmark, dataset, estimator, the key's option, key): fuzzed once a process
 
 
-def fuzzed_before(cfg: DictConfig, key: str) -> bool:
+def fuzzed_before(cfg: Plain, key: str) -> bool:
     """Whether ``key`` was fuzzed in a context with the same benchmark, dataset, estimator and option of its own
     group (an experiment sets many keys of a benchmark that its benchmark's option fuzzed already)."""
     node = cfg.get(key.split(".")[0])
     sig = (cfg.benchmark.name, cfg.dataset.name, cfg.estimator.name,
-           node.get("name") if isinstance(node, DictConfig) else None, key)
+           node.get("name") if isinstance(node, dict) else None, key)
     seen = sig in _SEEN
     _SEEN.add(sig)
     return seen
@@ -241,11 +245,11 @@ def test_bad_values_are_one_line_errors_or_meaningful(group, fakes):
     holes, cases = [], 0
     for option in options(group):
         extra = [*CONTEXT.get((group, option), []), *fakes.get((group, option), [])]
-        base = configured(group, option, extra)
-        validate(copy.deepcopy(base), check_hardware=False)  # the context itself is valid
-        bench, before = base.benchmark.name, OmegaConf.to_container(base, resolve=False)
+        base = plain(configured(group, option, extra))
+        validate(base, check_hardware=False)  # the context itself is valid
+        bench, before = base.benchmark.name, copy.deepcopy(base)
         for key in read_keys(base, group, option):
-            k = kind(OmegaConf.select(base, key))
+            k = kind(select(base, key))
             if k is None or fuzzed_before(base, key):
                 continue
             for bad in BAD[k]:
@@ -256,5 +260,5 @@ def test_bad_values_are_one_line_errors_or_meaningful(group, fakes):
                     got = f"valid although {why}" if why else "error"
                 if got != "error":
                     holes.append(f"{group}={option}: {key}={bad!r}: {got}")
-        assert OmegaConf.to_container(base, resolve=False) == before, f"{group}={option}: the fuzz left a change"
+        assert base == before, f"{group}={option}: the fuzz or validation left a change"
     assert cases and not holes, "\n".join(holes)

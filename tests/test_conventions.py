@@ -167,8 +167,10 @@ def test_bad_convention_values():
         build_estimator({"name": "rejs", "reg_term": "bound"})
     with pytest.raises(ValueError, match="Euclidean"):
         build_estimator({"name": "renwj", "reg_term": "softplus"})  # renwj's default distance is log_euclidean
-    with pytest.raises(ValueError, match="unknown reg_term"):
+    with pytest.raises(ValueError, match=r"^estimator.reg_term=nope is invalid \(valid: log_partition \| softplus \| bound\)$"):
         build_estimator({"name": "remine", "reg_term": "nope"})
+    with pytest.raises(ValueError, match=r"^estimator.distance=manhattan is invalid \(valid: euclidean"):
+        build_estimator({"name": "remine", "distance": "manhattan"})
 
 
 PRESETS = {  # preset (+ benchmark) -> estimator -> the code's convention its resolved config must hold

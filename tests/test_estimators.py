@@ -279,8 +279,8 @@ def test_registry_complete_and_bad_params():
     assert required <= set(REGISTRY)
     with pytest.raises(ValueError, match="clipp"):
         build("nwj", clipp=3)
-    with pytest.raises(ValueError, match="negative"):
-        build("remine", lam=-0.1)
+    with pytest.raises(ValueError, match=r"^estimator.lam=-0.1 is invalid \(valid: lambda >= 0"):
+        build("remine", lam=-0.1)  # the same rule and line as the config's (mibench.estimators.RANGES)
     with pytest.raises(ValueError, match="unknown estimator"):
         build_estimator({"name": "nope"})
 

@@ -69,8 +69,9 @@ def test_filter_logs_real_text_once_and_installs_once():
         def emit(self, record: logging.LogRecord) -> None:
             seen.append(record.getMessage())
 
-    core = sys.modules.get("submitit.core.core")  # the filter quiets its sacct calls: put it back after
-    saved = getattr(core, "subprocess", None)
+    import submitit.core.core as core  # (loaded where the warnings come from) the filter quiets its sacct calls:
+
+    saved = core.subprocess  # put them back after
     notice = logging.getLogger("mibench.slurm")
     handler = Collect()
     logger.addHandler(handler)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 LOGGER = "submitit"
@@ -67,10 +66,13 @@ class QuietSacct:
 
 
 def quiet_sacct_stderr() -> bool:
-    """Make submitit's later sacct calls quiet on stderr (if submitit's watcher is loaded); True if in place."""
-    core = sys.modules.get("submitit.core.core")
+    """Make submitit's later sacct calls quiet on stderr; True if in place."""
+    try:
+        import submitit.core.core as core
+    except ImportError:  # (a sacct warning comes from submitit: it is there when this runs)
+        return False
     sub = getattr(core, "subprocess", None)
-    if core is None or sub is None:
+    if sub is None:
         return False
     if not isinstance(sub, QuietSacct):
         core.subprocess = QuietSacct(sub)

@@ -21,6 +21,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mibench.handover import LAST_RECORD, Prepared
+
 FAILED = ("crashed", "interrupted", "killed", "failed")
 SUMMARY_EVERY_S = 10.0
 
@@ -91,7 +93,7 @@ def unresumable(config: DictConfig) -> list[str]:
         for o in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
             if o.key_or_group == "benchmark":
                 names += [str(v) for v in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])]
-        from mibench.benchmarks import TASKS
+        from mibench.registry import TASKS
         from mibench.cluster import submission_warnings
 
         return submission_warnings(names, TASKS)
@@ -138,10 +140,8 @@ def report_summary() -> None:
 
 
 def last_status() -> str:
-    """The status this process's last run recorded (mibench.app.LAST_RECORD), if any."""
-    app = sys.modules.get("mibench.app")
-    rec: dict[str, Any] = getattr(app, "LAST_RECORD", None) or {}
-    return str(rec.get("status") or "completed")
+    """The status this process's last run recorded (mibench.handover.LAST_RECORD), if any."""
+    return str(LAST_RECORD.get("status") or "completed")
 
 
 class SweepProgress(Callback):
@@ -163,19 +163,16 @@ class SweepProgress(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.t0 = time.perf_counter()
-        app = sys.modules.get("mibench.app")
-        if app is not None and getattr(app, "LAST_RECORD", None) is not None:
-            app.LAST_RECORD.clear()
+        LAST_RECORD.clear()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if TALLY is None:
             return
-        if type(job_return._return_value).__name__ == "Prepared":
+        if isinstance(job_return._return_value, Prepared):
             return  # prepared for a vectorised group: the launcher reports it once the group has trained
         overrides = list(job_return.overrides or [])
         status = "failed" if job_return.status == JobStatus.FAILED else last_status()
-        app = sys.modules.get("mibench.app")
-        rec: dict[str, Any] = getattr(app, "LAST_RECORD", None) or {}
+        rec = LAST_RECORD
         if rec.get("attempts"):  # the run's time over all its attempts
             report_record(overrides, rec, status)
         else:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ..log import LOG, duration
+from ..log import LOG, bars_cleared_by, duration
 from ..results import atomic_write_text
 
 
@@ -193,6 +193,8 @@ def _bar_type() -> type:
     """tqdm with ``{fields}`` in its bar format (set_postfix would put ", " before them), as wide as the terminal
     or, when set, ``$COLUMNS`` (as Python's shutil.get_terminal_size)."""
     from tqdm import tqdm
+
+    bars_cleared_by(tqdm.external_write_mode)
 
     class Bar(tqdm):
         fields = ""

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .. import checks as _checks
+from ..checks import MAX_LAYERS, WIDTHS, Bool, Choice, ConfigError, Int, Maybe, Number, Rule
 from . import bounds
 from .base import Estimate, masked_logmeanexp, masked_mean, resolve_masks
 from .modules import EmaDV, Estimator, EtaDV, LearnedBaseline, LearnedDensity, mlp
@@ -20,52 +20,26 @@ REG_KEYS = ("lam", "c_star", "distance", "reg_term")
 LAYOUTS = ("any", "rows", "paired")  # what a bound needs of the score matrix, weakest first
 
 
-@dataclass(frozen=True)
-class Range:
-    """Valid values of an estimator parameter: lo < v (or <=) and v <= hi; ``none`` allows null."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = True
-    none: bool = False
-    text: str = "a finite number"
-
-    def ok(self, v: Any) -> bool:
-        if v is None:
-            return self.none
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Valid values of a non-numeric estimator parameter (an option of a convention)."""
-
-    values: tuple[Any, ...]
-    text: str
-
-    def ok(self, v: Any) -> bool:
-        return any(type(v) is type(c) and v == c for c in self.values)
-
-
-RANGES: dict[str, Range | Choice | _checks.Rule] = {
-    "lam": Range(0.0, lo_open=False, text="lambda >= 0, e.g. 0.1, 0.01, 0.001"),
-    "c_star": Range(text="a finite number (log scale)"),
-    "clip": Range(0.0, none=True, text="a positive tau, or null for no clipping"),
-    "alpha": Range(0.0, 1.0, text="0 < alpha <= 1"),
-    "ema_rate": Range(0.0, 1.0, text="0 < ema_rate <= 1"),
-    "eta_lr": Range(0.0, none=True, text="a positive learning rate"),
-    "clip_joint": Choice((False, True), "true (clamp the joint term too, Choi & Lee's code) or false"),
-    "value": Choice(bounds.JS_VALUES, " | ".join(bounds.JS_VALUES)),
-    "reg_term": Choice(REG_TERMS, " | ".join(REG_TERMS)),
-    # the learned parts' sizes and starting values (checks.Rule's: their types matter, not only their range)
-    "baseline": Choice(("constant", "learned"), "constant | learned"),
-    "baseline_hidden": _checks.WIDTHS,
-    "baseline_layers": _checks.Maybe(_checks.Int(0, _checks.MAX_LAYERS), "null for 2 (or one per width of a list)"),
-    "components": _checks.Int(1),
-    "eta_init": Range(text="a finite number (eta's starting value)"),
-    "ema": Choice((False, True), "true or false"),
+# what each parameter may hold, in the one validation vocabulary (mibench.checks): the config's checks, a
+# preset's per_estimator table and build_estimator all read these
+RANGES: dict[str, Rule] = {
+    "lam": Number(0.0, text="lambda >= 0, e.g. 0.1, 0.01, 0.001"),
+    "c_star": Number(text="a finite number (log scale)"),
+    "clip": Maybe(Number(0.0, lo_open=True), text="a positive tau, or null for no clipping"),
+    "alpha": Number(0.0, 1.0, lo_open=True, text="0 < alpha <= 1"),
+    "ema_rate": Number(0.0, 1.0, lo_open=True, text="0 < ema_rate <= 1"),
+    "eta_lr": Maybe(Number(0.0, lo_open=True), text="a positive learning rate"),
+    "clip_joint": Bool("true (clamp the joint term too, Choi & Lee's code) or false"),
+    "value": Choice(*bounds.JS_VALUES, text=" | ".join(bounds.JS_VALUES)),
+    "reg_term": Choice(*REG_TERMS, text=" | ".join(REG_TERMS)),
+    "distance": Choice(*DISTANCES),
+    # the learned parts' sizes and starting values
+    "baseline": Choice("constant", "learned", text="constant | learned"),
+    "baseline_hidden": WIDTHS,
+    "baseline_layers": Maybe(Int(0, MAX_LAYERS), "null for 2 (or one per width of a list)"),
+    "components": Int(1),
+    "eta_init": Number(text="a finite number (eta's starting value)"),
+    "ema": Bool(),
 }
 # bounds whose ``marginal`` is a log-partition, so that ``reg_term: bound`` regularises it
 LOG_PARTITION_BOUNDS = (bounds.dv, bounds.infonce, bounds.smile)
@@ -121,7 +95,7 @@ class Spec:
         return tuple(sig) + self.module.own_params + (REG_KEYS if self.regularized else ())
 
     @property
-    def ranges(self) -> dict[str, Range | Choice]:
+    def ranges(self) -> dict[str, Rule]:
         return {k: RANGES[k] for k in self.params() if k in RANGES}
 
     def valid(self, k: int | None, true_mi: Any, above: float | None) -> list[Side]:
@@ -184,31 +158,42 @@ REGISTRY: dict[str, Spec] = {
 
 
 
+def check_params(name: str, params: Mapping[str, Any], path: str = "estimator", known: bool = False) -> None:
+    """Estimator ``name``'s parameters against :data:`RANGES` and the regularizer's rules that span two keys;
+    raises one line naming ``<path>.<key>`` (ConfigError, a ValueError). ``known``: a key that is not a parameter
+    of the estimator is an error too (a preset's per_estimator table)."""
+    spec = REGISTRY[name]
+    for key, v in params.items():
+        if key == "name":
+            continue
+        if known and key not in spec.params():
+            raise ConfigError(f"{path}.{key} is not a parameter of estimator={name} (valid: {', '.join(spec.params())})")
+        rule = RANGES.get(key) if key in spec.params() else None
+        if rule is not None and not rule.ok(v):
+            raise ConfigError(f"{path}.{key}={v} is invalid (valid: {rule.text})")
+    if spec.regularized:
+        term, distance = params.get("reg_term", "log_partition"), params.get("distance", "euclidean")
+        if term == "bound" and spec.fn not in LOG_PARTITION_BOUNDS:
+            raise ConfigError(f"reg_term=bound regularises a log-partition, which {name} does not have "
+                              f"(valid: log_partition or softplus)")
+        if term != "log_partition" and distance != "euclidean":
+            raise ConfigError(f"reg_term={term} uses the Euclidean distance (valid: distance=euclidean)")
+
+
 def build_estimator(cfg: Mapping[str, Any], dim_y: int | None = None) -> Estimator:
-    """Build the estimator named ``cfg['name']`` from its YAML parameters."""
+    """Build the estimator named ``cfg['name']`` from its YAML parameters (checked: :func:`check_params`)."""
     name = cfg["name"]
     if name not in REGISTRY:
-        raise ValueError(f"unknown estimator {name!r} (valid: {', '.join(sorted(REGISTRY))})")
+        raise ConfigError(f"unknown estimator {name!r} (valid: {', '.join(sorted(REGISTRY))})")
     spec = REGISTRY[name]
     cfg = {**dict(spec.defaults), **cfg}
+    check_params(name, cfg)
     params = {k: v for k, v in cfg.items() if k != "name" and k not in REG_KEYS}
     reg = None
     if spec.regularized:
-        lam = float(cfg.get("lam", 0.1))
-        if lam < 0:
-            raise ValueError(f"lambda={lam} is negative (valid: lambda >= 0)")
-        distance = cfg.get("distance", "euclidean")
-        if distance not in DISTANCES:
-            raise ValueError(f"unknown distance {distance!r} (valid: {', '.join(DISTANCES)})")
         term = cfg.get("reg_term", "log_partition")
-        if term not in REG_TERMS:
-            raise ValueError(f"unknown reg_term {term!r} (valid: {', '.join(REG_TERMS)})")
-        if term == "bound" and spec.fn not in LOG_PARTITION_BOUNDS:
-            raise ValueError(f"reg_term=bound regularises a log-partition, which {name} does not have "
-                             f"(valid: log_partition or softplus)")
-        if term != "log_partition" and distance != "euclidean":
-            raise ValueError(f"reg_term={term} uses the Euclidean distance (valid: distance=euclidean)")
-        reg = {"lam": lam, "c_star": float(cfg.get("c_star", 0.0)), "distance": distance, "shift": spec.shift}
+        reg = {"lam": float(cfg.get("lam", 0.1)), "c_star": float(cfg.get("c_star", 0.0)),
+               "distance": cfg.get("distance", "euclidean"), "shift": spec.shift}
         if term != "log_partition":
             reg["term"] = term
     return spec.module(spec.fn, params, reg, dim_y=dim_y)
@@ -223,5 +208,5 @@ def usable(layout: str, gives_y: bool, trainable: bool = True, conditional: bool
                   and (conditional or not s.conditional))
 
 
-__all__ = ["Choice", "Estimate", "Estimator", "LAYOUTS", "RANGES", "Range", "REG_TERMS", "REGISTRY", "Side", "Spec", "STREAK", "usable", "build_estimator", "bounds", "regularize", "regularizer",
+__all__ = ["Estimate", "Estimator", "LAYOUTS", "RANGES", "REG_TERMS", "REGISTRY", "Side", "Spec", "STREAK", "usable", "build_estimator", "check_params", "bounds", "regularize", "regularizer",
            "masked_mean", "masked_logmeanexp", "resolve_masks", "mlp", "DISTANCES"]
