@@ -126,6 +126,15 @@ def test_the_root_holds_a_completed_run_of_every_benchmark_and_each_has_a_sectio
     assert all(s.figures for s in sections())  # and every section a figure
 
 
+def test_every_run_draws_its_own_figure(root):
+    """Issue 29 req. 5: every benchmark that produces a curve or table has a figure, also per run (SLB, CLB, DIM,
+    layer-pair and the Jigsaw: epochs.png, their training curves)."""
+    runs = [p.parent for p in root.rglob("result.json")]
+    assert runs and all(any(d.glob("*.png")) for d in runs), [str(d) for d in runs if not any(d.glob("*.png"))]
+    for bench in ("slb", "clb", "dim", "layerpair", "jigsaw"):
+        assert all((d / "epochs.png").is_file() for d, _ in records(root, bench)), bench
+
+
 def test_leaderboard_has_every_section_in_markdown_latex_csv_and_figures(board):
     md, tex = (board / "leaderboard.md").read_text(), (board / "leaderboard.tex").read_text()
     for s in sections():

@@ -42,7 +42,7 @@ from ..data import cifar, stl10
 from ..engine import Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
-from ..results import atomic_write_csv, atomic_write_text
+from ..results import atomic_write_csv, atomic_write_text, plot_epochs
 from .dim import end_epoch, epoch_segments
 from ..precision import full
 
@@ -313,6 +313,9 @@ class LayerPair(Task):
         if self.out_dir is not None:
             atomic_write_csv(self.out_dir / "table2.csv", cells)
             atomic_write_text(self.out_dir / "table2.md", f"# {head}\n\n{md}")
+            if plot_epochs(pd.DataFrame(self.history), self.out_dir / "epochs.png", f"layer-pair DIM ({what}) on {d.name}",
+                           self.generated_data()):
+                result.figures.append(self.out_dir / "epochs.png")
         metrics: dict[str, Any] = {"method": self.method, "layers": list(self.layers), "supervised": self.supervised,
                                    "epochs": int(b.epochs), "epochs_done": len(self.history), "steps": steps,
                                    "batch_size": int(b.batch_size), "diverged": diverged,
