@@ -297,6 +297,9 @@ def render(root: str | Path) -> str:
     tables = paper_sections(runs, budget, problems)
     body.append("<h2>Papers' tables and figures</h2>" if tables else
                 "<h2>Papers' tables and figures</h2><p>No paper's table for these runs.</p>")
+    if tables:  # one link per section, the page being long
+        body.append('<p class="note">' + " · ".join(f'<a href="#s-{_e(key)}">{_e(title)}</a>'
+                                                   for key, title, *_ in tables) + "</p>")
     for key, title, table, note, figs in tables:
         body.append(f'<section id="s-{_e(key)}"><h3 id="h-{_e(key)}">{_e(title)}</h3>{table}{note}{figs}</section>')
     body.append("<h2>Failures</h2><h3>Per configuration (the leaderboard's failures table)</h3>")
