@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -491,6 +491,7 @@ def job(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    logging.captureWarnings(True)  # a job's warnings: on the console as they are and in app.log (mibench.log)
     if multirun and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
         from omegaconf import open_dict
 
@@ -510,8 +511,8 @@ def job(cfg: DictConfig) -> float | None:
         raise SystemExit(1) from None
     except Exception as e:
         # recorded as crashed in result.json; a sweep goes on with its other jobs
-        LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
-        traceback.print_exc()
+        # the line and its traceback: on stderr as before, and in app.log (mibench.log.Console)
+        LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], exc_info=True)
         if multirun:
             return None
         raise SystemExit(1) from None
