@@ -204,6 +204,11 @@ def test_a_sweep_in_process_leaves_no_handler_on_a_closed_stream(runs_dir, monke
         code = main(["-m", "dataset.steps_per_level=5", "dataset.mi_levels=[1]", "dataset.dim=2", "seed=0,1",
                      "trainer.enable_progress_bar=false", "logger=none", f"runs_root={runs_dir}"])
     assert code in (0, None) and "[2/2 done" in out.getvalue(), out.getvalue()
+    # what the sweep's console showed of its own (the job lines, the summary) is kept in the sweep's sweep.log
+    shown = [ln for ln in out.getvalue().splitlines() if ln.startswith("[") and "][HYDRA]" not in ln]
+    (log,) = runs_dir.rglob("sweep.log")
+    kept = [ln.split("] ", 1)[1] for ln in log.read_text().splitlines()]
+    assert len(shown) >= 3 and kept == shown, (shown, kept)
     out.close()
     err, later = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)

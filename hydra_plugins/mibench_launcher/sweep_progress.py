@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -108,10 +109,27 @@ def _sweep_dir(config: DictConfig) -> str | None:
         return None
 
 
+SWEEP_LOG = "sweep.log"  # in the sweep directory: every line the sweep's console showed from this module
+
+
+def say(line: str, stream: Any = None) -> None:
+    """Print ``line`` on the sweep's console and append it, timestamped, to the sweep directory's sweep.log
+    (the lines of no single run: a run's own lines are in its app.log)."""
+    print(line, file=stream or sys.stdout, flush=True)
+    where = TALLY.sweep_dir if TALLY is not None else None
+    if where:
+        try:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            with open(Path(where) / SWEEP_LOG, "a", encoding="utf-8") as f:
+                f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n")
+        except OSError:  # a log line must never stop a sweep
+            pass
+
+
 def report(overrides: Sequence[str], status: str, seconds: float | None, attempts: int = 1) -> None:
     """Print a finished job's line (nothing outside a sweep)."""
     if TALLY is not None:
-        print(TALLY.line(overrides, status, seconds, attempts), flush=True)
+        say(TALLY.line(overrides, status, seconds, attempts))
 
 
 def report_record(overrides: Sequence[str], record: dict[str, Any], status: str | None = None) -> None:
@@ -136,7 +154,7 @@ def report_summary() -> None:
     except Exception as e:  # noqa: BLE001 -- a summary must never stop a sweep
         line = f"no summary ({type(e).__name__}: {e})".splitlines()[0]
     TALLY.summarised_at = TALLY.clock()
-    print(f"[sweep] {line}", flush=True)
+    say(f"[sweep] {line}")
 
 
 def last_status() -> str:
@@ -155,7 +173,7 @@ class SweepProgress(Callback):
         TALLY = SweepTally(*sweep_plan(config), sweep_dir=_sweep_dir(config))
         if "submitit" in str(config.hydra.launcher.get("_target_", "")) or config.hydra.launcher.get("submitit"):
             for line in unresumable(config):
-                print(f"mibench: warning: {line}", file=sys.stderr, flush=True)
+                say(f"mibench: warning: {line}", sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global TALLY
