@@ -169,7 +169,11 @@ def test_report_notes_what_it_could_not_make_or_inline(tmp_path, monkeypatch):
     def broken(runs):
         raise KeyError("odd record")
 
-    monkeypatch.setattr(choi_lee, "onehot_table", broken)
+    import dataclasses
+
+    onehot = next(i for i, sec in enumerate(choi_lee.SECTIONS) if sec.key == "onehot")
+    monkeypatch.setattr(choi_lee, "SECTIONS", tuple(dataclasses.replace(sec, make=broken) if i == onehot else sec
+                                                     for i, sec in enumerate(choi_lee.SECTIONS)))
     html = write_report(tmp_path).read_text()
     assert "Could not make the One-hot drift and explosion (Choi &amp; Lee §3-4) table: KeyError" in html
     assert "Figure r0/big.png not inlined:" in html and "<img" not in html

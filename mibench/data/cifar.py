@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..checks import ConfigError
 from ..precision import full
-from .dataset import Dataset, register_dataset
+from .dataset import ImageFiles, register_dataset
 
 
 @dataclass(frozen=True)
@@ -373,18 +373,13 @@ class CifarData:
         return self._aug_gen
 
 
-class _Cifar(Dataset):
+class _Cifar(ImageFiles):
     """CIFAR-10/100 (Krizhevsky 2009) from ``dataset.root``: :data:`SPECS` gives their sizes and statistics."""
 
     provides = ("cifar", "images32")
 
     @classmethod
-    def check(cls, cfg: Any) -> None:
-        cls.check_files(cfg.dataset.root, cfg.dataset.download)
-
-    @classmethod
     def check_files(cls, root: str | Path, download: Any) -> None:
-        """One line (ConfigError) unless the files are under ``root`` or will be downloaded."""
         try:
             check_available(root, cls.name, download)
         except CifarDataError as e:

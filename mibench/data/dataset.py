@@ -37,6 +37,26 @@ class Dataset:
         """Raise one line (ConfigError) when the data cannot be had: files missing and no download, bad keys."""
 
 
+class ImageFiles(Dataset):
+    """A dataset of image files under ``dataset.root`` (downloaded with ``dataset.download=true``): the kinds
+    ``cifar`` and ``images32`` read it through :meth:`loader`."""
+
+    @classmethod
+    def check(cls, cfg: Any) -> None:
+        cls.check_files(cfg.dataset.root, cfg.dataset.download)
+
+    @classmethod
+    def check_files(cls, root: Any, download: Any) -> None:
+        """One line (ConfigError) unless the files are under ``root`` or will be downloaded."""
+        raise NotImplementedError
+
+    @classmethod
+    def loader(cls, root: Any, batch_size: int, seed: int, download: bool, augment: bool, crop_pad: int,
+               flip: bool, num_workers: int = 0) -> Any:
+        """The data module (batches, augmentation, ``normalise``, train and test arrays)."""
+        raise NotImplementedError
+
+
 DATASETS: dict[str, type[Dataset]] = {}
 
 
@@ -56,4 +76,4 @@ def providing(kind: str) -> list[str]:
     return sorted(n for n, d in DATASETS.items() if kind in d.provides)
 
 
-__all__ = ["DATASETS", "Dataset", "KINDS", "providing", "register_dataset"]
+__all__ = ["DATASETS", "Dataset", "ImageFiles", "KINDS", "providing", "register_dataset"]

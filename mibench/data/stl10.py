@@ -35,7 +35,7 @@ from torch import Tensor
 from ..checks import ConfigError
 from ..precision import full
 from .cifar import CifarBatches, CifarData, md5sum
-from .dataset import Dataset, register_dataset
+from .dataset import ImageFiles, register_dataset
 
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 MD5 = "91f7769df0f17e558f3565bffb0c7dfb"  # of stl10_binary.tar.gz (torchvision.datasets.STL10.tgz_md5)
@@ -199,18 +199,13 @@ class STL10Data(CifarData):
 
 
 @register_dataset("stl10")
-class STL10(Dataset):
+class STL10(ImageFiles):
     """STL-10 (Coates et al. 2011) at 32 x 32: 5,000 + 8,000 labelled images of 10 classes."""
 
     provides = ("images32",)
 
     @classmethod
-    def check(cls, cfg: Any) -> None:
-        cls.check_files(cfg.dataset.root, cfg.dataset.download)
-
-    @classmethod
     def check_files(cls, root: str | Path, download: Any) -> None:
-        """One line (ConfigError) unless the files are under ``root`` or will be downloaded."""
         try:
             check_available(root, bool(download))
         except STL10DataError as e:

@@ -367,20 +367,20 @@ def _table2_name(r: pd.Series) -> str:
 
 SECTIONS = (
     Section("table2", "SLB / CLB (Choi & Lee Table 2)", "Choi & Lee 2022", ("slb", "clb"),
-            make=lambda runs: table2(runs), render=lambda t, latex: render_table2(t, latex),
+            make=table2, render=render_table2,
             intro="Mean ± 95% CI over seeds (Student t); **bold**: the better of the pair; †: the intervals do not "
                   "overlap; λ: the regularized loss's λ with the best MI estimate (mean closest to the true MI log C). "
                   "MI = last-epoch training estimate, negatives clipped to 0. paper: the published mean ± 95% CI "
                   "(rows on GENERATED data are no reproduction of them).",
             row_name=_table2_name, tex="% Choi & Lee Table 2\n",
-            figures=(Figure("table2.png", lambda runs, t, p: table2_figure(runs, t, p)),
+            figures=(Figure("table2.png", table2_figure),
                      Figure("lambda_ablation.png", lambda runs, t, p: lambda_ablation(runs, p)))),
     Section("onehot", "One-hot drift and explosion (Choi & Lee §3-4)", "Choi & Lee 2022", ("onehot",),
-            make=lambda runs: onehot_table(runs), shown=_labelled,
+            make=onehot_table, shown=_labelled,
             render=lambda t, latex: _render([c for c in ONEHOT_COLS if c in t], _df_lines(t, [c for c in ONEHOT_COLS
                                                                                          if c in t]), latex),
             intro="Drift slope of the estimate (per 1,000 steps, mean ± 95% CI over seeds) and the steps where runs "
                   "exploded. The paper shows these as curves (Figs 1-5) and gives no number to compare with.",
             row_name=lambda r: r["estimator"].rstrip(MIXED), tex="% one-hot\n",
-            figures=(Figure("onehot_drift.png", lambda runs, t, p: onehot_figure(runs, t, p)),)),
+            figures=(Figure("onehot_drift.png", onehot_figure),)),
 )

@@ -208,7 +208,7 @@ BMI_INTRO = ("Mean ± sd over seeds of the best held-out estimate over evaluatio
 
 SECTIONS = (
     Section("bmi", "Beyond-Normal and sample-file runs", "Czyż et al. 2023", ("samples",),
-            make=lambda runs: bmi_table(runs), render=lambda t, latex: render_bmi(t, latex), intro=BMI_INTRO,
+            make=bmi_table, render=render_bmi, intro=BMI_INTRO,
             row_name=lambda r: f"{_bmi_task(r)} / {_bmi_estimator(r)}", tex=BMI_TEX,
             figures=(Figure("bmi_suite.png", lambda runs, t, p: bmi_suite(t, p)),)),
 )

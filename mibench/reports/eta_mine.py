@@ -387,30 +387,30 @@ def _cell_name(r: pd.Series) -> str:
 
 SECTIONS = (
     Section("eta_fig3a", "η-MINE Fig. 3a: Gaussians of random covariance", "η-MINE", ("eta_gaussian",),
-            make=lambda runs: fig3a_table(runs), render=lambda t, latex: render_fig3a(t, latex),
+            make=fig3a_table, render=render_fig3a,
             intro="Final held-out estimate per estimator and dimension, mean ± sd over seeds, and its gap to the true "
                   "MI (the paper draws the curves, Fig. 3a, and gives no number).",
             row_name=_cell_name, tex="% eta-MINE Fig. 3a\n",
-            figures=(Figure("eta_fig3a.png", lambda runs, t, p: fig3a_figure(runs, t, p)),)),
+            figures=(Figure("eta_fig3a.png", fig3a_figure),)),
     Section("migan", "η-MINE Fig. 3b: MI-regularised GAN, modes recovered", "η-MINE", ("migan",),
-            make=lambda runs: fig3b_table(runs), render=lambda t, latex: render_fig3b(t, latex),
+            make=fig3b_table, render=render_fig3b,
             intro="Generator steps until all 25 modes of the mixture are recovered (mean ± sd over the seeds that did; "
                   "reached: k of n seeds), beside the paper's (§5: DV-MINE 140K, η-MINE 50K generator steps; the "
                   "unconditional GAN never recovers them all). A run "
                   "shorter than the paper's steps cannot close the gap.",
             row_name=_cell_name, tex="% eta-MINE Fig. 3b\n",
-            figures=(Figure("migan_modes.png", lambda runs, t, p: fig3b_figure(runs, t, p)),)),
+            figures=(Figure("migan_modes.png", fig3b_figure),)),
     Section("layerpair", "η-MINE Table 2: layer-pair DIM, linear probes", "η-MINE", ("layerpair",),
-            make=lambda runs: table2_layers(runs), render=lambda t, latex: render_table2_layers(t, latex),
+            make=table2_layers, render=render_table2_layers,
             intro="Linear-probe top-1 (%) on frozen encoder features, per pretraining data, test data and method "
                   "(dv_mine = estimator=mine), mean ± sd over seeds, beside the published Table 2.",
             row_name=_cell_name, tex="% eta-MINE Table 2\n",
-            figures=(Figure("layerpair_table2.png", lambda runs, t, p: table2_layers_figure(runs, t, p)),)),
+            figures=(Figure("layerpair_table2.png", table2_layers_figure),)),
     Section("jigsaw", "η-MINE Table 3: MI Jigsaw", "η-MINE", ("jigsaw",),
-            make=lambda runs: table3(runs), render=lambda t, latex: render_table3(t, latex),
+            make=table3, render=render_table3,
             intro="Target-task top-k (%) of a linear classifier on the frozen jigsaw encoder, mean ± sd over seeds, "
                   "beside the published mean ± std over 8 models (ImageNet, 10 % subset). A top-k with k at or above "
                   "the number of classes is trivially 100 % and not shown.",
             row_name=_cell_name, tex="% eta-MINE Table 3\n",
-            figures=(Figure("jigsaw_table3.png", lambda runs, t, p: table3_figure(runs, t, p)),)),
+            figures=(Figure("jigsaw_table3.png", table3_figure),)),
 )

@@ -78,10 +78,10 @@ def table1_figure(runs: pd.DataFrame, t: pd.DataFrame, path: Path) -> bool:
 
 SECTIONS = (
     Section("dim", "Deep InfoMax Table 1 (Hjelm et al.)", "Hjelm et al. 2019", ("dim",),
-            make=lambda runs: table1(runs), render=lambda t, latex: render_table1(t, latex),
+            make=table1, render=render_table1,
             intro="Top-1 (%) of the probes on the frozen encoder, mean ± sd over seeds, beside the published Table 1 "
                   "where it has the row (its non-linear classifier, probe=mlp, on the pretraining data; DIM(L) with "
                   "DV, JSD = estimator=js, infoNCE; DIM(G)).",
             row_name=lambda r: f"{r['dataset']} {r['model']} {r['probe']} {r['layer']}", tex="% DIM Table 1\n",
-            figures=(Figure("dim_table1.png", lambda runs, t, p: table1_figure(runs, t, p)),)),
+            figures=(Figure("dim_table1.png", table1_figure),)),
 )

@@ -337,7 +337,7 @@ def _row_name(r: pd.Series) -> str:
 
 SECTIONS = (
     Section("staircase", "Staircase (Poole et al. Fig. 2, Choi & Lee Fig. 7)", "Poole et al. 2019", ("staircase",),
-            make=lambda runs: staircase_table(runs), shown=_labelled,
+            make=staircase_table, shown=_labelled,
             render=lambda t, latex: _render(STAIR_COLS, _df_lines(t, STAIR_COLS), latex),
             intro="All steps of all seeds of a level pooled. The median resists the rare huge negative spikes of "
                   "single-sample bounds (NWJ, JS). The paper draws these curves (Fig. 2) and gives no number: the "
@@ -345,32 +345,32 @@ SECTIONS = (
             row_name=_staircase_name, tex="% staircase\n",
             figures=(Figure("staircase_grid.png", lambda runs, t, p: staircase_grid(runs, p)),)),
     Section("optimal", "Optimal critic (Poole et al. Fig. 3)", "Poole et al. 2019", ("optimal",),
-            make=lambda runs: optimal_table(runs), render=lambda t, latex: render_optimal(t, latex),
+            make=optimal_table, render=render_optimal,
             intro="Bias (estimate − true MI) of each bound with the analytic optimal critic, mean ± sd over seeds (each "
                   "seed averages its own batches); variance and MSE are in `optimal.csv`. The paper draws Fig. 3 and "
                   "gives no number; with f* NWJ, TUBA and DV are unbiased and InfoNCE cannot exceed log K.",
             row_name=_row_name, tex="% Poole Fig. 3\n",
-            figures=(Figure("optimal.png", lambda runs, t, p: optimal_figure(runs, t, p)),)),
+            figures=(Figure("optimal.png", optimal_figure),)),
     Section("gradients", "Gradient accuracy (Poole et al. Fig. 4)", "Poole et al. 2019", ("gradients",),
-            make=lambda runs: gradients_table(runs), render=lambda t, latex: render_gradients(t, latex),
+            make=gradients_table, render=render_gradients,
             intro="The alpha of I_alpha whose gradient has the lowest MSE, per batch size and true MI (0: NWJ), the "
                   "seeds' most common choice (k/n: seeds that chose it); its MSE is in `gradients.csv`. The paper "
                   "draws Fig. 4 and gives no number.",
             row_name=_row_name, tex="% Poole Fig. 4\n",
-            figures=(Figure("gradients.png", lambda runs, t, p: gradients_figure(runs, t, p)),)),
+            figures=(Figure("gradients.png", gradients_figure),)),
     Section("sandwich", "Structured sandwich (Poole et al. §2.5)", "Poole et al. 2019", ("sandwich",),
-            make=lambda runs: sandwich_table(runs), render=lambda t, latex: render_sandwich(t, latex),
+            make=sandwich_table, render=render_sandwich,
             intro="Eq. 12 (lower) and eq. 13 (upper) with the known encoder, mean ± sd over seeds, and their gaps to the "
                   "true MI; the paper's claim is lower <= MI <= upper (held: seeds where it held within 3 standard "
                   "errors).",
             row_name=_row_name, tex="% Poole §2.5\n",
-            figures=(Figure("sandwich.png", lambda runs, t, p: sandwich_figure(runs, t, p)),)),
+            figures=(Figure("sandwich.png", sandwich_figure),)),
     Section("dsprites", "dSprites InfoMax (Poole et al. Fig. 5)", "Poole et al. 2019", ("dsprites",),
-            make=lambda runs: dsprites_table(runs), render=lambda t, latex: render_dsprites(t, latex),
+            make=dsprites_table, render=render_dsprites,
             intro="Last segment's I_JS estimate and TC upper bound, active latents (mean ± sd over seeds), and the "
                   "dSprites factors an active latent tracks in more than half the seeds, beside the paper's (§3.1: "
                   "x and y position and scale, not rotation). Per-run selectivity plots (Fig. 5's layout) are each "
                   "run's `dsprites.png`.",
             row_name=lambda r: _estimator_cell(r).rstrip(MIXED), tex="% Poole Fig. 5\n",
-            figures=(Figure("dsprites_factors.png", lambda runs, t, p: dsprites_figure(runs, t, p)),)),
+            figures=(Figure("dsprites_factors.png", dsprites_figure),)),
 )
