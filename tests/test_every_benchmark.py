@@ -6,7 +6,6 @@ renders in headless Chromium (skipped where there is none)."""
 import json
 import math
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from mibench.cli import _dispatch
 from mibench.engine import TASKS
 from mibench.reports import sections
 from mibench.reports import tables as report_tables
-from test_report import chromium
+from test_report import Page, chromium, parse
 
 pytestmark = pytest.mark.slow
 REFERENCE = Path(__file__).resolve().parents[1] / "mibench" / "reference"
@@ -39,56 +38,7 @@ def board(root):
 @pytest.fixture(scope="module")
 def page(root):
     _dispatch(["report", str(root)])  # what `mibench report ROOT` runs
-    return Sections.of(root / "report.html")
-
-
-class Sections(HTMLParser):
-    """Each ``<section id="s-KEY">`` of the report: its tables (id -> header, rows of cell text) and images; and
-    every table of the page."""
-
-    def __init__(self):
-        super().__init__()
-        self.sections, self.tables, self._sec, self._table, self._row, self._cell = {}, {}, None, None, None, None
-
-    @classmethod
-    def of(cls, path: Path) -> "Sections":
-        p = cls()
-        p.feed(path.read_text())
-        return p
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "section":
-            self._sec = self.sections.setdefault(a["id"][2:], {"tables": [], "imgs": []})
-        elif tag == "table":
-            self._table = self.tables.setdefault(a.get("id"), {"head": [], "rows": []})
-            if self._sec is not None:
-                self._sec["tables"].append(a.get("id"))
-        elif tag == "img" and self._sec is not None:
-            self._sec["imgs"].append(a.get("src", ""))
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            if self._table["head"]:
-                self._table["rows"].append(self._row)
-            else:
-                self._table["head"] = self._row
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "section":
-            self._sec = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
+    return parse(root / "report.html")
 
 
 def own_benchmarks() -> set[str]:
@@ -279,7 +229,7 @@ def test_report_of_every_benchmark_renders_in_headless_chromium(root, page, tmp_
              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(flags + ["--dump-dom", out.as_uri() + "#selftest"], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0 and 'data-selftest="ok' in dom.stdout, dom.stderr[-2000:]
-    rendered = Sections()
+    rendered = Page()
     rendered.feed(dom.stdout)
     assert set(rendered.sections) == {s.key for s in sections()}
     shot = tmp_path / "report.png"

@@ -18,12 +18,13 @@ PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4
 
 
 class Page(HTMLParser):
-    """Tables (id -> header, rows of cell text), details blocks, img srcs, and every src/href."""
+    """Tables (id -> header, rows of cell text), details blocks, img srcs, every src/href, and each
+    ``<section id="s-KEY">``'s table ids and images."""
 
     def __init__(self):
         super().__init__()
-        self.tables, self.imgs, self.links, self.details = {}, [], [], 0
-        self._table = self._row = self._cell = None
+        self.tables, self.imgs, self.links, self.details, self.sections = {}, [], [], 0, {}
+        self._table = self._row = self._cell = self._sec = None
         self._depth = 0  # <details> nesting inside a cell: its text is not the cell's
 
     def handle_starttag(self, tag, attrs):
@@ -31,10 +32,16 @@ class Page(HTMLParser):
         for k in ("src", "href"):
             if k in a:
                 self.links.append(a[k])
-        if tag == "img":
+        if tag == "section" and str(a.get("id", "")).startswith("s-"):
+            self._sec = self.sections.setdefault(a["id"][2:], {"tables": [], "imgs": []})
+        elif tag == "img":
             self.imgs.append(a.get("src", ""))
+            if self._sec is not None:
+                self._sec["imgs"].append(a.get("src", ""))
         elif tag == "table":
             self._table = self.tables.setdefault(a.get("id"), {"head": [], "rows": []})
+            if self._sec is not None:
+                self._sec["tables"].append(a.get("id"))
         elif tag == "tr" and self._table is not None:
             self._row = []
         elif tag in ("td", "th") and self._row is not None:
@@ -55,6 +62,8 @@ class Page(HTMLParser):
             self._row = None
         elif tag == "table":
             self._table = None
+        elif tag == "section":
+            self._sec = None
         elif tag == "details":
             self._depth -= 1
 
