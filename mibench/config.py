@@ -116,12 +116,27 @@ def conditional_benchmarks() -> list[str]:
     return sorted(n for n, t in TASKS.items() if t.conditional or t.conditional_for.__func__ is not Task.conditional_for.__func__)
 
 
+_SMOKED: dict[tuple, str | None] = {}  # smoke_call's answers by (estimator parameters, layout, y): a sweep's
+# jobs validated again in the process that ran the preflight build nothing more
+
+
 def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
     """Call the configured estimator once on a tiny score matrix of the task's layout (with y when the task
     gives it), so that a combination that cannot run fails here, before training, with one line."""
+    dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked in validate)
+    key = (frozen(as_dict(cfg.estimator)), layout, gives_y, dy)
+    if key not in _SMOKED:
+        if len(_SMOKED) > 4096:
+            _SMOKED.clear()
+        _SMOKED[key] = _smoke(cfg, layout, gives_y, dy)
+    if _SMOKED[key] is not None:
+        raise ConfigError(f"estimator={cfg.estimator.name} cannot run on benchmark={cfg.benchmark.name}: {_SMOKED[key]}")
+
+
+def _smoke(cfg: DictConfig, layout: str, gives_y: bool, dy: int) -> str | None:
+    """:func:`smoke_call`'s call: None, or the first line of what went wrong."""
     import torch
 
-    dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked in validate)
     try:
         est = build_estimator(as_dict(cfg.estimator), dim_y=dy)
         n = 4
@@ -131,8 +146,8 @@ def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
         out = est(scores, joint, marginal, y=torch.zeros(n, dy) if gives_y else None)
         out.loss.backward() if out.loss.requires_grad else None
     except (ValueError, TypeError, RuntimeError) as e:
-        raise ConfigError(f"estimator={cfg.estimator.name} cannot run on benchmark={cfg.benchmark.name}: "
-                          f"{str(e).splitlines()[0]}") from None
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    return None
 
 
 def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[str]:

@@ -308,3 +308,19 @@ def test_a_float64_group_matches_its_runs_alone(tmp_path):
         assert res.status == alone.status == "completed" and res.steps.shape == alone.steps.shape
         for col in ("estimate", "loss"):
             np.testing.assert_allclose(res.steps[col], alone.steps[col], rtol=0, atol=1e-9)
+
+
+def test_a_sweep_that_skips_the_preflight_still_groups(tmp_path):
+    """The registries are complete wherever they are read (mibench.registry): a vectorised sweep entered straight
+    at Hydra (``app.hydra_entry``, no CLI preflight: nothing has imported the benchmarks before the launcher asks
+    which jobs may group) trains its jobs as one group, not each alone."""
+    code = ("import sys; from mibench.app import hydra_entry; "
+            "hydra_entry(sys.argv[1:])")
+    args = ["-m", "hydra/launcher=vectorized", "estimator=infonce,nwj", "seed=1", *STAIRCASE, f"runs_root={tmp_path}",
+            *QUIET, "hydra.launcher.progress=false"]
+    p = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "1 vectorised group(s) of 2 runs, 0 alone" in p.stderr + p.stdout, p.stderr + p.stdout
+    groups = [json.loads(f.read_text()).get("vectorized", {}).get("group_size") for f in tmp_path.rglob("result.json")]
+    assert groups == [2, 2]
