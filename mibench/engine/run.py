@@ -118,7 +118,7 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None, 
         engine = None
         t0 = time.perf_counter()
         try:
-            trains = task.capabilities(cfg).trains  # (an Analysis never trains: no engine, no loop)
+            trains = isinstance(task, Task) and task.capabilities(cfg).trains  # (an Analysis: no engine, no loop)
             with cpu_threads(task.cpu_threads if trains else None, backend.device):
                 result.extra["threads"] = torch.get_num_threads()  # what the run computes with: result.json's machine
                 if trains:

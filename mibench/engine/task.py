@@ -99,8 +99,8 @@ class Capabilities:
 
 class Benchmark:
     """What every benchmark declares, trained (:class:`Task`) or not (:class:`Analysis`). The engine makes it with
-    its config, its run directory and its :class:`RunContext`, then calls ``setup()``, (a task trains), ``evaluate()``
-    and ``finish(result)``."""
+    its config, its run directory and its :class:`RunContext`, then calls ``setup()``; a task then trains; then
+    ``evaluate()`` and ``finish(result)``."""
 
     name: ClassVar[str] = ""
     # the kind of data it reads (mibench.data.dataset.KINDS): every dataset that provides it fits, no other
@@ -158,7 +158,8 @@ class Task(Benchmark):
 
     The engine calls, in order: ``setup()``; for each segment from ``segments(start)``: ``step(batch)``
     per batch, ``on_block(lo, hi, rows)`` every ``block`` steps, ``end_segment(index, rows)`` at its end;
-    then ``evaluate()`` and ``finish(result)``.
+    then ``evaluate()`` and ``finish(result)``. Where training stands is ``self.ctx`` (``step``, ``segment``,
+    ``diverged_step``), never the engine.
     """
 
     columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
