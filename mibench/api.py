@@ -21,6 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .app import run
+from .checks import Int, check_dir, check_seed
+from .cli import groups
+from .compose import compose_config, composition_error, override_key
+from .data.samples import _true_mi, save_samples
+
 
 @dataclass
 class Estimation:
@@ -75,10 +81,6 @@ OWNED = {"estimator": "estimator", "critic": "critic", "seed": "seed", "benchmar
 
 def _check_arguments(overrides: Any, given: dict[str, Any]) -> list[str]:
     """One-line ValueErrors for bad arguments and for overrides of what an argument sets; the overrides as a list."""
-    from .checks import Int, check_seed
-    from .compose import override_key
-    from .data.samples import _true_mi
-
     if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
         raise ValueError(f"overrides={overrides!r} is invalid (valid: a list of 'key=value' strings, e.g. "
                          f"['benchmark.lr=1e-3'])")
@@ -117,14 +119,6 @@ def estimate(x: Any, y: Any, estimator: str = "infonce", critic: str = "concat",
     numbers, an ``out_dir`` where no directory can be written, overrides that are not a list of
     ``key=value`` strings or that set what an argument sets (``estimator=``, ``dataset=``, ``seed=``, ...).
     """
-    from .app import run
-    from .compose import compose_config
-    from .data.samples import save_samples
-
-    from .checks import check_dir
-    from .cli import groups
-    from .compose import composition_error
-
     known = groups()
     for group, choice in (("estimator", estimator), ("critic", critic)):
         if choice not in known[group]:

@@ -5,29 +5,30 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import logging
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import cluster
 from .checks import ConfigError
+from .config import apply_overrides, validate
+from .engine import RunResult, run_task, seed_everything, train_group
+from .engine.checkpoint import read_checkpoint
+from .engine.logging import join_fields
+from .engine.plan import plan_groups
 from .handover import Prepared, hand_over
+from .labels import identity
 from .log import LOG, duration, run_logs
 from .records import (CHECKPOINT, FINISHED_STATUSES, HEARTBEAT_S, QUIET_EVERY_S, RECORD, UNFINISHED_STATUSES,
                       config_hash, find_same, interruption_counts, known_alive, machine, merge_events, read_record,
-                      slurm_job, start_record, write_record)
-from .labels import identity
+                      slurm_job, start_record, upgrade, write_record)
+from .registry import TASKS
 from .results import atomic_write_text
 from .threads import set_threads
-
-if TYPE_CHECKING:
-    from .engine import RunResult
-
-
-
 
 
 def process_rank() -> int:
@@ -55,8 +56,6 @@ def _discard_fresh(out: Path) -> None:
 def own_record(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
     """The record in ``out`` when it is of this config (the same command run again in its directory; an older
     schema's record upgraded, as :func:`mibench.records.find_same` reads them)."""
-    from .records import upgrade
-
     rec = read_record(out)
     rec = upgrade(rec, out) if rec is not None else None
     return rec if rec is not None and rec.get("config_hash") == config_hash(cfg) else None
@@ -66,8 +65,6 @@ def requeued_here(cfg: DictConfig, out: Path) -> Path | None:
     """When this process is a SLURM requeue of the run in ``out`` (stopped for its time limit or preempted,
     and started again by SLURM or submitit): its checkpoint, or ``out`` itself when that run had already
     finished (stopped after its last step); else None."""
-    from . import cluster
-
     if cluster.restart_count() < 1:
         return None
     rec = own_record(cfg, out)
@@ -95,8 +92,6 @@ def _previous_run(cfg: DictConfig, out: Path) -> Previous:
     skipped to unless ``overwrite=true``; with ``resume=true`` an unfinished one with a checkpoint is continued.
     The run in ``out`` whose process still runs (here, or its SLURM job) is skipped to: no second process
     writes into its directory (but the other ranks of a DDP run, which rank 0 started, join it)."""
-    from . import cluster
-
     own = own_record(cfg, out)
     same = ([(out, own)] if own is not None else []) + (
         find_same(cfg.runs_root, config_hash(cfg), exclude=out) if cfg.get("runs_root") else [])
@@ -125,8 +120,6 @@ def _previous_run(cfg: DictConfig, out: Path) -> Previous:
 
 def _skipped(run_dir: Path, msg: str, echo: bool) -> "RunResult":
     """A run not trained again: its earlier directory, as this process's last record and its result."""
-    from .engine import RunResult
-
     hand_over({"status": "skipped", "out_dir": str(run_dir)})
     if echo:
         LOG.info(f"mibench: {msg}")
@@ -137,10 +130,6 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             reuse: bool = False) -> "Prepared | RunResult":
     """Validate ``cfg``, pick its directory (or the earlier run it skips to / resumes), write config.yaml and
     the ``running`` record, seed the global generators. A skipped run comes back as its RunResult."""
-    from .config import apply_overrides, validate
-    from .engine import seed_everything
-    from .registry import TASKS
-
     notes = validate(cfg)
     apply_overrides(cfg)  # the run's own estimator node gets what validate folded into its copy
     task = TASKS[cfg.benchmark.name]
@@ -153,8 +142,6 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     before = None  # the record of the run this attempt continues (its interruptions and attempts carry over)
     if requeue == out:
         return _skipped(out, f"skipped: SLURM requeued this job after its run had finished -> {out}", echo)
-    from . import cluster
-
     if requeue is not None:
         resume_from, before = requeue, read_record(out)
         notes.append(f"SLURM requeue {cluster.restart_count()} of job {cluster.job_id()}: continuing {out} from its "
@@ -176,8 +163,6 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
             out, resume_from = prev.resume_dir, prev.resume_dir / CHECKPOINT
             before = read_record(out)
     if resume_from is not None:  # a file that cannot be resumed from: one line, before any record is touched
-        from .engine.checkpoint import read_checkpoint
-
         read_checkpoint(resume_from, mmap=True)
     out.mkdir(parents=True, exist_ok=True)
     if process_rank() > 0:  # DDP: rank 0 writes the records, the other ranks only train
@@ -208,8 +193,6 @@ def end_line(prep: "Prepared", result: "RunResult | None" = None) -> str:
     """The job log's last line of a run: its status, wall time (and over all attempts, when it was resumed), steps,
     why it diverged or crashed, the task's last progress fields and held-out estimate (the final estimate), where
     it wrote."""
-    from .engine.logging import join_fields
-
     record = prep.record
     why = record.get("diverged_reason") or record.get("error")
     parts = [f"{record['wall_time_s']:.1f}s"]
@@ -333,8 +316,6 @@ def record_result(prep: Prepared, result: "RunResult", **extra: Any) -> "RunResu
         "machine": machine(prep.cfg, result.extra.get("threads")),  # the threads the run computed with
     })
     set_interruptions(prep, result.extra.get("interruptions") or [])
-    from . import cluster
-
     if cluster.job_id() is not None:  # every requeue, also one signalled before the run had started training
         record["slurm"] = {"job_id": cluster.job_id(), "restart_count": cluster.restart_count()}
     _log_to_wandb(prep.cfg, prep.out, record)
@@ -361,8 +342,6 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = True, r
 
 
 def _run_prepared(prep: Prepared) -> "RunResult":
-    from .engine import run_task
-
     cfg = prep.cfg
     if process_rank() > 0:
         return run_task(cfg, prep.out, resume=prep.resume_from)
@@ -384,9 +363,6 @@ def run_group(preps: list[Prepared], max_group_size: int | None = None, memory_f
     the device's free memory (or than ``max_group_size`` runs) is split. Returns each run's result, or the
     exception it crashed with (recorded as ``crashed``, as a run alone would be).
     """
-    from .engine import seed_everything, train_group
-    from .engine.plan import plan_groups
-
     results: list[Any] = [None] * len(preps)
     for idx in plan_groups([(p.cfg, p.resume_from) for p in preps], max_group_size, memory_fraction):
         chunk = [preps[i] for i in idx]
@@ -491,6 +467,7 @@ def job(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    logging.captureWarnings(True)  # a job's warnings: on the console as they are and in app.log (mibench.log)
     if multirun and cfg.logger.name == "wandb" and cfg.logger.get("group") is None:
         from omegaconf import open_dict
 
@@ -510,8 +487,8 @@ def job(cfg: DictConfig) -> float | None:
         raise SystemExit(1) from None
     except Exception as e:
         # recorded as crashed in result.json; a sweep goes on with its other jobs
-        LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0])
-        traceback.print_exc()
+        # the line and its traceback: on stderr as before, and in app.log (mibench.log.Console)
+        LOG.error(f"mibench: error: run crashed: {type(e).__name__}: {e}".splitlines()[0], exc_info=True)
         if multirun:
             return None
         raise SystemExit(1) from None

@@ -7,7 +7,9 @@ directory's ``app.log``. Without a logging set-up (the Python API) the info line
 warnings reach stderr through Python's last-resort handler, as before.
 
 A vectorised group trains after its jobs' Hydra logging has ended; :func:`run_logs` writes its lines to the
-console and to the app.log of each run it concerns. Imports only the standard library (the CLI imports it).
+console and to the app.log of each run it concerns. Under the command line a job's Python warnings and a crashed
+run's traceback go the same way (console as they are, app.log time-stamped), so app.log holds what the console
+showed. Imports only the standard library (the CLI imports it).
 """
 from __future__ import annotations
 
@@ -33,9 +35,18 @@ def ours(record: logging.LogRecord) -> bool:
     return record.name == LOG.name or record.name.startswith(LOG.name + ".")
 
 
+WARNINGS = "py.warnings"  # Python's warnings once logging.captureWarnings(True) (a job's, see mibench.app)
+
+
+def as_is(record: logging.LogRecord) -> bool:
+    """Whether the console shows ``record`` as it is: mibench's own lines and Python's warnings (their usual text)."""
+    return ours(record) or record.name == WARNINGS
+
+
 class Console(logging.StreamHandler):
-    """The console of a job: mibench's lines as they are (info on stdout; notes, warnings and errors on
-    stderr), every other record with the configured formatter on stdout (Hydra's default). A progress bar on
+    """The console of a job: mibench's lines and Python's warnings as they are (info on stdout; notes, warnings,
+    errors and their tracebacks on stderr), every other record with the configured formatter on stdout (Hydra's
+    default). A progress bar on
     the terminal is cleared for the line and drawn again below it. The streams are looked up per record, so
     redirections made after logging was set up (pytest's capture) are followed."""
 
@@ -43,15 +54,15 @@ class Console(logging.StreamHandler):
         super().__init__(sys.stdout)
 
     def format(self, record: logging.LogRecord) -> str:
-        if not ours(record):
+        if not as_is(record):
             return super().format(record)
-        text = record.getMessage()
+        text = record.getMessage().rstrip("\n")
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
         return text
 
     def emit(self, record: logging.LogRecord) -> None:
-        stream = sys.stderr if ours(record) and record.levelno >= logging.WARNING else sys.stdout
+        stream = sys.stderr if as_is(record) and record.levelno >= logging.WARNING else sys.stdout
         try:
             text = self.format(record) + "\n"
             with _bars_cleared(stream):
@@ -114,7 +125,7 @@ def duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
 
 
-__all__ = ["APP_LOG", "AppendTo", "Console", "LOG", "duration", "run_logs"]
+__all__ = ["APP_LOG", "AppendTo", "Console", "LOG", "WARNINGS", "as_is", "duration", "run_logs"]
 
 
 @contextlib.contextmanager

@@ -3,11 +3,11 @@
     python -m mibench report runs/ [--out FILE]          (default: runs/report.html)
 
 The page has no external resources (inline CSS, a few lines of JavaScript, figures as base64 ``data:``
-URIs), so it can be mailed or archived as one file. Sections: a summary (runs and their statuses), every
-leaderboard table that :mod:`mibench.leaderboard` makes for these runs (click a header to sort, numbers
-as numbers), the leaderboard's figures and each run's own PNGs, the failures (the leaderboard's table per
-configuration and one row per failed run with its error), and every run with its resolved config and
-metrics one click away. Tables are the leaderboard's own (same builders, same cells), not recomputed.
+URIs), so it can be mailed or archived as one file. Sections: a summary (runs and their statuses), every paper's
+table that :mod:`mibench.reports` makes for these runs (the leaderboard's own: same builders, same cells; click a
+header to sort, numbers as numbers), each with its figures below it, the failures (the leaderboard's table per
+configuration and one row per failed run with its error), the skipped records, each run's own PNGs, and every run
+with its resolved config and metrics one click away.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from . import leaderboard as lb
+from .reports import sections
 from .log import exit_2_on_message
 from .results import atomic_write_text
 
@@ -134,30 +135,24 @@ def _note(md: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- sections
-def leaderboard_tables(runs: pd.DataFrame) -> list[tuple[str, str, str, str]]:
-    """(id, title, table HTML, note HTML) for each leaderboard table these runs make, cells as in leaderboard.md."""
+def paper_sections(runs: pd.DataFrame, budget: list[int], problems: list[str]) -> list[tuple[str, str, str, str, str]]:
+    """(key, title, table HTML, note HTML, figures HTML) for each paper section these runs make (the leaderboard's
+    own: same builders, same cells); a section that fails is a line in ``problems``, the others still show."""
     out = []
-    t2 = lb.table2(runs)
-    if not t2.empty:
-        head, rows = md_table(lb.render_table2(t2))
-        out.append(("table2", "SLB / CLB (Choi & Lee Table 2)", html_table(head, rows, "table2"),
-                    _note(lb.table_notes("table2", t2, runs))))
-    st = lb.staircase_table(runs)
-    if not st.empty:
-        shown = lb._labelled(st)
-        out.append(("staircase", "Staircase", html_table(lb.STAIR_COLS, lb._df_lines(shown, lb.STAIR_COLS), "staircase"),
-                    _note(lb.table_notes("staircase", shown, runs))))
-    oh = lb.onehot_table(runs)
-    if not oh.empty:
-        cols = [c for c in lb.ONEHOT_COLS if c in oh]
-        shown = lb._labelled(oh)
-        out.append(("onehot", "One-hot drift and explosion", html_table(cols, lb._df_lines(shown, cols), "onehot"),
-                    _note(lb.table_notes("onehot", shown, runs))))
-    bt = lb.bmi_table(runs)
-    if not bt.empty:
-        head, rows = md_table(lb.render_bmi(bt))
-        out.append(("bmi", "Beyond-Normal and sample-file runs", html_table(head, rows, "bmi"),
-                    _note(lb.table_notes("bmi", bt, runs))))
+    with tempfile.TemporaryDirectory(prefix="mibench-report-") as tmp:
+        for s in sections():
+            table = lb.tolerant(problems, f"the {s.title} table", lambda: s.make(runs), pd.DataFrame())
+            if table.empty:
+                continue
+            shown = s.shown(table)
+            page = lb.tolerant(problems, f"the {s.title} table", lambda: (
+                html_table(*md_table(s.render(shown, False)), s.key), _note(s.intro) + _note(s.notes(shown, runs))),
+                None)
+            if page is None:
+                continue
+            figs = [_figure(Path(tmp) / f.name, f.name, budget) for f in s.figures
+                    if lb.tolerant(problems, f.name, lambda f=f: f.draw(runs, table, Path(tmp) / f.name), False)]
+            out.append((s.key, s.title, *page, "".join(figs)))
     return out
 
 
@@ -186,18 +181,6 @@ def _figure(path: Path, caption: str, budget: list[int]) -> str:
     if uri is None:
         return f'<p class="note">Figure {_e(caption)} not inlined: {_e(why)}.</p>'
     return f'<figure><img src="{uri}" alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>'
-
-
-def leaderboard_figures(runs: pd.DataFrame, budget: list[int]) -> list[str]:
-    """The leaderboard's figures for these runs, drawn into a scratch folder and inlined."""
-    out = []
-    with tempfile.TemporaryDirectory(prefix="mibench-report-") as tmp:
-        for name, draw in (("staircase_grid.png", lambda p: lb.staircase_grid(runs, p)),
-                           ("lambda_ablation.png", lambda p: lb.lambda_ablation(runs, p)),
-                           ("bmi_suite.png", lambda p: lb.bmi_suite(lb.bmi_table(runs), p))):
-            if draw(Path(tmp) / name):
-                out.append(_figure(Path(tmp) / name, name, budget))
-    return out
 
 
 def run_pngs(run_dir: Path) -> list[Path]:
@@ -311,10 +294,14 @@ def render(root: str | Path) -> str:
             f"written {_e(now)}. Click a column header to sort.</p>",
             html_table(["status", "runs"], [[s, str(int(counts.get(s, 0)))] for s in STATUSES
                                             if s in counts or s in SHOWN], "summary")]
-    tables = lb.tolerant(problems, "the leaderboard tables", lambda: leaderboard_tables(runs), [])
-    body.append("<h2>Leaderboard</h2>" if tables else "<h2>Leaderboard</h2><p>No leaderboard table for these runs.</p>")
-    for tid, title, table, note in tables:
-        body.append(f'<h3 id="h-{_e(tid)}">{_e(title)}</h3>{table}{note}')
+    tables = paper_sections(runs, budget, problems)
+    body.append("<h2>Papers' tables and figures</h2>" if tables else
+                "<h2>Papers' tables and figures</h2><p>No paper's table for these runs.</p>")
+    if tables:  # one link per section, the page being long
+        body.append('<p class="note">' + " · ".join(f'<a href="#s-{_e(key)}">{_e(title)}</a>'
+                                                   for key, title, *_ in tables) + "</p>")
+    for key, title, table, note, figs in tables:
+        body.append(f'<section id="s-{_e(key)}"><h3 id="h-{_e(key)}">{_e(title)}</h3>{table}{note}{figs}</section>')
     body.append("<h2>Failures</h2><h3>Per configuration (the leaderboard's failures table)</h3>")
     fl = lb.tolerant(problems, "the failures table", lambda: lb.failures(runs), pd.DataFrame())
     if fl.empty:
@@ -324,14 +311,12 @@ def render(root: str | Path) -> str:
         body.append(html_table(lb.FAIL_COLS, lb._df_lines(fl, lb.FAIL_COLS), "failures"))
     body.append("<h3>Failed runs</h3>" + failed_runs(runs, root, fl))
     body.append(skipped_section(skipped))
-    figs = lb.tolerant(problems, "the leaderboard figures", lambda: leaderboard_figures(runs, budget), [])
-    body.append("<h2>Figures</h2>" + ("".join(figs) if figs else "<p>No leaderboard figure for these runs.</p>"))
     own = []
     for d in runs["run_dir"]:
         for p in run_pngs(Path(d)):
             own.append(_figure(p, lb.relative(p, root), budget))
-    if own:
-        body.append("<h3>Runs' own figures</h3><div class=\"own\">" + "".join(own) + "</div>")
+    body.append("<h2>Runs' own figures</h2>" + ("<div class=\"own\">" + "".join(own) + "</div>" if own else
+                                                 "<p>No run wrote a figure.</p>"))
     body.append("<h2>Runs</h2><p class=\"note\">Re-runs of an identical config count once (the newest finished). "
                 "Click <em>config</em> for a run's resolved config.yaml and metrics.</p>" + runs_table(runs, root))
     if problems:

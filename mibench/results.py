@@ -130,6 +130,34 @@ def plot_staircase(steps: pd.DataFrame, path: str | Path, title: str, ema_span: 
     save_figure(fig, path)
 
 
+def plot_epochs(history: pd.DataFrame, path: str | Path, title: str, generated: str | None = None) -> bool:
+    """A run's training curve per epoch (SLB / CLB, DIM, layer-pair DIM, the Jigsaw: their epochs.csv), one panel per
+    ``<column>_mean`` (and ``pretext_top1``) against the epoch; the title says GENERATED where the data was (the
+    task's ``generated_data``). False when there is no epoch to draw."""
+    cols = [c for c in history.columns if c.endswith("_mean") or c == "pretext_top1"] if len(history) else []
+    if not cols:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.6 * len(cols) + 0.6, 3.0), dpi=100, squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        ax.plot(history["epoch"] + 1, history[c], marker="o", ms=3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title(c.removesuffix("_mean"), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    text = f"{title} | {generated}" if generated else title
+    width = max(20, int(fig.get_figwidth() * 12))
+    fig.suptitle("\n".join(text[i:i + width] for i in range(0, len(text), width)), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
 def format_summary(summary: pd.DataFrame, header: str = "") -> str:
     cols = ["level", "true_mi", "mean", "bias", "variance", "mse", "nonfinite"]
     text = summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from mibench import leaderboard as lb
+from mibench.reports import tables as report_tables
 from mibench.compose import compose_config
 from mibench.config import TASKS
 from mibench.labels import identity, roles
@@ -113,7 +114,7 @@ def test_generated_runs_are_apart_and_labelled_in_every_table_and_figure(tmp_pat
     write_run(tmp_path, "old_fake_dim", benchmark="dim", estimator="infonce", status="crashed",
               cfg_extra={"dataset": {"root": str(tmp_path / "data")}})  # an older record: no generated_data
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     made = lb.build(tmp_path)
     t2 = made["table2"].set_index(made["table2"]["generated"].fillna("real"))
     assert len(t2) == 2 and t2.loc[GEN, "n_orig"] == 2 and t2.loc["real", "n_orig"] == 2  # not pooled
@@ -124,7 +125,7 @@ def test_generated_runs_are_apart_and_labelled_in_every_table_and_figure(tmp_pat
     assert "2.300 ± 0.003" in rows[1]  # the paper's number beside ours: labelled
     assert all("GENERATED" in ln for ln in md.splitlines() if "0.600 ±" in ln)
     titles = [ax.get_title() for fig in figures for ax in fig.axes if ax.get_title().startswith("SLB")]
-    assert titles == ["SLB cifar10", "SLB cifar10 (GENERATED)"]  # lambda_ablation.png
+    assert titles == ["SLB cifar10", "SLB cifar10 (GENERATED)"] * 2  # table2.png, lambda_ablation.png
     fl = made["failures"]
     (crashed,) = [r for r in fl.to_dict("records") if r["crashed"] and r["benchmark"] == "slb"]
     assert crashed["dataset"] == "cifar10 (GENERATED)" and crashed["crashed"] == [2]

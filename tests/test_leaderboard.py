@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mibench import leaderboard as lb
+from mibench.reports import tables as report_tables
 from mibench.stats import mean_ci, t_quantile
 
 # textbook two-sided 95% Student-t quantiles t_{0.975, df}
@@ -199,7 +200,7 @@ def test_configs_differing_in_clip_or_layers_are_separate_labelled_rows_and_pane
                       steps=staircase_steps(rng), cfg_extra={"critic": {"layers": 2}, **extra, **noise})
     write_run(tmp_path, "nwj", benchmark="staircase", dataset="gaussian", estimator="nwj", steps=staircase_steps(rng))
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     made = lb.build(tmp_path)
     st = made["staircase"]
     smile = st[st["estimator"] == "smile"]
@@ -234,7 +235,7 @@ def test_table2_and_lambda_ablation_separate_settings(tmp_path, monkeypatch):
             write_run(tmp_path, f"remine_e{epochs}_{s}", estimator="remine", lam=0.1, seed=s, metrics=metrics,
                       cfg_extra=extra)
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     made = lb.build(tmp_path)
     t2 = made["table2"]
     assert sorted(t2["setting"]) == ["benchmark.epochs=3", "benchmark.epochs=30"] and (t2["n_orig"] == 2).all()
@@ -394,7 +395,7 @@ def test_bmi_table_means_sd_relative_errors_markdown_and_figure(tmp_path):
     tex = (out / "leaderboard.tex").read_text()
     assert r"\usepackage[table]{xcolor}" in tex  # 1v1 infonce: (0.6 - 0.8) / 0.8 = -25 % of 60, nwj: +21.25 %
     assert r"1v1-normal-0.75 & 0.800 & \cellcolor{blue!15}0.600 $\pm$ 0.040 & \cellcolor{red!13}0.970" in tex
-    assert r"pairs.npz & – & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
+    assert r"pairs.npz & -- & 2.133 $\pm$ 0.153 & 2.233" in tex  # no true MI: no colour
     png = out / "bmi_suite.png"
     assert png in made["figures"] and png.read_bytes()[:4] == b"\x89PNG" and "![bmi_suite.png]" in md
 
@@ -518,7 +519,7 @@ def test_staircase_grid_gives_each_step_budget_its_own_labelled_row_and_axis(tmp
         write_run(tmp_path, f"{est}_{n}", benchmark="staircase", dataset="gaussian", estimator=est,
                   steps=staircase_steps(rng, n=n), cfg_extra=levels)
     figures = []
-    monkeypatch.setattr(lb, "save_figure", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report_tables, "save_figure", lambda fig, path: figures.append(fig))
     lb.build(tmp_path)
     (fig,) = [f for f in figures if "true MI" in f._suptitle.get_text()]
     drawn = [ax for ax in fig.axes if ax.axison]

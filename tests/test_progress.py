@@ -372,3 +372,34 @@ def test_a_task_with_the_old_three_argument_hook_still_gets_its_bar(monkeypatch,
     run(compose_config(TINY + ["trainer.enable_progress_bar=true"], out_dir=tmp_path / "r"), echo=False)
     monkeypatch.setattr(sys, "stderr", sys.__stderr__)
     assert calls == [(0, 5), (5, 10), (10, 15)]
+
+
+CRASHING = """
+import sys, warnings
+from mibench.benchmarks.onehot import OneHot
+def setup(self):
+    warnings.warn("a warning the console shows")
+    raise RuntimeError("boom in setup")
+OneHot.setup = setup
+from mibench.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_app_log_holds_the_consoles_warnings_and_a_crashs_traceback(runs_dir, tmp_path):
+    """Issue 29 req. 7: a job's Python warning and a crashed run's error line with its traceback are on stderr as
+    before, and app.log holds every line the console showed."""
+    import subprocess
+
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING)
+    p = subprocess.run([sys.executable, str(script), "benchmark=onehot", "estimator=mine", "benchmark.steps=5",
+                        "logger=none", "trainer.enable_progress_bar=false"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    assert "UserWarning: a warning the console shows" in p.stderr
+    assert "mibench: error: run crashed: RuntimeError: boom in setup" in p.stderr and "Traceback" in p.stderr
+    (log,) = runs_dir.rglob("app.log")
+    text = log.read_text()
+    shown = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert shown and all(ln in text for ln in shown), [ln for ln in shown if ln not in text]
+    assert "][py.warnings][WARNING] - " in text and "][mibench][ERROR] - mibench: error: run crashed" in text

@@ -159,6 +159,7 @@ def test_report_cli_errors_and_out(tmp_path, capsys):
 
 def test_report_notes_what_it_could_not_make_or_inline(tmp_path, monkeypatch):
     import mibench.report as rp
+    from mibench.reports import choi_lee
 
     d = write_run(tmp_path, "r0", benchmark="onehot", dataset="onehot", estimator="mine", status="crashed",
                   rec_extra={"error": "ValueError: boom"})
@@ -168,9 +169,9 @@ def test_report_notes_what_it_could_not_make_or_inline(tmp_path, monkeypatch):
     def broken(runs):
         raise KeyError("odd record")
 
-    monkeypatch.setattr(rp.lb, "onehot_table", broken)
+    monkeypatch.setattr(choi_lee, "onehot_table", broken)
     html = write_report(tmp_path).read_text()
-    assert "Could not make the leaderboard tables: KeyError" in html
+    assert "Could not make the One-hot drift and explosion (Choi &amp; Lee §3-4) table: KeyError" in html
     assert "Figure r0/big.png not inlined:" in html and "<img" not in html
     page = parse(tmp_path / "report.html")
     assert page.tables["failed-runs"]["rows"][0][:3] == ["r0", "crashed", "ValueError: boom"]

@@ -37,7 +37,7 @@ from ..estimators import Estimator
 from ..models import REGISTRY as MODELS
 from ..models import SCHEMA as MODEL_SCHEMA
 from ..models import build_model
-from ..results import atomic_write_csv
+from ..results import atomic_write_csv, plot_epochs
 from ..precision import full
 
 CLB_MARGINALS = ("distinct", "negatives")
@@ -343,6 +343,8 @@ class ImageTask(Task):
                    "wall_time_s": round(train_wall, 3),
                    "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)}
             atomic_write_csv(self.out_dir / "result.csv", pd.DataFrame([row], columns=RESULT_COLUMNS))
+            if plot_epochs(pd.DataFrame(self.history), self.out_dir / "epochs.png", title, self.generated_data()):
+                result.figures.append(self.out_dir / "epochs.png")
 
 
 @register("slb")

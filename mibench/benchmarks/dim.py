@@ -43,7 +43,7 @@ from ..estimators import Estimator, build_estimator
 from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMINet, MapMINet, PriorDiscriminator,
                           global_scores, local_score_tensor, local_scores, prior_scores)
 from ..probes import PROBES, extract_features, train_probes
-from ..results import atomic_write_csv, atomic_write_text
+from ..results import atomic_write_csv, atomic_write_text, plot_epochs
 from ..precision import full
 
 class _Milestones(Rule):
@@ -355,6 +355,9 @@ class DIM(Task):
             if len(self.probe_data) > 1:
                 atomic_write_csv(self.out_dir / "transfer.csv", transfer)
             atomic_write_text(self.out_dir / "table1.md", md)
+            if plot_epochs(pd.DataFrame(self.history), self.out_dir / "epochs.png",
+                           f"DIM {w.name} / {cfg.estimator.name} on {d.name}", self.generated_data()):
+                result.figures.append(self.out_dir / "epochs.png")
         pretrain_wall = result.extra.get("train_wall_s", math.nan)
         metrics: dict[str, Any] = {"model": self.model, "dim": w.name, "alpha": w.alpha, "beta": w.beta,
                                    "gamma": w.gamma, "epochs": int(b.epochs), "epochs_done": len(self.history),

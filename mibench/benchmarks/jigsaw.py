@@ -44,7 +44,7 @@ from ..models import SCHEMA as MODEL_SCHEMA
 from ..models import build_model
 from ..models.jigsaw import NEGATIVES, CosineWitness, Descrambler, PatchEncoder, witness_layout
 from ..probes import Probes
-from ..results import atomic_write_csv, atomic_write_text
+from ..results import atomic_write_csv, atomic_write_text, plot_epochs
 from ..precision import full
 
 COLUMNS = ("loss", "mi", "joint", "marginal", "acc")
@@ -437,6 +437,9 @@ class Jigsaw(Task):
             atomic_write_csv(self.out_dir / "probes.csv", probes)
             atomic_write_csv(self.out_dir / "summary.csv", summary)
             atomic_write_text(self.out_dir / "table3.md", md)
+            if plot_epochs(pd.DataFrame(self.history), self.out_dir / "epochs.png", f"MI Jigsaw / {method} on {d.name}",
+                           self.generated_data()):
+                result.figures.append(self.out_dir / "epochs.png")
         pretrain_wall = result.extra.get("train_wall_s", math.nan)
         metrics: dict[str, Any] = {
             "method": method, "objective": self.objective, "estimator": est_name, "model": cfg.model.name,

@@ -44,7 +44,7 @@ from ..data.dataset import DATASETS, providing
 from ..engine import Capabilities, Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
-from ..results import atomic_write_csv, atomic_write_text
+from ..results import atomic_write_csv, atomic_write_text, plot_epochs
 from .dim import end_epoch, epoch_segments
 from ..precision import full
 
@@ -311,6 +311,9 @@ class LayerPair(Task):
         if self.out_dir is not None:
             atomic_write_csv(self.out_dir / "table2.csv", cells)
             atomic_write_text(self.out_dir / "table2.md", f"# {head}\n\n{md}")
+            if plot_epochs(pd.DataFrame(self.history), self.out_dir / "epochs.png", f"layer-pair DIM ({what}) on {d.name}",
+                           self.generated_data()):
+                result.figures.append(self.out_dir / "epochs.png")
         metrics: dict[str, Any] = {"method": self.method, "layers": list(self.layers), "supervised": self.supervised,
                                    "epochs": int(b.epochs), "epochs_done": len(self.history), "steps": steps,
                                    "batch_size": int(b.batch_size), "diverged": diverged,
@@ -339,12 +342,11 @@ def _provenance(pdm) -> str:
 
 
 def collect(runs: Path) -> pd.DataFrame:
-    """Every ``table2.csv`` under ``runs`` (the last run per cell wins: files sorted by modification time)."""
-    files = sorted(Path(runs).rglob("table2.csv"), key=lambda f: f.stat().st_mtime)
-    if not files:
-        raise FileNotFoundError(f"no table2.csv under {runs} (run benchmark=layerpair first)")
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    return df.drop_duplicates(["train_dataset", "test_dataset", "method"], keep="last")
+    """Every finished layerpair run's ``table2.csv`` cells under ``runs`` (the newest run per cell wins), read by the
+    one loader (:func:`mibench.reports.eta_mine.layerpair_cells`)."""
+    from ..reports.eta_mine import layerpair_cells
+
+    return layerpair_cells(runs)
 
 
 def main(argv: list[str] | None = None) -> None:

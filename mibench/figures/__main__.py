@@ -1,4 +1,5 @@
-"""``python -m mibench.figures {onehot,eta_fig3a} RUNS_DIR [--out DIR]``: the paper's figures from a set of finished runs."""
+"""``python -m mibench.figures {onehot,eta_fig3a} RUNS_DIR [--out DIR]``: the paper's figures from a set of finished
+runs, read by the one loader and drawn by the paper modules of :mod:`mibench.reports`."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    from . import eta, onehot
+    from ..reports import choi_lee, eta_mine
 
-    studies = {"onehot": onehot.make_figures, "eta_fig3a": eta.make_figures}
+    studies = {"onehot": choi_lee.onehot_study, "eta_fig3a": eta_mine.eta_fig3a_study}
     p = argparse.ArgumentParser(prog="python -m mibench.figures", description=__doc__)
     p.add_argument("study", choices=sorted(studies))
     p.add_argument("runs", type=Path, help="a directory searched recursively for finished runs")

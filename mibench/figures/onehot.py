@@ -6,8 +6,8 @@
   Fig 4  ReMINE, lambda = 0.1, batch 100, 1,500 steps, C* in {-5, -2, 0, 2, 5}: terms, C* dotted orange
   Fig 5  ReMINE and ReNWJ, batch 32: estimate, terms, outputs
 
-The runs come from ``python -m mibench -m experiment=onehot_study`` and ``experiment=onehot_fig4``;
-any run directory holding config.yaml, steps.csv and summary.csv of benchmark=onehot is picked up.
+The runs come from ``python -m mibench -m experiment=onehot_study`` and ``experiment=onehot_fig4``, read by the one
+loader of :mod:`mibench.reports` (:func:`mibench.reports.choi_lee.onehot_study`); this module draws.
 """
 from __future__ import annotations
 
@@ -76,25 +76,6 @@ def draw_outputs(ax: Any, steps: pd.DataFrame, upto: int | None = None) -> None:
     ax.legend(loc="best", fontsize=7)
 
 
-def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every finished one-hot run under ``root``: its config, steps and summary row."""
-    import yaml
-
-    runs = []
-    for summ in sorted(Path(root).rglob("summary.csv")):
-        d = summ.parent
-        if not (d / "config.yaml").exists() or not (d / "steps.csv").exists():
-            continue
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
-        if cfg.get("benchmark", {}).get("name") != "onehot":
-            continue
-        row = pd.read_csv(summ).iloc[0].to_dict()
-        runs.append({"dir": d, "cfg": cfg, "estimator": cfg["estimator"]["name"],
-                     "batch_size": int(cfg["dataset"]["batch_size"]), "steps": int(cfg["benchmark"]["steps"]),
-                     "c_star": cfg["estimator"].get("c_star"), "seed": int(cfg["seed"]), "summary": row})
-    return runs
-
-
 def pick(runs: Sequence[dict[str, Any]], estimator: str, batch_size: int, steps: int | None = None,
          c_star: float | None = None) -> dict[str, Any] | None:
     """The lowest-seed run matching the given settings (None when there is none)."""
@@ -149,33 +130,6 @@ def grid(columns: Sequence[tuple[str, dict[str, Any] | None]], rows: Sequence[st
     fig.tight_layout()
     save(fig, path)
     return path
-
-
-def make_figures(root: str | Path, out: str | Path | None = None) -> list[Path]:
-    """Write onehot_fig1..5.png and onehot_runs.csv (every run's summary row) for the runs under ``root``."""
-    from ..results import atomic_write_csv
-
-    runs = load_runs(root)
-    out = Path(out if out is not None else root)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    if runs:
-        table = pd.DataFrame([{**r["summary"], "seed": r["seed"], "dir": str(r["dir"])} for r in runs])
-        atomic_write_csv(out / "onehot_runs.csv", table)
-        paths.append(out / "onehot_runs.csv")
-    pair = lambda names, b, steps=3000: [(f"{LABELS[n]}, batch {b}", pick(runs, n, b, steps)) for n in names]  # noqa: E731
-    paths.append(grid(pair(("mine", "nwj"), 100), ("estimate", "terms"),
-                      "Fig. 1: MINE vs NWJ, batch 100 (MINE's terms drift in parallel)", out / "onehot_fig1.png"))
-    paths.append(grid(pair(("mine", "nwj"), 100), ("outputs",),
-                      "Fig. 2: critic outputs on / off the joint support, batch 100", out / "onehot_fig2.png"))
-    paths.append(grid(pair(("mine", "nwj"), 32), ("estimate", "terms", "outputs"),
-                      "Fig. 3: MINE vs NWJ, batch 32 (unstable case)", out / "onehot_fig3.png"))
-    fig4 = [(f"ReMINE C* = {c:g}", pick(runs, "remine", 100, 1500, c)) for c in FIG4_C_STARS]
-    paths.append(grid(fig4, ("estimate", "terms"), "Fig. 4: ReMINE, lambda 0.1, batch 100, 1,500 steps",
-                      out / "onehot_fig4.png"))
-    paths.append(grid(pair(("remine", "renwj"), 32), ("estimate", "terms", "outputs"),
-                      "Fig. 5: ReMINE vs ReNWJ, batch 32", out / "onehot_fig5.png"))
-    return paths
 
 
 def plot_onehot(steps: pd.DataFrame, path: str | Path, title: str, true_mi: float, target: float = math.nan,
