@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ..checks import ConfigError, Rule, check_rules
+from ..critics import build_critic
+from ..estimators import build_estimator
+from .divergence import SCHEMA as DIVERGENCE
 from .context import RunContext
 from .result import RunResult
 
@@ -119,9 +122,7 @@ class Benchmark:
     def validate(cls, cfg: DictConfig) -> None:
         """Raise :class:`ConfigError` (one line) on a bad value: the divergence limits and ``schema`` first, then
         :meth:`check`."""
-        from .divergence import SCHEMA
-
-        check_rules(cfg, SCHEMA)
+        check_rules(cfg, DIVERGENCE)
         check_rules(cfg, cls.schema)
         cls.check(cfg)
 
@@ -227,6 +228,7 @@ class Task(Benchmark):
         return 0
 
     def no_work_hint(self) -> str:
+        """What to change when a run did no step (its ``NoWorkError``)."""
         return "check the data size against the batch size"
 
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -276,22 +278,21 @@ class Task(Benchmark):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned (a resumed run)."""
 
     # ------------------------------------------------------------------ helpers for subclasses
     def build_estimator(self, dim_y: int | None, **overrides: Any) -> nn.Module:
-        from ..estimators import build_estimator
-
+        """The configured estimator (``overrides`` on its keys), its parameters on the main optimizer's groups."""
         est = build_estimator({**OmegaConf.to_container(self.cfg.estimator, resolve=True), **overrides}, dim_y=dim_y)
         self.estimators.append(est)
         return est
 
     def build_critic(self, dim_x: int, dim_y: int) -> nn.Module:
-        from ..critics import build_critic
-
+        """The configured critic for x of ``dim_x`` and y of ``dim_y`` dimensions."""
         return build_critic(OmegaConf.to_container(self.cfg.critic, resolve=True), dim_x, dim_y)
 
     def record_columns(self) -> list[str]:
+        """The columns of a host row: ``step``, ``context_columns``, then ``columns``."""
         return ["step", *self.context_columns, *self.columns]
 
 
