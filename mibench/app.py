@@ -135,8 +135,8 @@ def prepare(cfg: DictConfig, out_dir: str | Path | None = None, echo: bool = Tru
     task = TASKS[cfg.benchmark.name]
     out = Path(out_dir if out_dir is not None else cfg.out_dir)
     resume_from = None
-    if cfg.get("resume") and not task.resumable:  # (a SLURM requeue of such a run starts again from step 0)
-        resumable = ", ".join(n for n, t in TASKS.items() if t.resumable)
+    if cfg.get("resume") and not task.capabilities(cfg).resumable:  # (a SLURM requeue of such a run starts again)
+        resumable = ", ".join(n for n, t in TASKS.items() if t.caps.resumable)
         raise ConfigError(f"resume=true is not supported by benchmark={cfg.benchmark.name} (resumable: {resumable})")
     requeue = requeued_here(cfg, out) if reuse else None
     before = None  # the record of the run this attempt continues (its interruptions and attempts carry over)

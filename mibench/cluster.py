@@ -79,10 +79,10 @@ def interruption_kind(signum: int, times: tuple[float, float] | None, lead_s: fl
 def submission_warnings(benchmarks: list[str], tasks: Mapping[str, Any]) -> list[str]:
     """One line per benchmark of a sweep bound for SLURM that cannot checkpoint (a requeue restarts it);
     ``tasks``: the task registry (mibench.benchmarks.TASKS: passed in, this module sits below the benchmarks)."""
-    resumable = sorted(n for n, t in tasks.items() if t.resumable)
+    resumable = sorted(n for n, t in tasks.items() if t.caps.resumable)
     return [f"benchmark={b} cannot checkpoint: a job SLURM stops at its time limit or preempts starts again from "
             f"step 0 (give it a hydra.launcher.timeout_min above its run time; resumable: {', '.join(resumable)})"
-            for b in dict.fromkeys(benchmarks) if b in tasks and not tasks[b].resumable]
+            for b in dict.fromkeys(benchmarks) if b in tasks and not tasks[b].caps.resumable]
 
 
 def signal_lead_s(default: float = 120.0) -> float:

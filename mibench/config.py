@@ -3,7 +3,8 @@
 Generic checks live here; each benchmark checks its own values (``Task.validate``), and whether an
 estimator fits a benchmark is decided from what the registry says the estimator needs
 (``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.conditional``, ``Spec.ranges``) against
-what the task gives (``Task.layout_for``, ``Task.gives_y``, ``Task.conditional_for``): no benchmark keeps a list of estimators.
+what the task gives (its ``Capabilities`` for the config: ``layout``, ``gives_y``, ``conditional``): no benchmark keeps a
+list of estimators.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .registry import DATASETS, ESTIMATORS, TASKS, Task, providing
+from .registry import DATASETS, ESTIMATORS, TASKS, providing
 from .checks import (Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, OneOf, Plain, as_dict, check_rules,
                      check_runs_root, check_seed, check_size, frozen, num, plain, writable)
 from .precision import PRECISIONS
@@ -90,10 +91,10 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
     """The estimator's needs (registry) against what ``task`` gives: trainability, score layout, y per column."""
     est = cfg.estimator
     spec = ESTIMATORS[est.name]
-    if not task.uses_estimator:
+    if not task.caps.uses_estimator:  # (the class's declaration: jigsaw's objective=ce is checked as before)
         return
-    layout, gives_y, cond = task.layout_for(cfg), task.gives_y_for(cfg), task.conditional_for(cfg)
-    trains = task.trains_critic
+    caps = task.capabilities(cfg)
+    layout, gives_y, cond, trains = caps.layout, caps.gives_y, caps.conditional, caps.trains_critic
     valid = ", ".join(usable(layout, gives_y, trains, cond))
     if spec.conditional and not cond:
         raise ConfigError(f"estimator={est.name} is a structured bound: its scores must be a known encoder's "
@@ -113,7 +114,7 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
 
 def conditional_benchmarks() -> list[str]:
     """Benchmarks whose scores can be a known encoder's log p(y|x) (with their option where one is needed)."""
-    return sorted(n for n, t in TASKS.items() if t.conditional or t.conditional_for.__func__ is not Task.conditional_for.__func__)
+    return sorted(n for n, t in TASKS.items() if t.caps.known_encoder)
 
 
 _SMOKED: dict[tuple, str | None] = {}  # smoke_call's answers by (estimator parameters, layout, y): a sweep's
@@ -190,7 +191,7 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
     check_size(lambda: build_estimator(params, dim_y=dim_y(cfg)), f"estimator={est.name} (y of dimension {dim_y(cfg)})",
                "smaller estimator.baseline_hidden / baseline_layers / components, or a smaller y",
                key=("estimator", frozen(params), dim_y(cfg)))
-    if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.conditional_for(cfg):
+    if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.capabilities(cfg).conditional:
         raise ConfigError(f"critic=conditional is a known encoder's log p(y|x), which benchmark={bench.name} does "
                           f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")
     data.check(cfg)

@@ -24,7 +24,7 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
 
 def roles(cfg: DictConfig | dict) -> dict[str, str | None]:
     """What a run of ``cfg`` (a DictConfig, or a config.yaml as plain data) is named by, from its benchmark's Task
-    declarations (``uses_estimator_for``, ``uses_critic_for``, ``method_for``): ``estimator`` (None where the run
+    capabilities (``uses_estimator``, ``uses_critic``, ``method``): ``estimator`` (None where the run
     uses no estimator: benchmark=optimal, sandwich, gradients; jigsaw's objective=ce; layerpair's supervised
     reference), ``critic`` (None where no network is built from the critic group: those and dim, dsprites,
     jigsaw, layerpair) and ``label``, its name beside the seed in the run directory (the estimator, else the
@@ -33,9 +33,9 @@ def roles(cfg: DictConfig | dict) -> dict[str, str | None]:
     task = _task(bench)
     if task is None:
         return {"estimator": est, "critic": critic, "label": est or bench or "run"}
-    uses_est = task.uses_estimator_for(cfg)
-    return {"estimator": est if uses_est else None, "critic": critic if task.uses_critic_for(cfg) else None,
-            "label": (est if uses_est else None) or task.method_for(cfg)}
+    caps = task.capabilities(cfg)
+    return {"estimator": est if caps.uses_estimator else None, "critic": critic if caps.uses_critic else None,
+            "label": (est if caps.uses_estimator else None) or caps.method}
 
 
 def _name(cfg: DictConfig | dict, group: str) -> str | None:

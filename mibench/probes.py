@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engine import Backend, Engine, Optim, Step, Task
+from .engine import Backend, Engine, Optim, RunContext, Step, Task
 from .models.dim import LAYERS, make_probe
 from .precision import full
 
@@ -49,10 +49,10 @@ class Probes(Task):
     columns = ("loss",)
     steps_file = None
 
-    def __init__(self, device: torch.device, train_f: dict[str, Tensor], train_y: Tensor, num_classes: int,
+    def __init__(self, ctx: RunContext, train_f: dict[str, Tensor], train_y: Tensor, num_classes: int,
                  kinds: tuple[str, ...] = PROBES, epochs: int = 20, lr: float = 1e-3, batch_size: int = 256,
                  milestones: tuple[int, ...] = (), hidden: int = 200, dropout: float = 0.1, seed: int = 0):
-        super().__init__(None, None, device)
+        super().__init__(None, None, ctx)
         self.train_f, self.train_y, self.num_classes = train_f, train_y, num_classes
         self.kinds, self.epochs, self.lr, self.batch_size = kinds, epochs, lr, batch_size
         self.milestones, self.hidden, self.dropout, self.seed = milestones, hidden, dropout, seed
@@ -96,7 +96,7 @@ class Probes(Task):
 
     def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
         """Probe epoch e/E and each probe's mean training-batch accuracy over the block (``linear/fc=0.412``)."""
-        fields: dict[str, Any] = {"epoch": f"{self.engine.fit.segment + 1}/{self.epochs}"}
+        fields: dict[str, Any] = {"epoch": f"{self.ctx.segment + 1}/{self.epochs}"}
         if shown is not None and len(shown):
             fields.update({name.replace("_", "/", 1): float(v) for name, v in zip(self.shown_columns, shown.mean(0))})
         return fields
@@ -120,7 +120,7 @@ def train_probes(train_f: dict[str, Tensor], train_y: Tensor, test_f: dict[str, 
     """Train the probes through the engine (nothing written) and return test top-1 (%) per (kind, layer)
     (``progress``: a bar with each probe's training accuracy, on a terminal)."""
     be = backend or Backend("cuda" if train_y.device.type == "cuda" else "cpu")
-    task = Probes(train_y.device, train_f, train_y, num_classes, kinds, epochs, lr, batch_size, milestones, hidden,
+    task = Probes(RunContext(be), train_f, train_y, num_classes, kinds, epochs, lr, batch_size, milestones, hidden,
                   dropout, seed)
     task.setup()
     engine = Engine(task, be, progress=progress, stop_on_divergence=False, total_steps=task.total_steps())

@@ -137,7 +137,7 @@ def read_keys(cfg: Plain, group: str, option: str) -> list[str]:
     from mibench.config import TASKS
 
     keys = own_keys(group, option)
-    if group == "benchmark" and TASKS[cfg.benchmark.name].trains:
+    if group == "benchmark" and TASKS[cfg.benchmark.name].caps.trains:
         keys += [f"dataset.{k}" for k in cfg.dataset if f"dataset.{k}" not in keys]
     return keys
 

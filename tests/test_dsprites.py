@@ -22,7 +22,7 @@ from mibench.benchmarks.dsprites import correlation_ratios, smoothness
 from mibench.checks import ConfigError
 from mibench.compose import CONF_DIR, compose_config
 from mibench.config import validate
-from mibench.engine import TASKS, run_task, seed_everything
+from mibench.engine import TASKS, RunContext, run_task, seed_everything
 from mibench.estimators import bounds, usable
 from mibench.models.dsprites import DSpritesEncoder, dim_log_density, gaussian_kl, log_density
 
@@ -262,7 +262,7 @@ def task(base):
     cfg = changed(base, benchmark__latent=4, estimator__baseline_hidden=16, benchmark__tc_max=0.0,
                   benchmark__smooth_max=0.0)  # delta = gamma = 0: both hinges in the loss
     validate(cfg)
-    t = TASKS["dsprites"](cfg, None, torch.device("cpu"))
+    t = TASKS["dsprites"](cfg, None, RunContext())
     t.setup()
     return t
 
@@ -360,7 +360,7 @@ def test_every_accepted_estimator_trains_a_step(base):
     for name in names:
         cfg = changed(base, estimator=name, benchmark__latent=3)
         validate(cfg)
-        t = TASKS["dsprites"](cfg, None, torch.device("cpu"))
+        t = TASKS["dsprites"](cfg, None, RunContext())
         t.setup()
         terms = t.objective(x)
         terms.loss.backward()

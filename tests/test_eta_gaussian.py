@@ -173,12 +173,13 @@ def test_fig3a_table_from_runs(tmp_path):
 def test_learned_baseline_test_estimate_gets_y(est, tmp_path):
     """Issue 11: the test estimate of a paired / learned-baseline bound is the mean over square blocks, with y."""
     from mibench.benchmarks.eta_gaussian import EtaGaussian
+    from mibench.engine import RunContext
 
     over = ["benchmark=eta_gaussian", *est, "benchmark.steps=3", "benchmark.eval_every=3", "dataset.n_train=40", "benchmark.batch_size=16",
             "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "benchmark.plot=false", *QUIET]
     r = run(compose_config(over, out_dir=tmp_path), echo=False)  # crashed at the first test estimate
     assert math.isfinite(r["metrics"]["test_estimate"])
-    task = EtaGaussian(compose_config(over), None, torch.device("cpu"))
+    task = EtaGaussian(compose_config(over), None, RunContext())
     task.setup()
     x, y = task.x_te, task.y_te
     want = torch.stack([task.estimator(task.nets["critic"](x[i:i + 10], y[i:i + 10]), y=y[i:i + 10]).mi
@@ -200,13 +201,14 @@ def test_algorithm1_schedule_alternates_and_uses_one_permutation():
     """benchmark.eta_schedule=alternating: eta out of the main optimizer, one gradient step on eta after every
     critic_steps critic steps; benchmark.marginals=permutation: the marginal pairs are (x_i, y_perm(i))."""
     from mibench.benchmarks.eta_gaussian import EtaGaussian
+    from mibench.engine import RunContext
 
     over = ["benchmark=eta_gaussian", "estimator=eta_mine", "estimator.eta_lr=0.5", "benchmark.eta_schedule=alternating",
             "benchmark.critic_steps=2", "benchmark.marginals=permutation", "benchmark.batch_size=8",
             "dataset.n_train=40", "dataset.n_test=20", "benchmark.eval_block=10", "critic.hidden=8", "seed=3"]
     cfg = compose_config(over)
     validate(cfg)
-    task = EtaGaussian(cfg, None, torch.device("cpu"))
+    task = EtaGaussian(cfg, None, RunContext())
     task.setup()
     assert len(task.estimators) == 0  # not in the engine's main optimizer
     gen = torch.Generator().manual_seed(3 + 15485863)  # the task's permutation stream, replayed

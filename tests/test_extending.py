@@ -17,7 +17,7 @@ from mibench.app import run
 from mibench.checks import ConfigError
 from mibench.compose import compose_config
 from mibench.config import validate
-from mibench.engine import TASKS, RunResult, Scores, Task, register, train_group
+from mibench.engine import TASKS, Capabilities, RunResult, Scores, Task, register, train_group
 from mibench.estimators import REGISTRY, Estimate, Spec, masked_logmeanexp, masked_mean, resolve_masks
 
 from drift import assert_same_run
@@ -73,7 +73,7 @@ def test_new_estimator_runs_through_two_benchmarks(plugin_conf, bench, n, tmp_pa
 class Gauss1D(Task):
     """A whole benchmark in a few lines: a 1-D Gaussian with correlation rho, I = -1/2 log(1 - rho^2)."""
 
-    vectorized = True  # its sweeps may train as one batched model
+    caps = Capabilities(vectorized=True)  # its sweeps may train as one batched model
 
     def setup(self) -> None:
         self.rho = float(self.cfg.benchmark.rho)

@@ -61,7 +61,7 @@ def builds_critic(task) -> bool:
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_uses_critic_matches_the_code(name):
-    assert TASKS[name].uses_critic is builds_critic(TASKS[name])
+    assert TASKS[name].caps.uses_critic is builds_critic(TASKS[name])
 
 
 def test_old_runs_are_named_by_what_they_used_in_every_table(tmp_path):

@@ -53,11 +53,17 @@ def test_the_bad_input_examples_are_what_the_command_line_prints():
 
 
 def test_docs_engine_names_every_member_of_the_task_contract():
-    """docs/engine.md's "What a task declares" names every public member of :class:`mibench.engine.Task`."""
-    from mibench.engine.task import Task
+    """docs/engine.md's "What a benchmark declares" names every public member of :class:`mibench.engine.Task`, of
+    its base :class:`mibench.engine.Benchmark` and of :class:`mibench.engine.Analysis`, every field of
+    :class:`mibench.engine.Capabilities` and every member of :class:`mibench.engine.RunContext`."""
+    import dataclasses
 
-    doc = (ROOT / "docs" / "engine.md").read_text().split("## What a task declares", 1)[1].split("\n## ", 1)[0]
-    missing = [m for m in vars(Task) if not m.startswith("_") and f"`{m}" not in doc]
+    from mibench.engine import Analysis, Benchmark, Capabilities, RunContext, Task
+
+    doc = (ROOT / "docs" / "engine.md").read_text().split("## What a benchmark declares", 1)[1].split("\n## ", 1)[0]
+    names = [m for cls in (Benchmark, Task, Analysis, RunContext) for m in vars(cls)]
+    names += [f.name for f in dataclasses.fields(Capabilities)] + ["ctx", "estimator"]
+    missing = [m for m in names if not m.startswith("_") and f"`{m}" not in doc]
     assert not missing, missing
 
 

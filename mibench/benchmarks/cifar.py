@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_rules
 from ..data.cifar import (SPECS, CifarBatches, CifarData, CifarDataError, generated_note,
                           has_positive)
-from ..engine import Optim, RunResult, Step, Task, data_error, register
+from ..engine import Capabilities, Optim, RunResult, Step, Task, data_error, register
 from ..estimators import Estimator
 from ..models import REGISTRY as MODELS
 from ..models import SCHEMA as MODEL_SCHEMA
@@ -170,8 +171,7 @@ class ImageTask(Task):
     columns = ("estimate", "loss")
     shown_columns = ("acc",)  # the progress bar's training-batch accuracy (not recorded)
     segment_unit = "epoch"
-    resumable = True
-    gives_y = False
+    caps = Capabilities(resumable=True, gives_y=False)
     sgd_momentum = 0.9
 
     schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples"), "crop_pad": Int(0),
@@ -214,7 +214,7 @@ class ImageTask(Task):
             self.data.setup()  # load + validate the arrays (or download) before any training
         except CifarDataError as e:
             raise data_error(e) from None
-        self.data.rank = self.backend.rank
+        self.data.rank = self.ctx.rank
         if self.data.train_x.shape[0] < self.data.batch_size:
             raise ConfigError(f"dataset.batch_size={d.batch_size} is larger than the {self.data.train_x.shape[0]} "
                               f"training images under {d.root}: no batch would ever run")
@@ -248,7 +248,7 @@ class ImageTask(Task):
         """Rank 0's planned steps, when known before the epoch runs (CLB's random batches may be skipped)."""
         if self.name == "clb" and self.cfg.benchmark.get("sampler", "random") != "balanced":
             return None
-        return int(self.cfg.benchmark.epochs) * -(-len(self.data.train_batches) // self.backend.world_size)
+        return int(self.cfg.benchmark.epochs) * -(-len(self.data.train_batches) // self.ctx.world_size)
 
     def candidates(self) -> int:
         """SLB: the C logits of a row; CLB: the batch (a row's joint and marginal entries)."""
@@ -275,7 +275,7 @@ class ImageTask(Task):
     def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
         """Epoch e/E, the block's mean MI estimate and its mean training-batch accuracy (test accuracy is
         measured once, after training)."""
-        fields = {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}",
+        fields = {"epoch": f"{self.ctx.segment + 1}/{int(self.cfg.benchmark.epochs)}",
                   **super().progress(lo, hi, rows)}
         if shown is not None and len(shown):
             fields["train acc"] = float(shown[:, 0].mean())
@@ -285,11 +285,11 @@ class ImageTask(Task):
         skipped = int(self.data.train_batches.skipped) - self.skipped_total
         self.skipped_total += skipped
         n = len(rows)
-        row = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n * self.backend.world_size,
+        row = {"epoch": index, "steps": self.ctx.step, "epoch_steps": n * self.ctx.world_size,
                "mi_mean": float(rows[:, 1].mean()) if n else math.nan,
                "loss_mean": float(rows[:, 2].mean()) if n else math.nan, "skipped_batches": skipped, "wall_s": wall}
         self.history.append(row)
-        if self.out_dir is not None and self.backend.is_global_zero:
+        if self.out_dir is not None and self.ctx.is_global_zero:
             atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
         return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
 
@@ -308,13 +308,13 @@ class ImageTask(Task):
 
     def finish(self, result: RunResult) -> None:
         cfg, b, d, task = self.cfg, self.cfg.benchmark, self.cfg.dataset, self.name
-        fit, ev = self.engine.fit, dict(result.metrics)
+        ctx, ev = self.ctx, dict(result.metrics)
         # NaN/Inf anywhere (training steps, or the estimate on the test batches) makes the run a diverged one;
         # when only the test estimate overflowed, diverged_step is the last step
-        diverged = (fit.diverged_step is not None or not all(math.isfinite(h["mi_mean"]) for h in self.history)
+        diverged = (ctx.diverged_step is not None or not all(math.isfinite(h["mi_mean"]) for h in self.history)
                     or not math.isfinite(ev["mi_test"]))
         last = self.history[-1]["mi_mean"] if self.history else math.nan
-        div_step = (fit.diverged_step if fit.diverged_step is not None else fit.t) if diverged else None
+        div_step = (ctx.diverged_step if ctx.diverged_step is not None else ctx.step) if diverged else None
         train_wall = result.extra.get("train_wall_s", math.nan)
         metrics = {
             "benchmark": task, "dataset": d.name, "estimator": cfg.estimator.name, "lam": cfg.estimator.get("lam"),
@@ -324,7 +324,7 @@ class ImageTask(Task):
             "mi_train": _clip0(last, diverged), "mi_train_raw": last,
             "mi_test": _clip0(ev["mi_test"], diverged), "mi_test_raw": ev["mi_test"], "test_acc": ev["test_acc"],
             "diverged": diverged, "diverged_step": div_step if diverged else -1,
-            "steps": fit.t, "skipped_batches": self.skipped_total, "train_wall_s": round(train_wall, 3),
+            "steps": ctx.step, "skipped_batches": self.skipped_total, "train_wall_s": round(train_wall, 3),
             "eval_bn": b.get("eval_bn", "running"),
         }
         result.metrics = metrics
@@ -338,7 +338,7 @@ class ImageTask(Task):
             f" | train {train_wall:.1f}s | test encodings: {'BatchNorm batch statistics (authors)' if metrics['eval_bn'] == 'batch' else 'eval mode'}")
         result.objective = -metrics["test_acc"]
         result.extra["history"] = pd.DataFrame(self.history)
-        if self.out_dir is not None and self.backend.is_global_zero:
+        if self.out_dir is not None and self.ctx.is_global_zero:
             row = {**{k: metrics.get(k) for k in RESULT_COLUMNS if k not in ("config", "wall_time_s")},
                    "wall_time_s": round(train_wall, 3),
                    "config": json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)}
@@ -351,11 +351,11 @@ class ImageTask(Task):
 class SLB(ImageTask):
     """Choi & Lee Theorem 7: scores = the B x C logits (one positive per row)."""
 
-    layout = "rows"
+    caps = replace(ImageTask.caps, layout="rows")
 
 
 @register("clb")
 class CLB(ImageTask):
     """Choi & Lee Theorem 8: scores = f f^T, several positives per row (explicit masks, no paired diagonal)."""
 
-    layout = "rows"
+    caps = replace(ImageTask.caps, layout="rows")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from dataclasses import replace
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Maybe, Number, Numbers, Rule
 from ..data.cifar import SPECS, CifarData, CifarDataError, generated_note
 from ..data.dataset import DATASETS, providing
-from ..engine import Optim, RunResult, Step, Task, data_error, register
+from ..engine import Capabilities, Optim, RunResult, Step, Task, data_error, register
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import Estimator, build_estimator
 from ..models.dim import (LAYERS, LOCAL_SHAPE, DIMEncoder, GlobalMINet, LocalMINet, MapMINet, PriorDiscriminator,
@@ -64,12 +65,12 @@ def epoch_segments(task: Task, start: int):
 
     def until(loader):
         for batch in loader:
-            if 0 <= limit <= task.engine.fit.t:
+            if 0 <= limit <= task.ctx.step:
                 return
             yield batch
 
     for epoch in range(start, int(b.epochs)):
-        if 0 <= limit <= task.engine.fit.t:
+        if 0 <= limit <= task.ctx.step:
             return
         yield until(task.data.epoch_loader(epoch))
 
@@ -78,11 +79,11 @@ def end_epoch(task: Task, index: int, rows: np.ndarray, wall: float, columns: tu
     """Append the epoch's row (steps, the mean of each record column, wall time) to ``task.history``, rewrite
     ``epochs.csv`` and return the ``epoch/*`` metrics (DIM, layer-pair DIM)."""
     n = len(rows)
-    row: dict[str, Any] = {"epoch": index, "steps": task.engine.fit.t, "epoch_steps": n * task.backend.world_size}
+    row: dict[str, Any] = {"epoch": index, "steps": task.ctx.step, "epoch_steps": n * task.ctx.world_size}
     row.update({f"{c}_mean": float(rows[:, 1 + k].mean()) if n else math.nan for k, c in enumerate(columns)})
     row["wall_s"] = wall
     task.history.append(row)
-    if task.out_dir is not None and task.backend.is_global_zero:
+    if task.out_dir is not None and task.ctx.is_global_zero:
         atomic_write_csv(task.out_dir / "epochs.csv", pd.DataFrame(task.history))
     return {f"epoch/{k}": v for k, v in row.items() if k != "epoch"}
 
@@ -206,12 +207,15 @@ class DIM(Task):
     segment_unit = "epoch"
     columns = COLUMNS
     estimate_columns = ("mi_local", "mi_global")
-    uses_critic = False  # the encoder's own local / global MI heads, never the critic group
+    caps = Capabilities(uses_critic=False)  # the encoder's own local / global MI heads, never the critic group
 
     @classmethod
-    def layout_for(cls, cfg) -> str:
+    def capabilities(cls, cfg) -> Capabilities:
+        """Local DIM (beta > 0): B x B*HW with several positives a row; global: a square matrix. epochs=0 trains
+        nothing (the random-init encoder's probes)."""
         w = cfg.get("dim")
-        return "rows" if w is None or w.beta > 0 else "paired"  # local DIM: B x B*HW with several positives a row
+        layout = "rows" if w is None or w["beta"] > 0 else "paired"
+        return replace(super().capabilities(cfg), layout=layout, trains=cfg["benchmark"].get("epochs", 1) != 0)
 
     schema = {"dim": {"alpha": Number(0.0), "beta": Number(0.0), "gamma": Number(0.0)},
               "benchmark": {"batch_size": Int(2, why=": DIM's negatives are the batch's other images"),
@@ -256,14 +260,13 @@ class DIM(Task):
                 self.probe_data[name] = pdm
         except CifarDataError as e:
             raise data_error(e) from None
-        self.data.rank = self.backend.rank
+        self.data.rank = self.ctx.rank
         est_cfg = OmegaConf.to_container(cfg.estimator, resolve=True)
         self.dim = DIMNets(est_cfg, w.alpha, w.beta, w.gamma, mi_units=int(b.mi_units))
         self.nets.update(self.dim.trained())
         self.estimators.extend(self.dim.estimators())
         if self.dim.gamma > 0:
             self.adversary = self.dim.disc
-        self.trains = int(b.epochs) > 0
         self.history: list[dict[str, Any]] = []
         self.zero = torch.zeros((), device=self.device)
 
@@ -298,7 +301,7 @@ class DIM(Task):
     def progress(self, lo: int, hi: int, rows: np.ndarray, shown: np.ndarray | None = None) -> dict[str, Any]:
         """Epoch e/E and the block's mean local and global MI estimates (the probes' bar, after pretraining, shows
         each probe's training accuracy: pretraining itself is unsupervised)."""
-        fields: dict[str, Any] = {"epoch": f"{self.engine.fit.segment + 1}/{int(self.cfg.benchmark.epochs)}"}
+        fields: dict[str, Any] = {"epoch": f"{self.ctx.segment + 1}/{int(self.cfg.benchmark.epochs)}"}
         for c in ("mi_local", "mi_global"):
             v = rows[:, 1 + COLUMNS.index(c)]
             v = v[np.isfinite(v)]
@@ -323,9 +326,9 @@ class DIM(Task):
                 tr = extract_features(enc, pdm.train_x, pdm.normalise, self.device)
                 te = extract_features(enc, pdm.test_x, pdm.normalise, self.device)
                 acc = train_probes(tr, pdm.train_y.to(self.device), te, pdm.test_y.to(self.device), pdm.num_classes,
-                                   seed=int(self.cfg.seed), backend=self.backend, **_probe_cfg(b),
+                                   seed=int(self.cfg.seed), backend=self.ctx.backend, **_probe_cfg(b),
                                    progress=bool(self.cfg.trainer.get("enable_progress_bar", False))
-                                   and self.backend.is_global_zero)
+                                   and self.ctx.is_global_zero)
                 del tr, te
             else:  # a diverged encoder with non-finite weights: no probe result
                 acc = {(k, layer): math.nan for k in b.probe.kinds for layer in LAYERS}

@@ -66,7 +66,7 @@ from torch import Tensor
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Number
 from ..data.dataset import DATASETS
 from ..data.dsprites import FACTORS, SIZES, FactorSource
-from ..engine import RunResult, Step, Task, data_error, register
+from ..engine import Capabilities, RunResult, Step, Task, data_error, register
 from ..estimators.base import Estimate
 from ..estimators.bounds import tc_upper
 from ..models.dsprites import DSpritesEncoder, dim_log_density, gaussian_kl
@@ -125,11 +125,10 @@ def group_means(values: Tensor, index: Tensor, size: int) -> Tensor:
 class DSpritesInfoMax(Task):
     needs_data = "factor_images"
     columns = ("estimate", "loss", "joint", "marginal", "tc", "smooth")
-    resumable = True
-    conditional = True  # the scores are always the encoder's log p(y_j | x_i)
-    layout = "paired"  # a square batch matrix, the pairs (x_i, y_i) on the diagonal
-    gives_y = True
-    uses_critic = False  # the critic is the encoder's own log p(y|x) - log q(y), never the critic group
+    # the scores are always the encoder's log p(y_j | x_i), a square batch matrix with the pairs (x_i, y_i) on the
+    # diagonal; the critic is the encoder's own log p(y|x) - log q(y), never the critic group
+    caps = Capabilities(resumable=True, conditional=True, known_encoder=True, layout="paired", gives_y=True,
+                        uses_critic=False)
 
     schema = {"benchmark": {"steps": Int(1), "eval_every": Int(1), "lr": LEARNING_RATE,
                             "batch_size": Int(2, why=": the bounds need >= 2 samples per batch"),
@@ -223,7 +222,7 @@ class DSpritesInfoMax(Task):
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         col = {c: 1 + k for k, c in enumerate(self.columns)}
         mean = (lambda c: float(rows[:, col[c]].mean()) if len(rows) else math.nan)
-        row = {"segment": index, "step": self.engine.fit.t, "steps": len(rows), "estimate": mean("estimate"),
+        row = {"segment": index, "step": self.ctx.step, "steps": len(rows), "estimate": mean("estimate"),
                "tc": mean("tc"), "smooth": mean("smooth"), "loss": mean("loss"), "wall_s": wall}
         self.history.append(row)
         if self.out_dir is not None:

@@ -22,6 +22,7 @@ objective can only improve on the network's.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, chec
 from ..critics import ConcatCritic, SeparableCritic
 from ..data.batches import IndexStream
 from ..data.random_gaussian import random_gaussian
-from ..engine import RunResult, Scores, Step, Task, register
+from ..engine import Capabilities, RunResult, Scores, Step, Task, register
 from ..engine.heldout import block_masks, block_scores, heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
 from ..estimators import bounds
@@ -115,7 +116,7 @@ class EtaGaussian(Task):
 
     needs_data = "random_gaussian"
 
-    vectorized = True
+    caps = Capabilities(vectorized=True)
 
     schema = {"dataset": {"dim": Int(2, why=": x and y each need a coordinate"), "n_train": Int(2), "n_test": Int(2),
                           "data_seed": Int(0)},
@@ -195,8 +196,10 @@ class EtaGaussian(Task):
         return None if self.perm_gen is None else torch.randperm(n, generator=self.perm_gen).to(self.device)
 
     @classmethod
-    def vectorized_for(cls, cfg) -> bool:
-        return cfg.benchmark.get("eta_schedule", "joint") == "joint"  # Algorithm 1's eta step is a second update
+    def capabilities(cls, cfg) -> Capabilities:
+        """eta_schedule=alternating: one run per process (Algorithm 1's eta step is a second update)."""
+        joint = cfg["benchmark"].get("eta_schedule", "joint") == "joint"
+        return replace(super().capabilities(cfg), vectorized=joint)
 
     def score(self, batch) -> Scores:
         idx, perm = batch
@@ -233,7 +236,7 @@ class EtaGaussian(Task):
 
     def evaluate(self) -> dict[str, Any]:
         b = self.cfg.benchmark
-        if not (self.cfg.estimator.name == "eta_mine" and b.convex and self.engine.fit.diverged_step is None):
+        if not (self.cfg.estimator.name == "eta_mine" and b.convex and self.ctx.diverged_step is None):
             return {}
         cx = convex_stage(self.nets["critic"], self.train, self.test, self.true_mi, int(b.convex_perms),
                           float(b.convex_l2), int(b.convex_iters), int(b.eval_block), int(self.cfg.seed))

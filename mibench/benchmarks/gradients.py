@@ -51,7 +51,7 @@ from torch.func import grad_and_value, vmap
 
 from ..checks import Choice
 from ..data.gaussian import optimal_scores_per_dim
-from ..engine import RunResult, Task, register
+from ..engine import Analysis, RunResult, register
 from ..figures.gradients import plot_gradients
 from ..figures.optimal import label
 from ..results import atomic_write_csv
@@ -188,16 +188,11 @@ def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
 
 
 @register("gradients")
-class Gradients(Task):
-    """No training: the MSE of each bound's gradient with respect to the encoder's rho (Poole Fig. 4)."""
+class Gradients(Analysis):
+    """No training: the MSE of each bound's gradient with respect to the encoder's rho (Poole Fig. 4), with the
+    analytic optimal critic (never the critic group)."""
 
     needs_data = "gaussian"
-
-    trains = False
-    uses_estimator = False
-    uses_critic = False  # the analytic optimal critic, never the critic group
-    trains_critic = False
-    steps_file = None
 
     schema = {"dataset": Optimal.schema["dataset"],
               "benchmark": {**Optimal.schema["benchmark"], "rho_split": Choice(*SPLITS)}}

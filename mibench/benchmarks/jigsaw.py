@@ -25,6 +25,7 @@ record. Outputs: steps.csv, epochs.csv, probes.csv, summary.csv, table3.md, resu
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import time
 from typing import Any
 
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, Numbers, Rule, check_rules
 from ..data.imagefolder import ImageFolder, ImageFolderError, is_generated, scan, write_generated_tree
 from ..data.jigsaw import Geometry, permutation_set, puzzle_patches, scramble, target_patches
-from ..engine import Engine, Optim, RunResult, Step, Task, data_error, register
+from ..engine import Capabilities, Engine, Optim, RunResult, RunContext, Step, Task, data_error, register
 from ..models import SCHEMA as MODEL_SCHEMA
 from ..models import build_model
 from ..models.jigsaw import NEGATIVES, CosineWitness, Descrambler, PatchEncoder, witness_layout
@@ -157,17 +158,16 @@ class Jigsaw(Task):
     columns = COLUMNS
     finite_columns = ("loss", "mi", "acc")  # CE has no joint / marginal terms (NaN)
     estimate_columns = ("mi",)
-    gives_y = True  # the one-hot of every score column's permutation
-    uses_critic = False  # the cosine witness of the patch encoder, never the critic group
+    # y: the one-hot of every score column's permutation; the critic: the cosine witness of the patch encoder, never
+    # the critic group; a run of objective=ce is named "ce"
+    caps = Capabilities(gives_y=True, uses_critic=False, method="ce")
 
     @classmethod
-    def uses_estimator_for(cls, cfg) -> bool:
-        """objective=ce trains the descrambler with cross-entropy: no estimator."""
-        return cfg["benchmark"].get("objective") != "ce"
-
-    @classmethod
-    def method_for(cls, cfg) -> str:
-        return "ce"
+    def capabilities(cls, cfg) -> Capabilities:
+        """objective=ce trains the descrambler with cross-entropy: no estimator; negatives=batch: a square matrix."""
+        b = cfg["benchmark"]
+        return replace(super().capabilities(cfg), uses_estimator=b.get("objective") != "ce",
+                       layout="paired" if b.get("negatives") == "batch" else "rows")
 
     schema = {"benchmark": {"objective": Choice("ce", "mi"), "epochs": Int(1), "max_steps": Int(1, minus_one=True),
                             "images_per_batch": Int(1), "perms_per_batch": Int(1), "n_perms": Int(2, 362880),
@@ -181,10 +181,6 @@ class Jigsaw(Task):
                                      "gray_p": Number(0.0, 1.0), "target_resize": Int(3), "target_crop": Int(3)},
               "dataset": {"fraction": Number(0.0, 1.0, lo_open=True), "subset_seed": Int(0), "verify": Bool(),
                           "cache": Bool(), "generated": Bool(), "max_per_class": Int(1, minus_one=True)}}
-
-    @classmethod
-    def layout_for(cls, cfg) -> str:
-        return "paired" if cfg.benchmark.get("negatives") == "batch" else "rows"
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -291,7 +287,7 @@ class Jigsaw(Task):
 
     def _stop(self) -> bool:
         limit = int(self.cfg.benchmark.max_steps)
-        return 0 <= limit <= self.engine.fit.t
+        return 0 <= limit <= self.ctx.step
 
     def _epoch(self, epoch: int):
         gen = _generator(int(self.cfg.seed), epoch)
@@ -367,14 +363,14 @@ class Jigsaw(Task):
     def end_segment(self, index: int, rows: np.ndarray, wall: float) -> dict[str, float]:
         b = self.cfg.benchmark
         n = len(rows)
-        row: dict[str, Any] = {"epoch": index, "steps": self.engine.fit.t, "epoch_steps": n}
+        row: dict[str, Any] = {"epoch": index, "steps": self.ctx.step, "epoch_steps": n}
         row.update({f"{c}_mean": float(np.nanmean(rows[:, 1 + k])) if n and np.isfinite(rows[:, 1 + k]).any()
                     else math.nan for k, c in enumerate(COLUMNS)})
         last = index + 1 == int(b.epochs) or self._stop()
         row["pretext_top1"] = self.pretext_accuracy() if ((index + 1) % int(b.pretext.every) == 0 or last) else math.nan
         row["wall_s"] = wall
         self.history.append(row)
-        if self.out_dir is not None and self.backend.is_global_zero:
+        if self.out_dir is not None and self.ctx.is_global_zero:
             atomic_write_csv(self.out_dir / "epochs.csv", pd.DataFrame(self.history))
         return {f"epoch/{k}": v for k, v in row.items() if k != "epoch" and not (isinstance(v, float) and math.isnan(v))}
 
@@ -402,12 +398,12 @@ class Jigsaw(Task):
             ytr, yte = self.train_set.labels.to(self.device), self.val_set.labels.to(self.device)
         for s in b.probe.seeds:
             if finite:
-                probe = LinearProbe(self.device, {"mean": tr}, ytr, self.train_set.num_classes, kinds=("linear",),
+                probe = LinearProbe(RunContext(self.ctx.backend), {"mean": tr}, ytr, self.train_set.num_classes, kinds=("linear",),
                                     epochs=int(b.probe.epochs), lr=float(b.probe.lr),
                                     batch_size=min(int(b.probe.batch_size), len(ytr)), seed=int(s))
                 probe.setup()
                 if int(b.probe.epochs) > 0:
-                    Engine(probe, self.backend, stop_on_divergence=False).train()
+                    Engine(probe, self.ctx.backend, stop_on_divergence=False).train()
                 acc = probe.topk(te, yte, shown_topk(self.train_set.num_classes))
             else:
                 acc = {f"top{k}": math.nan for k in shown_topk(self.train_set.num_classes)}
@@ -437,7 +433,7 @@ class Jigsaw(Task):
         md = table3_markdown(summary, self.train_set.num_classes, self.generated_data())
         pretext = [h["pretext_top1"] for h in self.history if not math.isnan(h["pretext_top1"])]
         last_pretext = pretext[-1] if pretext else math.nan
-        if self.out_dir is not None and self.backend.is_global_zero:
+        if self.out_dir is not None and self.ctx.is_global_zero:
             atomic_write_csv(self.out_dir / "probes.csv", probes)
             atomic_write_csv(self.out_dir / "summary.csv", summary)
             atomic_write_text(self.out_dir / "table3.md", md)

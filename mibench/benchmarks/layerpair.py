@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 import time
 from importlib import resources
 from pathlib import Path
@@ -40,7 +41,7 @@ from omegaconf import OmegaConf
 from ..checks import LEARNING_RATE, Bool, ConfigError, Int, Rule
 from ..data import cifar
 from ..data.dataset import DATASETS, providing
-from ..engine import Optim, RunResult, Step, Task, data_error, register
+from ..engine import Capabilities, Optim, RunResult, Step, Task, data_error, register
 from ..models.layerpair import ORDER, LayerEncoder, PairWitness, Supervised
 from ..probes import extract_features, train_probes
 from ..results import atomic_write_csv, atomic_write_text, plot_epochs
@@ -149,16 +150,15 @@ class LayerPair(Task):
     segment_unit = "epoch"
     columns = COLUMNS
     estimate_columns = ("mi",)
-    uses_critic = False  # the encoder's own layer-pair heads, never the critic group
+    # the critic: the encoder's own layer-pair heads, never the critic group; a supervised run is named so
+    caps = Capabilities(uses_critic=False, method="supervised")
 
     @classmethod
-    def uses_estimator_for(cls, cfg) -> bool:
-        """benchmark.supervised=true trains with labels (cross-entropy): no estimator."""
-        return not cfg["benchmark"].get("supervised", False)
-
-    @classmethod
-    def method_for(cls, cfg) -> str:
-        return "supervised"
+    def capabilities(cls, cfg) -> Capabilities:
+        """benchmark.supervised=true trains with labels (cross-entropy): no estimator; epochs=0 trains nothing."""
+        b = cfg["benchmark"]
+        return replace(super().capabilities(cfg), uses_estimator=not b.get("supervised", False),
+                       trains=b.get("epochs", 1) != 0)
 
     schema = {"benchmark": {"layers": _Layers(), "supervised": Bool(),
                             "batch_size": Int(2, why=": the negatives are the batch's other images"),
@@ -195,7 +195,7 @@ class LayerPair(Task):
                 self.probe_data[name] = pdm
         except ValueError as e:  # a loader's one-line error (missing or invalid files)
             raise data_error(e) from None
-        self.data.rank = self.backend.rank
+        self.data.rank = self.ctx.rank
         if self.supervised:
             self.net = Supervised(self.data.num_classes)
             self.nets["supervised"] = self.net
@@ -205,7 +205,6 @@ class LayerPair(Task):
             self.witness = PairWitness(self.layers, int(b.head_units), int(b.head_hidden))
             self.nets.update({"encoder": self.encoder, "witness": self.witness})
             self.estimator = self.build_estimator(dim_y=int(b.head_units))
-        self.trains = int(b.epochs) > 0
         self.history: list[dict[str, Any]] = []
         self.zero = torch.zeros((), device=self.device)
 
@@ -285,7 +284,7 @@ class LayerPair(Task):
                 fte = extract_features(self.encoder, pdm.test_x[te], pdm.normalise, self.device, layers=(layer,))
                 acc = train_probes(ftr, pdm.train_y[tr].to(self.device), fte, pdm.test_y[te].to(self.device),
                                    pdm.num_classes, kinds=("linear",), epochs=int(p.epochs), lr=float(p.lr),
-                                   batch_size=int(p.batch_size), seed=seed, backend=self.backend)
+                                   batch_size=int(p.batch_size), seed=seed, backend=self.ctx.backend)
                 top1 = acc[("linear", layer)]
                 del ftr, fte
             else:

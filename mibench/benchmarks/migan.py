@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..checks import LEARNING_RATE, Bool, Choice, ConfigError, Int, Number, check_critic
 from ..data import mixture25
-from ..engine import Optim, RunResult, Step, Task, register
+from ..engine import Capabilities, Optim, RunResult, Step, Task, register
 from ..estimators import mlp
 from ..results import atomic_write_csv, save_figure
 from ..precision import full
@@ -65,7 +65,7 @@ def mi_scores(critic: nn.Module, x: Tensor, c: Tensor, mi_weight: float) -> Tens
 class MIGan(Task):
     needs_data = "mixture"
     columns = ("estimate", "loss", "joint", "marginal", "g_loss", "d_loss")
-    resumable = True
+    caps = Capabilities(resumable=True)
 
     schema = {"dataset": {"grid": Int(2), "spacing": Number(0.0, lo_open=True, text="a positive number"),
                           "std": Number(0.0, lo_open=True, text="a positive number")},

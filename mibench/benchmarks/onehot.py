@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..checks import LEARNING_RATE, POSITIVE, Choice, Int, Number, check_critic
 from ..data.onehot import sample_pairs, true_mi
-from ..engine import RunResult, Scores, Task, register
+from ..engine import Capabilities, RunResult, Scores, Task, register
 from ..estimators import REGISTRY, bounds
 from ..figures.onehot import plot_onehot
 from ..results import atomic_write_csv
@@ -142,11 +142,10 @@ class OneHot(Task):
     context_columns = ("true_mi",)
     finite_columns = tuple(c for c in STEP_COLUMNS[2:] if c != "reg")
     estimate_columns = ()  # the study measures explosions itself (explosion_step, benchmark.explode_threshold)
-    layout, gives_y = "any", False
     # The ops are tiny (an N x N table through a 64-wide layer): intra-op threads only add overhead,
     # and on a shared/loaded CPU they slow a run down ~15x (measured 23 s vs 1.5 s for 1,000 steps).
     cpu_threads = 1
-    vectorized = True
+    caps = Capabilities(vectorized=True, layout="any", gives_y=False)
 
     schema = {"dataset": {"n_classes": Int(2, why=": the one-hot problem needs >= 2 classes (I = log N)"),
                           "batch_size": Int(2)},

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from ..checks import Choice, ConfigError, Int, Number, Numbers, check_rules
 from ..data.gaussian import optimal_scores_bmm, rho_from_mi
-from ..engine import RunResult, Task, register
+from ..engine import Analysis, RunResult, register
 from ..estimators import REGISTRY, bounds
 from ..figures.optimal import label, plot_optimal
 from ..results import atomic_write_csv
@@ -115,16 +115,10 @@ def format_table(df: pd.DataFrame, mi: float, batch_size: int) -> str:
 
 
 @register("optimal")
-class Optimal(Task):
-    """No training: the bounds' bias / variance / MSE with the analytic optimal critic."""
+class Optimal(Analysis):
+    """No training: the bounds' bias / variance / MSE with the analytic optimal critic (never the critic group)."""
 
     needs_data = "gaussian"
-
-    trains = False
-    uses_estimator = False
-    uses_critic = False  # the analytic optimal critic, never the critic group
-    trains_critic = False
-    steps_file = None
 
     schema = {"dataset": {"dim": Int(1)},
               "benchmark": {"mi_values": Numbers(Number(0.0), "MI values in nats"),

@@ -30,7 +30,7 @@ from ..checks import LEARNING_RATE, SEED_MAX, Bool, ConfigError, Int, Maybe, Nam
 from ..data.dataset import DATASETS
 from ..data.batches import IndexStream
 from ..data.samples import Samples, inputs, load_samples, split, split_sizes
-from ..engine import RunResult, Scores, Task, data_error, register
+from ..engine import Capabilities, RunResult, Scores, Task, data_error, register
 from ..engine.heldout import heldout_estimate
 from ..estimators import REGISTRY as ESTIMATORS
 from ..results import atomic_write_csv
@@ -59,8 +59,7 @@ def read(cfg: Any) -> Samples:
 @register("samples")
 class SampleTask(Task):
     needs_data = "pairs"
-    resumable = True
-    vectorized = True
+    caps = Capabilities(resumable=True, vectorized=True)
 
     schema = {"dataset": {"train_fraction": FRACTION, "standardize": Bool(),
                           "split_seed": SEED, "sample_seed": SEED, "x": COLUMNS, "y": COLUMNS},

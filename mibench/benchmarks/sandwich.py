@@ -13,6 +13,8 @@ optimum q(y) = p(y)); they are written to ``sandwich.csv`` and drawn in grey.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
 from ..checks import ConfigError
@@ -43,7 +45,8 @@ def sandwich_table(df: pd.DataFrame, sigmas: float = SIGMAS) -> pd.DataFrame:
 class Sandwich(Optimal):
     """No training: eq. 12 <= true MI <= eq. 13 over MI levels and batch sizes (CSV + figure)."""
 
-    conditional = True  # the scores are the known encoder's log p(y|x) (up to a c(y) the bounds ignore)
+    # the scores are the known encoder's log p(y|x) (up to a c(y) the bounds ignore)
+    caps = replace(Optimal.caps, conditional=True, known_encoder=True)
 
     @classmethod
     def check(cls, cfg) -> None:

@@ -9,6 +9,7 @@ only ~0.06 nats, the size of the effects being measured). Per level: bias, varia
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 from ..checks import LEARNING_RATE, Choice, ConfigError, Int, Number, Numbers, check_critic
 from ..data.gaussian import TRANSFORMS, StaircaseStream, rho_from_mi
-from ..engine import RunResult, Scores, Task, register
+from ..engine import Capabilities, RunResult, Scores, Task, register
 from ..results import STEP_COLUMNS, atomic_write_csv, format_summary, level_summary, plot_staircase
 from ..precision import full
 
@@ -28,8 +29,7 @@ class Staircase(Task):
     int_columns = ("level",)
     finite_columns = ("estimate",)
     segment_unit = "level"
-    resumable = True
-    vectorized = True
+    caps = Capabilities(resumable=True, vectorized=True, known_encoder=True)  # (the known encoder: critic=conditional)
 
     schema = {"dataset": {"batch_size": Int(2, why=": a batch needs >= 2 samples to form product-of-marginals pairs"),
                           "dim": Int(1), "mi_levels": Numbers(Number(0.0), "MI values in nats"),
@@ -40,17 +40,15 @@ class Staircase(Task):
     @classmethod
     def check(cls, cfg) -> None:
         check_critic(cfg, int(cfg.dataset.dim), int(cfg.dataset.dim), f"dataset.dim={cfg.dataset.dim}")
-        if cls.conditional_for(cfg) and cfg.dataset.transform != "none":
+        if cls.capabilities(cfg).conditional and cfg.dataset.transform != "none":
             raise ConfigError(f"critic=conditional is the Gaussian log p(y|x), which dataset.transform="
                               f"{cfg.dataset.transform} changes (valid: dataset.transform=none)")
 
     @classmethod
-    def conditional_for(cls, cfg) -> bool:
-        return cfg.critic.name == "conditional"  # the known encoder's log p(y|x) as the scores (Poole §2.5)
-
-    @classmethod
-    def vectorized_for(cls, cfg) -> bool:
-        return not cls.conditional_for(cfg)
+    def capabilities(cls, cfg) -> Capabilities:
+        """critic=conditional: the known encoder's log p(y|x) as the scores (Poole §2.5), one run per process."""
+        known = (cfg.get("critic") or {}).get("name") == "conditional"
+        return replace(super().capabilities(cfg), conditional=known, vectorized=not known)
 
     def setup(self) -> None:
         d = self.cfg.dataset
@@ -143,7 +141,7 @@ class Staircase(Task):
                     "mse": math.nan, "nonfinite": 0} for i, m in enumerate(self.mi_levels) if i not in done]
         if missing:
             summary = pd.concat([summary, pd.DataFrame(missing)], ignore_index=True)
-        step = self.engine.fit.diverged_step
+        step = self.ctx.diverged_step
         summary["diverged"] = step is not None
         summary["diverged_step"] = step if step is not None else -1
         return summary

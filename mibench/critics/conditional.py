@@ -3,7 +3,7 @@
 Not learned: its scores are the normalised log N(y_j; rho x_i, (1 - rho^2) I), which the structured
 bounds (``tnce``, ``rate``, ``struct_nwj``, ``struct_alpha``, ``struct_js``, ``loo_upper``) need. The
 benchmark that owns rho sets it (``set_rho``) before each level; only benchmarks that say so
-(``Task.conditional_for``) accept ``critic=conditional``.
+(``Capabilities.conditional``) accept ``critic=conditional``.
 """
 from __future__ import annotations
 

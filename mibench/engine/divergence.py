@@ -74,7 +74,8 @@ class Watch:
         cols = ["step", *task.context_columns, *task.columns]
         self.finite = [cols.index(c) for c in (task.finite_columns or task.columns)]
         self.names = cols
-        estimates = [c for c in task.estimate_columns if c in task.columns] if task.uses_estimator else []
+        # (the class's declaration, not this config's: jigsaw's objective=ce still checks log P - CE as before)
+        estimates = [c for c in task.estimate_columns if c in task.columns] if task.caps.uses_estimator else []
         # (a probe has no cfg, and no estimate column)
         self.spec = REGISTRY.get(str(task.cfg.estimator.get("name"))) if estimates else None
         self.estimates = [(cols.index(c), c) for c in estimates] if self.spec is not None else []

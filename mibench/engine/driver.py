@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -27,28 +25,10 @@ from .. import cluster
 from ..log import LOG
 from ..records import CHECKPOINT, HEARTBEAT_S
 from .checkpoint import Resume, fault_injection, fault_injection_step
+from .context import Fit
 from .interrupt import Interrupts
 from .logging import Progress
 from .task import Task
-
-
-@dataclass
-class Fit:
-    """Where one run's training stands: steps done, segments done, host rows, divergence."""
-
-    t: int = 0
-    segment: int = 0
-    rows: list[np.ndarray] = field(default_factory=list)
-    diverged_step: int | None = None
-    diverged_reason: str | None = None
-    stopped: bool = False
-    interruptions: list[dict[str, Any]] = field(default_factory=list)  # stop signals survived (time limit, preemption)
-    fields: dict[str, Any] = field(default_factory=dict)  # the task's progress fields at the last segment end
-
-    def table(self, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-        """The host rows as a table (``step`` and ``int_columns`` as integers)."""
-        rows = np.concatenate(self.rows) if self.rows else np.zeros((0, len(columns)))
-        return pd.DataFrame(rows, columns=columns).astype({c: int for c in ("step", *int_columns)})
 
 
 class Run(Protocol):

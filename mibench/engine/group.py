@@ -54,8 +54,8 @@ def refusal(task: Task) -> str | None:
     (:func:`mibench.engine.plan.plan_groups`: the runs then train alone, and the log says why), and of every
     member before a group trains (:class:`GroupStepper` raises :class:`GroupRefused`): nothing is left out
     silently."""
-    if not task.vectorized_for(task.cfg):
-        return f"benchmark={task.cfg.benchmark.name} trains one run per process"
+    if not task.capabilities(task.cfg).vectorized:
+        return per_process(task.cfg)
     opt = task.optim()
     if opt.milestones:
         return (f"a learning-rate schedule (MultiStepLR at segments {list(opt.milestones)}): the stacked optimizer "
@@ -73,6 +73,11 @@ def refusal(task: Task) -> str | None:
         return (f"estimator parameter groups with {', '.join(sorted(options))}: the stacked optimizer takes a "
                 f"learning rate per group only")
     return None
+
+
+def per_process(cfg: Any) -> str:
+    """The refusal of a benchmark whose capabilities for ``cfg`` say it is not ``vectorized``."""
+    return f"benchmark={cfg.benchmark.name} trains one run per process"
 
 
 def estimator_key(cfg: Any) -> str:
@@ -431,4 +436,5 @@ def _rows(tree: Any, lo: int, hi: int) -> Any:
     return tree
 
 
-__all__ = ["GroupRefused", "GroupStepper", "Stacked", "StackedOptimizer", "estimator_key", "group_fields", "refusal"]
+__all__ = ["GroupRefused", "GroupStepper", "Stacked", "StackedOptimizer", "estimator_key", "group_fields", "per_process",
+           "refusal"]

@@ -99,8 +99,8 @@ def join_fields(fields: dict[str, Any], sep: str = " ") -> str:
 def describe(task: Any) -> str:
     """A progress bar's description: the benchmark and, when it uses one, the estimator (``staircase infonce``)."""
     cfg = getattr(task, "cfg", None)  # (DIM's probes are tasks without a config)
-    uses = getattr(task, "uses_estimator_for", None)  # (jigsaw's objective=ce uses none)
-    est = cfg.get("estimator") if isinstance(cfg, DictConfig) and (uses is None or uses(cfg)) else None
+    uses = isinstance(cfg, DictConfig) and task.capabilities(cfg).uses_estimator  # (jigsaw's objective=ce: none)
+    est = cfg.get("estimator") if uses else None
     return f"{task.name} {est.name}" if est is not None and est.get("name") else task.name
 
 

@@ -64,9 +64,8 @@ class Engine:
                  total_steps: int | None = None, int_columns: tuple[str, ...] = (),
                  checkpoint_every_s: float | None = None, log_every_s: float | None = None):
         self.task, self.backend, self.logger = task, backend, logger or Logger()
-        task.engine = self  # (a task's hooks read where training stands: self.engine.fit)
         self.stop_on_divergence, self.out_dir = stop_on_divergence, Path(out_dir) if out_dir is not None else None
-        self.checkpoint = checkpoint and task.resumable and self.out_dir is not None
+        self.checkpoint = checkpoint and task.capabilities(task.cfg).resumable and self.out_dir is not None
         self.checkpoint_every_s = checkpoint_every_s  # also checkpoint inside a segment this often (None: never)
         self.on_interrupt: Any = None  # called with the interruptions so far when a stop signal is handled
         self.on_beat: Any = None  # called with where training stands (the heartbeat): see beat()
@@ -80,7 +79,7 @@ class Engine:
         self.columns = task.record_columns()
         self.watch = Watch(task)
         self.int_columns = int_columns
-        self.fit = Fit()
+        self.fit = task.ctx.fit  # (the task reads where training stands from its context)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.scheduler: Any = None
         self._partial = self.out_dir / f"{task.steps_file}.partial" if self.out_dir and task.steps_file else None

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from ..registry import TASKS  # complete: every built-in task and plug-in registered by then
 from ..log import LOG
 from .backend import make_backend, needs_fabric
-from .group import refusal
+from .context import RunContext
+from .group import per_process, refusal
 from .task import Task
 
 # config keys that may differ between the runs of a group (everything else must be equal)
@@ -49,7 +50,9 @@ def why_alone(cfg: DictConfig) -> str | None:
         return "DDP / several devices / fp16 (Lightning Fabric) runs train alone"
     if cfg.logger.name == "wandb":
         return "logger=wandb runs train alone"
-    return refusal(cls(cfg, None, torch.device("cpu")))
+    if not cls.capabilities(cfg).vectorized:  # (an Analysis, or an option rules it out: nothing to make)
+        return per_process(cfg)
+    return refusal(cls(cfg, None, RunContext()))
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -102,8 +105,7 @@ def start_step(resume: Path | None) -> int:
 def probe(cfg: DictConfig) -> tuple[Task, Any]:
     """A throw-away run of ``cfg``, set up, and its first batch."""
     backend = make_backend(cfg.hardware)
-    task = TASKS[cfg.benchmark.name](cfg, None, backend.device)
-    task.backend = backend
+    task = TASKS[cfg.benchmark.name](cfg, None, RunContext(backend))
     task.setup()
     nn.ModuleDict({"n": task.nets, "e": task.estimators}).to(backend.device)
     return task, next(iter(next(iter(task.segments(0)))))

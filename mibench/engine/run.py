@@ -17,7 +17,8 @@ from .group import GroupStepper
 from .logging import Logger, log_every_s, make_logger
 from .loop import Engine, seed_everything
 from .result import RunResult
-from .task import TASKS, Task
+from .context import RunContext
+from .task import TASKS, Benchmark, Task
 
 
 class NoWorkError(RuntimeError):
@@ -35,12 +36,12 @@ def cpu_threads(n: int | None, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Task:
-    """``benchmark=<name>``'s task, set up (data loaded, networks built from the global generator's state)."""
+def setup_task(cfg: DictConfig, out_dir: Path | None, backend: Backend) -> Benchmark:
+    """``benchmark=<name>``'s task (or analysis), set up (data loaded, networks built from the global generator's
+    state)."""
     if cfg.trainer.get("deterministic", False):  # (the call imports torch._dynamo: only when asked for)
         torch.use_deterministic_algorithms(True)
-    task = TASKS[cfg.benchmark.name](cfg, out_dir, backend.device)
-    task.backend = backend
+    task = TASKS[cfg.benchmark.name](cfg, out_dir, RunContext(backend))
     task.setup()
     return task
 
@@ -68,7 +69,7 @@ def make_engine(task: Task, backend: Backend, logger: Logger, out_dir: Path | No
     return engine
 
 
-def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) -> RunResult:
+def conclude(task: Benchmark, engine: Engine | None, result: RunResult, t0: float) -> RunResult:
     """After training: the records (steps.csv), the task's evaluation and outputs, the status."""
     if engine is not None:
         fit = engine.fit
@@ -95,7 +96,7 @@ def conclude(task: Task, engine: Engine | None, result: RunResult, t0: float) ->
 GENERATED = "GENERATED"  # how a run on generated data is marked, wherever it is shown
 
 
-def label_generated(task: Task, result: RunResult) -> None:
+def label_generated(task: Benchmark, result: RunResult) -> None:
     """``result.generated_data`` from the task (:meth:`Task.generated_data`); the console text starts by saying so
     unless the task's own text already does."""
     result.generated_data = task.generated_data()
@@ -117,9 +118,10 @@ def run_task(cfg: DictConfig, out_dir: Path | None, resume: Path | None = None, 
         engine = None
         t0 = time.perf_counter()
         try:
-            with cpu_threads(task.cpu_threads if task.trains else None, backend.device):
+            trains = isinstance(task, Task) and task.capabilities(cfg).trains  # (an Analysis: no engine, no loop)
+            with cpu_threads(task.cpu_threads if trains else None, backend.device):
                 result.extra["threads"] = torch.get_num_threads()  # what the run computes with: result.json's machine
-                if task.trains:
+                if trains:
                     engine = make_engine(task, backend, logger, out_dir, on_interrupt=on_interrupt, on_beat=on_beat)
                     engine.train(resume)
             return conclude(task, engine, result, t0)

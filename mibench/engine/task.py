@@ -1,4 +1,7 @@
-"""What a benchmark says about itself: a :class:`Task`, registered with :func:`register`.
+"""What a benchmark says about itself, registered with :func:`register`: a :class:`Task` (it trains) or an
+:class:`Analysis` (it computes its tables and trains nothing). Both are a :class:`Benchmark`: a config schema, the
+kind of data read, what it supports for a config (:class:`Capabilities`), setup, evaluate, finish; what they need
+from the engine comes in a :class:`mibench.engine.context.RunContext`.
 
 A task owns its data, its networks, how a batch becomes scores and masks (and any extra loss),
 what it evaluates at the end, its extra record columns and its outputs. It does not own an
@@ -6,7 +9,7 @@ optimizer, a loop, a record buffer, divergence checks or checkpoints: :mod:`mibe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -16,14 +19,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from ..checks import ConfigError, Rule, check_rules
+from ..critics import build_critic
+from ..estimators import build_estimator
+from .divergence import SCHEMA as DIVERGENCE
+from .context import RunContext
 from .result import RunResult
 
-TASKS: dict[str, type["Task"]] = {}
+TASKS: dict[str, type["Benchmark"]] = {}
 
 
-def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
-    """Class decorator: ``@register("staircase")`` makes the task ``benchmark=staircase``."""
-    def deco(cls: type[Task]) -> type[Task]:
+def register(name: str) -> Callable[[type["Benchmark"]], type["Benchmark"]]:
+    """Class decorator: ``@register("staircase")`` makes the task (or analysis) ``benchmark=staircase``."""
+    def deco(cls: type[Benchmark]) -> type[Benchmark]:
         cls.name = name
         TASKS[name] = cls
         return cls
@@ -73,61 +80,49 @@ class Optim:
     adversary_lr: float | None = None
 
 
-class Task:
-    """Base class of a benchmark. Subclasses set the class attributes and override the hooks they need.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a benchmark supports for one config (:meth:`Benchmark.capabilities`): checked against the estimator
+    registry before any work, and read by the engine, the group planner and the run's labels."""
 
-    The engine calls, in order: ``setup()``; for each segment from ``segments(start)``: ``step(batch)``
-    per batch, ``on_block(lo, hi, rows)`` every ``block`` steps, ``end_segment(index, rows)`` at its end;
-    then ``evaluate()`` and ``finish(result)``.
-    """
+    trains: bool = True  # the run trains (False: it only evaluates: no optimizer, no steps, no steps file)
+    resumable: bool = False  # it checkpoints at each segment's end; resume=true continues from there
+    # runs may train as one batched model (mibench.engine.group): the step is ``estimator(score(batch))`` with
+    # ``values`` as its record, and nothing in it draws from a global generator or syncs with the host
+    vectorized: bool = False
+    layout: str = "paired"  # the score layout it gives an estimator: any | rows | paired (mibench.estimators.Spec)
+    gives_y: bool = True  # it passes the y of every score column (learned baselines need it)
+    conditional: bool = False  # the scores are a known encoder's log p(y_j | x_i) (the structured bounds)
+    known_encoder: bool = False  # it has a tractable encoder: ``conditional``, always or by an option
+    uses_estimator: bool = True  # the run trains or evaluates the estimator group
+    uses_critic: bool = True  # a network is built from the critic group (False: the task's own, or none)
+    trains_critic: bool = True  # the critic is trained (False: evaluation-only bounds are allowed)
+    method: str = ""  # what names a run that uses no estimator, beside its seed ("": the benchmark's name)
+
+
+class Benchmark:
+    """What every benchmark declares, trained (:class:`Task`) or not (:class:`Analysis`). The engine makes it with
+    its config, its run directory and its :class:`RunContext`, then calls ``setup()``; a task then trains; then
+    ``evaluate()`` and ``finish(result)``."""
 
     name: ClassVar[str] = ""
-    columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
-    context_columns: ClassVar[tuple[str, ...]] = ()  # host-side columns between ``step`` and ``columns``
-    finite_columns: ClassVar[tuple[str, ...] | None] = None  # a non-finite value here = divergence (None: all)
-    # the columns holding an estimate of the run's bound: each must stay in the bound's valid range, and the
-    # ``loss`` within trainer.diverge_loss (mibench.engine.divergence), measured against :meth:`true_mi_of` and
-    # :meth:`candidates`; () checks only non-finite values
-    estimate_columns: ClassVar[tuple[str, ...]] = ("estimate",)
-    resumable: ClassVar[bool] = False  # checkpoint at each segment's end; resume=true continues from it
-    trains: ClassVar[bool] = True  # False: evaluation only (no optimizer, no steps)
-    steps_file: ClassVar[str | None] = "steps.csv"
-    # what the task gives an estimator (checked against the registry's Spec before training)
-    layout: ClassVar[str] = "paired"  # any | rows | paired (see mibench.estimators.Spec)
-    gives_y: ClassVar[bool] = True  # passes the y of every score column (learned baselines need it)
-    conditional: ClassVar[bool] = False  # the scores are a known encoder's log p(y_j | x_i) (structured bounds)
-    uses_estimator: ClassVar[bool] = True  # False: the estimator group is not used (benchmark=optimal)
-    uses_critic: ClassVar[bool] = True  # False: no network is built from the critic group (the task's own, or none)
-    trains_critic: ClassVar[bool] = True  # False: the critic is given (evaluation-only bounds are allowed)
-    int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
-    shown_columns: tuple[str, ...] = ()  # ``Step.shown``: per-step values for the progress bar, never recorded
-    cpu_threads: ClassVar[int | None] = None  # intra-op threads on a CPU while training (None: torch's setting)
-    # True: the step is ``estimator(score(batch))`` with ``values`` as its record, and nothing in it draws from
-    # a global generator or syncs with the host, so many runs can be trained as one batched model
-    # (mibench.engine.group: the critic vmapped over runs, each estimator over its runs)
-    vectorized: ClassVar[bool] = False
-    # what a segment is called where a run's progress is shown (the heartbeat, ``mibench status``): level, epoch
-    segment_unit: ClassVar[str | None] = None
     # the kind of data it reads (mibench.data.dataset.KINDS): every dataset that provides it fits, no other
     needs_data: ClassVar[str | None] = None
-
-    def __init__(self, cfg: DictConfig, out_dir: Path | None, device: torch.device):
-        self.cfg, self.out_dir, self.device = cfg, Path(out_dir) if out_dir is not None else None, device
-        self.nets = nn.ModuleDict()  # trained by the main optimizer
-        self.estimators = nn.ModuleList()  # their own parameters (eta, a(y), q(y)) join the main optimizer
-        self.adversary: nn.Module | None = None  # trained by a second optimizer on Step.adversary
-
     # its config keys and what each may hold: {"benchmark": {"steps": Int(1)}, "dataset": {...}}
     schema: ClassVar[dict[str, dict[str, Rule]]] = {}
+    caps: ClassVar[Capabilities] = Capabilities()  # what it supports unless :meth:`capabilities` says otherwise
 
-    # ------------------------------------------------------------------ what a task declares
+    def __init__(self, cfg: DictConfig, out_dir: Path | None, ctx: RunContext):
+        self.cfg: DictConfig = cfg
+        self.out_dir: Path | None = Path(out_dir) if out_dir is not None else None
+        self.ctx: RunContext = ctx  # what it needs from the engine: device, rank, where training stands
+        self.device: torch.device = ctx.device
+
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:
         """Raise :class:`ConfigError` (one line) on a bad value: the divergence limits and ``schema`` first, then
         :meth:`check`."""
-        from .divergence import SCHEMA
-
-        check_rules(cfg, SCHEMA)
+        check_rules(cfg, DIVERGENCE)
         check_rules(cfg, cls.schema)
         cls.check(cfg)
 
@@ -136,42 +131,13 @@ class Task:
         """Checks that span several keys or need the data (after ``schema``)."""
 
     @classmethod
-    def layout_for(cls, cfg: DictConfig) -> str:
-        return cls.layout
-
-    @classmethod
-    def gives_y_for(cls, cfg: DictConfig) -> bool:
-        return cls.gives_y
-
-    @classmethod
-    def conditional_for(cls, cfg: DictConfig) -> bool:
-        """Whether this config's scores are the encoder's log p(y_j | x_i) (``conditional``, or by option)."""
-        return cls.conditional
-
-    @classmethod
-    def uses_estimator_for(cls, cfg: DictConfig | dict) -> bool:
-        """Whether a run of this config trains or evaluates the estimator group (``uses_estimator``, unless an option
-        rules it out). ``cfg`` may be a config.yaml read as plain data."""
-        return cls.uses_estimator
-
-    @classmethod
-    def uses_critic_for(cls, cfg: DictConfig | dict) -> bool:
-        """Whether a run of this config builds its critic from the critic group (``uses_critic``)."""
-        return cls.uses_critic
-
-    @classmethod
-    def method_for(cls, cfg: DictConfig | dict) -> str:
-        """What names a run of this config that uses no estimator, beside its seed (its run directory, records and
-        tables): the benchmark's name unless the task says better (jigsaw's ``ce``)."""
-        return cls.name
-
-    @classmethod
-    def vectorized_for(cls, cfg: DictConfig) -> bool:
-        """Whether runs of this config can train in a group (``vectorized``, unless an option rules it out)."""
-        return cls.vectorized
+    def capabilities(cls, cfg: DictConfig | dict | None) -> Capabilities:
+        """What a run of ``cfg`` supports: ``caps``, with ``method`` defaulting to the benchmark's name. A benchmark
+        whose options change it overrides this; ``cfg`` may be a config.yaml read as plain data (read it by key)."""
+        return replace(cls.caps, method=cls.caps.method or cls.name)
 
     def setup(self) -> None:
-        """Load data (missing data: raise ConfigError) and build ``nets`` / ``estimators`` / ``adversary``."""
+        """Load data (missing data: raise ConfigError) and build what the run needs."""
 
     def generated_data(self) -> str | None:
         """After :meth:`setup`: what about the data this run trains or evaluates on is GENERATED, a stand-in for a
@@ -179,6 +145,44 @@ class Task:
         the real dataset, and for data that is synthetic by design (the staircase's Gaussians). The run's record,
         console line, tables and figures say so (:func:`mibench.engine.run.conclude`, mibench.leaderboard)."""
         return None
+
+    def evaluate(self) -> dict[str, Any]:
+        """End-of-run metrics (a task: after training; an analysis: its whole computation)."""
+        return {}
+
+    def finish(self, result: RunResult) -> None:
+        """Write the benchmark's own outputs (summary, figures) and fill ``result.summary/metrics/text``."""
+
+
+class Task(Benchmark):
+    """A benchmark that trains. Subclasses set the class attributes and override the hooks they need.
+
+    The engine calls, in order: ``setup()``; for each segment from ``segments(start)``: ``step(batch)``
+    per batch, ``on_block(lo, hi, rows)`` every ``block`` steps, ``end_segment(index, rows)`` at its end;
+    then ``evaluate()`` and ``finish(result)``. Where training stands is ``self.ctx`` (``step``, ``segment``,
+    ``diverged_step``), never the engine.
+    """
+
+    columns: ClassVar[tuple[str, ...]] = ("estimate", "loss", "joint", "marginal")  # per-step record
+    context_columns: ClassVar[tuple[str, ...]] = ()  # host-side columns between ``step`` and ``columns``
+    finite_columns: ClassVar[tuple[str, ...] | None] = None  # a non-finite value here = divergence (None: all)
+    # the columns holding an estimate of the run's bound: each must stay in the bound's valid range, and the
+    # ``loss`` within trainer.diverge_loss (mibench.engine.divergence), measured against :meth:`true_mi_of` and
+    # :meth:`candidates`; () checks only non-finite values
+    estimate_columns: ClassVar[tuple[str, ...]] = ("estimate",)
+    steps_file: ClassVar[str | None] = "steps.csv"
+    int_columns: ClassVar[tuple[str, ...]] = ()  # record columns written as integers (besides ``step``)
+    shown_columns: tuple[str, ...] = ()  # ``Step.shown``: per-step values for the progress bar, never recorded
+    cpu_threads: ClassVar[int | None] = None  # intra-op threads on a CPU while training (None: torch's setting)
+    # what a segment is called where a run's progress is shown (the heartbeat, ``mibench status``): level, epoch
+    segment_unit: ClassVar[str | None] = None
+
+    def __init__(self, cfg: DictConfig, out_dir: Path | None, ctx: RunContext):
+        super().__init__(cfg, out_dir, ctx)
+        self.nets = nn.ModuleDict()  # trained by the main optimizer
+        self.estimators = nn.ModuleList()  # their own parameters (eta, a(y), q(y)) join the main optimizer
+        self.estimator: nn.Module | None = None  # what the default step (and a vectorised group) calls on the scores
+        self.adversary: nn.Module | None = None  # trained by a second optimizer on Step.adversary
 
     @property
     def block(self) -> int:
@@ -204,6 +208,7 @@ class Task:
         return [est.mi, est.loss, est.joint, est.marginal]
 
     def optim(self) -> Optim:
+        """The optimizer of the trained networks: Adam (or ``benchmark.optimizer``) at ``benchmark.lr``."""
         b = self.cfg.benchmark
         return Optim(b.get("optimizer", "adam"), float(b.lr), float(b.get("weight_decay", 0.0)),
                      float(b.get("momentum", 0.0)))
@@ -223,6 +228,7 @@ class Task:
         return 0
 
     def no_work_hint(self) -> str:
+        """What to change when a run did no step (its ``NoWorkError``)."""
         return "check the data size against the batch size"
 
     def context(self, lo: int, hi: int) -> dict[str, np.ndarray]:
@@ -267,33 +273,26 @@ class Task:
         """After each segment (rows: its steps' records); return metrics to log (e.g. ``level/mse``)."""
         return {}
 
-    def evaluate(self) -> dict[str, Any]:
-        return {}
-
-    def finish(self, result: RunResult) -> None:
-        """Write the task's own outputs (summary, figures) and fill ``result.summary/metrics/text``."""
-
     def state_dict(self) -> dict[str, Any]:
         """Non-tensor state a resumed run needs (e.g. epoch history); networks are saved by the engine."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore what :meth:`state_dict` returned (a resumed run)."""
 
     # ------------------------------------------------------------------ helpers for subclasses
     def build_estimator(self, dim_y: int | None, **overrides: Any) -> nn.Module:
-        from ..estimators import build_estimator
-
+        """The configured estimator (``overrides`` on its keys), its parameters on the main optimizer's groups."""
         est = build_estimator({**OmegaConf.to_container(self.cfg.estimator, resolve=True), **overrides}, dim_y=dim_y)
         self.estimators.append(est)
         return est
 
     def build_critic(self, dim_x: int, dim_y: int) -> nn.Module:
-        from ..critics import build_critic
-
+        """The configured critic for x of ``dim_x`` and y of ``dim_y`` dimensions."""
         return build_critic(OmegaConf.to_container(self.cfg.critic, resolve=True), dim_x, dim_y)
 
     def record_columns(self) -> list[str]:
+        """The columns of a host row: ``step``, ``context_columns``, then ``columns``."""
         return ["step", *self.context_columns, *self.columns]
 
 
@@ -302,5 +301,14 @@ def data_error(e: Exception) -> ConfigError:
     return ConfigError(str(e).splitlines()[0])
 
 
-__all__ = ["TASKS", "Task", "Scores", "Step", "Optim", "register", "data_error"]
+class Analysis(Benchmark):
+    """A benchmark that trains nothing (the optimal critic's bounds, the structured sandwich, gradient accuracy):
+    ``setup()``, ``evaluate()`` (its tables) and ``finish(result)``, run without the training loop; no estimator
+    or critic of the config groups unless its capabilities say so."""
+
+    caps = Capabilities(trains=False, uses_estimator=False, uses_critic=False, trains_critic=False)
+
+
+__all__ = ["TASKS", "Analysis", "Benchmark", "Capabilities", "Task", "Scores", "Step", "Optim", "register",
+           "data_error"]
 

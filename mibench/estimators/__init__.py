@@ -74,7 +74,7 @@ class Spec:
     ceiling: ``log_k`` when the estimate cannot exceed log K, K the candidates of a row's partition (InfoNCE:
             each row's log-mean-exp includes its joint score), else ``none``; see :meth:`valid`
     conditional: True when the scores must be the known encoder's log p(y_j | x_i) (Poole §2.5's structured
-            bounds): only a benchmark with a tractable encoder gives them (``Task.conditional_for``)
+            bounds): only a benchmark with a tractable encoder gives them (``Capabilities.conditional``)
     """
 
     fn: Callable[..., Estimate]
