@@ -86,3 +86,21 @@ def test_docs_architecture_names_modules_and_functions_that_exist():
         if not hasattr(m, name):
             missing.append(f"{mod}.{name}")
     assert len(paths) > 5 and len(calls) > 10 and not missing, missing
+
+
+def test_the_registries_and_the_readme_agree_on_benchmarks_and_datasets():
+    """Every registered benchmark and dataset has its YAML (and the README lists it: the group table above), and the
+    README's benchmark table has a row and a page for each registered benchmark; each dataset provides a kind
+    some benchmark needs."""
+    from mibench.registry import DATASETS, TASKS
+
+    own = sorted(n for n, t in TASKS.items() if t.__module__.startswith("mibench."))
+    assert own == sorted(p.stem for p in (CONF / "benchmark").glob("*.yaml"))
+    assert sorted(n for n, d in DATASETS.items() if d.__module__.startswith("mibench.")) == \
+        sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
+    table = README.split("### Benchmarks", 1)[1].split("\n#", 1)[0]
+    rows = re.findall(r"^\| (`\w+`(?:, `\w+`)*) \|.*\[\w+\]\((docs/benchmarks/\w+\.md)\) \|$", table, re.M)
+    named = sorted(n for names, _ in rows for n in re.findall(r"`(\w+)`", names))
+    assert named == own and all((ROOT / page).is_file() for _, page in rows), (named, own)
+    needed = {t.needs_data for t in TASKS.values()}
+    assert all(set(d.provides) & needed for d in DATASETS.values()), {n: d.provides for n, d in DATASETS.items()}
