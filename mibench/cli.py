@@ -92,38 +92,12 @@ def preflight(args: list[str], notes: list[str] | None = None) -> str | None:
     if err := _runs_root_error(overrides):
         return err
     known = groups()
-    per_override: list[list[str]] = []
     hydra_overrides: list[str] = []  # the launcher's settings, hydra/launcher=...: composed with the first job
-    for ov in overrides:
-        key = ov.key_or_group
-        if key.startswith("hydra") and key != "hydra.searchpath":  # the search path changes what composes
-            if not ov.is_sweep_override():
-                hydra_overrides.append(ov.input_line)
-            continue
-        sweep = ov.is_sweep_override()
-        if sweep and not multirun:
-            return f"{ov.input_line} is a sweep: add -m to run one job per value (or write a list as key=[a,b])"
-        values = list(ov.sweep_string_iterator()) if sweep else [ov.get_value_element_as_str()]
-        group = key.split("@")[0]
-        if group in known and not ov.is_delete():
-            for v in values:
-                if v not in known[group] and v != "null":
-                    return f"unknown {group} {v!r} (valid: {', '.join(known[group])})"
-        prefix = "~" if ov.is_delete() else ("+" if ov.is_add() else ("++" if ov.is_force_add() else ""))
-        per_override.append([f"{prefix}{key}={v}" for v in values])
+    per_override = _values(overrides, known, multirun, hydra_overrides)
+    if isinstance(per_override, str):
+        return per_override
     if preset:  # the preset's own sweep, except keys the command line sets
-        from omegaconf import OmegaConf
-
-        given = {ov.key_or_group: ov.input_line for ov in overrides}
-        params = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-        if notes is not None:
-            notes.extend(f"{given[key]} replaces experiment={preset}'s sweep {key}={vals}" for key, vals in params.items()
-                         if key in given)
-        parsed = OverridesParser.create().parse_overrides(
-            [f"{key}={vals}" for key, vals in params.items() if key not in given])
-        for ov in parsed:  # range(0,10), choice(...), a,b,c: Hydra's own sweep syntax
-            values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
-            per_override.append([f"{ov.key_or_group}={v}" for v in values])
+        per_override += _preset_sweep(preset, overrides, notes)
     try:
         per_override = _one_seed(per_override)
     except ValueError as e:  # ConfigError
@@ -146,6 +120,47 @@ def preflight(args: list[str], notes: list[str] | None = None) -> str | None:
                 return err
     GlobalHydra.instance().clear()
     return None
+
+
+def _values(overrides: list, known: dict[str, list[str]], multirun: bool, hydra_overrides: list[str]) -> list[list[str]] | str:
+    """Each command-line override's values as ``key=value`` strings (a sweep's one per value), or an error line
+    (a sweep without -m, an unknown choice of a group). The launcher's settings go to ``hydra_overrides``."""
+    out: list[list[str]] = []
+    for ov in overrides:
+        key = ov.key_or_group
+        if key.startswith("hydra") and key != "hydra.searchpath":  # the search path changes what composes
+            if not ov.is_sweep_override():
+                hydra_overrides.append(ov.input_line)
+            continue
+        sweep = ov.is_sweep_override()
+        if sweep and not multirun:
+            return f"{ov.input_line} is a sweep: add -m to run one job per value (or write a list as key=[a,b])"
+        values = list(ov.sweep_string_iterator()) if sweep else [ov.get_value_element_as_str()]
+        group = key.split("@")[0]
+        if group in known and not ov.is_delete():
+            for v in values:
+                if v not in known[group] and v != "null":
+                    return f"unknown {group} {v!r} (valid: {', '.join(known[group])})"
+        prefix = "~" if ov.is_delete() else ("+" if ov.is_add() else ("++" if ov.is_force_add() else ""))
+        out.append([f"{prefix}{key}={v}" for v in values])
+    return out
+
+
+def _preset_sweep(preset: str, overrides: list, notes: list[str] | None) -> list[list[str]]:
+    """A sweep preset's own sweep (``hydra.sweeper.params``) but the keys the command line sets; ``notes`` gets a
+    line for each key the command line replaces."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    given = {ov.key_or_group: ov.input_line for ov in overrides}
+    params = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    if notes is not None:
+        notes.extend(f"{given[key]} replaces experiment={preset}'s sweep {key}={vals}" for key, vals in params.items()
+                     if key in given)
+    parsed = OverridesParser.create().parse_overrides([f"{key}={vals}" for key, vals in params.items() if key not in given])
+    # range(0,10), choice(...), a,b,c: Hydra's own sweep syntax
+    return [[f"{ov.key_or_group}={v}" for v in (list(ov.sweep_string_iterator()) if ov.is_sweep_override()
+                                                 else [ov.get_value_element_as_str()])] for ov in parsed]
 
 
 def _runs_root_error(overrides: list) -> str | None:
