@@ -108,22 +108,24 @@ def physical_memory() -> int:
         return 0
 
 
-_BUILT: dict[Any, int | str] = {}  # check_size's answers by key: parameter count, or the error line
+_BUILT: dict[Any, tuple[int, Any] | str] = {}  # check_size's answers by key: (parameters, network) or the error
 
 
-def check_size(build: Any, what: str, smaller: str, key: Any = None) -> None:
-    """Build a network with ``build()`` on the meta device (shapes only, no memory) and raise one line when it
-    cannot be built or its training (fp32 weights, gradients and Adam's two moments: 16 bytes a parameter) needs
-    more memory than this machine has. ``what`` names it and its sizes; ``smaller`` says what to make smaller.
-    ``key`` (hashable: everything ``build`` depends on) reuses an earlier answer: a sweep's jobs, and a fuzz's
-    cases, mostly share their networks."""
+def check_size(build: Any, what: str, smaller: str, key: Any = None) -> Any:
+    """Build a network with ``build()`` on the meta device (shapes only: no memory, no initial values, no draw
+    from any generator) and raise one line when it cannot be built or its training (fp32 weights, gradients
+    and Adam's two moments: 16 bytes a parameter) needs more memory than this machine has; return that
+    meta-device network. ``what`` names it and its sizes; ``smaller`` says what to make smaller. ``key``
+    (hashable: everything ``build`` depends on) reuses an earlier answer: a sweep's jobs, and a fuzz's cases,
+    mostly share their networks."""
     import torch
 
     got = _BUILT.get(key) if key is not None else None
     if got is None:
         try:
             with torch.device("meta"):
-                got = sum(p.numel() for p in build().parameters())
+                net = build()
+            got = (sum(p.numel() for p in net.parameters()), net)
         except (ValueError, TypeError) as e:
             got = str(e).splitlines()[0]
         except (MemoryError, OverflowError, RuntimeError) as e:  # a size no allocator, shape or list can hold
@@ -134,10 +136,12 @@ def check_size(build: Any, what: str, smaller: str, key: Any = None) -> None:
             _BUILT[key] = got
     if isinstance(got, str):
         raise ConfigError(got)
-    need, have = 16 * got, physical_memory()
+    n, net = got
+    need, have = 16 * n, physical_memory()
     if have and need > have:
-        raise ConfigError(f"{what} has {got:.3g} parameters: training it needs about {need / 2**30:,.0f} GiB, more "
+        raise ConfigError(f"{what} has {n:.3g} parameters: training it needs about {need / 2**30:,.0f} GiB, more "
                           f"than this machine's {have / 2**30:,.0f} GiB (valid: {smaller})")
+    return net
 
 
 def frozen(params: Any) -> str:

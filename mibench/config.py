@@ -87,8 +87,9 @@ def dim_y(cfg: DictConfig) -> int:
     return v if Int(1).ok(v) else 2
 
 
-def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
-    """The estimator's needs (registry) against what ``task`` gives: trainability, score layout, y per column."""
+def check_estimator_fits(cfg: DictConfig, task: Any, meta: Any) -> None:
+    """The estimator's needs (registry) against what ``task`` gives: trainability, score layout, y per column
+    (``meta``: the estimator on the meta device, for the smoke call)."""
     est = cfg.estimator
     spec = ESTIMATORS[est.name]
     if not task.caps.uses_estimator:  # (the class's declaration: jigsaw's objective=ce is checked as before)
@@ -109,7 +110,7 @@ def check_estimator_fits(cfg: DictConfig, task: Any) -> None:
     if spec.needs_y(as_dict(est)) and not gives_y:
         raise ConfigError(f"estimator={est.name} with estimator.baseline=learned needs the y of every score column, which "
                           f"benchmark={task.name} does not give (valid: estimator.baseline=constant, or one of {valid})")
-    smoke_call(cfg, layout, gives_y)
+    smoke_call(cfg, layout, gives_y, meta)
 
 
 def conditional_benchmarks() -> list[str]:
@@ -117,36 +118,43 @@ def conditional_benchmarks() -> list[str]:
     return sorted(n for n, t in TASKS.items() if t.caps.known_encoder)
 
 
-_SMOKED: dict[tuple, str | None] = {}  # smoke_call's answers by (estimator parameters, layout, y): a sweep's
-# jobs validated again in the process that ran the preflight build nothing more
+_SMOKED: dict[tuple, str | None] = {}  # smoke_call's answers by (estimator parameters, layout, y)
 
 
-def smoke_call(cfg: DictConfig, layout: str, gives_y: bool) -> None:
+def smoke_call(cfg: DictConfig, layout: str, gives_y: bool, est: Any) -> None:
     """Call the configured estimator once on a tiny score matrix of the task's layout (with y when the task
-    gives it), so that a combination that cannot run fails here, before training, with one line."""
-    dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked in validate)
-    key = (frozen(as_dict(cfg.estimator)), layout, gives_y, dy)
+    gives it), so that a combination that cannot run fails here, before training, with one line. ``est`` is
+    validate's meta-device instance (shapes only): the call and its backward run on meta tensors, so checking
+    builds no real estimator (an estimator that reads a value on the host cannot run there: a real one on the
+    CPU is called instead)."""
+    key = (frozen(as_dict(cfg.estimator)), layout, gives_y, dim_y(cfg))
     if key not in _SMOKED:
         if len(_SMOKED) > 4096:
             _SMOKED.clear()
-        _SMOKED[key] = _smoke(cfg, layout, gives_y, dy)
+        why = _smoke(est, "meta", layout, gives_y, dim_y(cfg))
+        if why is not None and "meta" in why:  # a host read (.item(), if tensor:): the same call on the CPU
+            dy = min(dim_y(cfg), 8)  # the layout and y are what can fail here, not y's size (checked above)
+            why = _smoke(lambda: build_estimator(as_dict(cfg.estimator), dim_y=dy), "cpu", layout, gives_y, dy)
+        _SMOKED[key] = why
     if _SMOKED[key] is not None:
         raise ConfigError(f"estimator={cfg.estimator.name} cannot run on benchmark={cfg.benchmark.name}: {_SMOKED[key]}")
 
 
-def _smoke(cfg: DictConfig, layout: str, gives_y: bool, dy: int) -> str | None:
-    """:func:`smoke_call`'s call: None, or the first line of what went wrong."""
+def _smoke(est: Any, device: str, layout: str, gives_y: bool, dy: int) -> str | None:
+    """:func:`smoke_call`'s call of ``est`` (or of what ``est()`` builds) on ``device``: None, or the first line of
+    what went wrong."""
     import torch
 
     try:
-        est = build_estimator(as_dict(cfg.estimator), dim_y=dy)
-        n = 4
-        scores = torch.linspace(-1.0, 1.0, n * n).reshape(n, n)
-        eye = torch.eye(n, dtype=torch.bool)
-        joint, marginal = (None, None) if layout == "paired" else (eye, ~eye)
-        out = est(scores, joint, marginal, y=torch.zeros(n, dy) if gives_y else None)
-        out.loss.backward() if out.loss.requires_grad else None
-    except (ValueError, TypeError, RuntimeError) as e:
+        with torch.device(device):
+            est = est() if not isinstance(est, torch.nn.Module) else est
+            n = 4
+            scores = torch.linspace(-1.0, 1.0, n * n).reshape(n, n)
+            eye = torch.eye(n, dtype=torch.bool)
+            joint, marginal = (None, None) if layout == "paired" else (eye, ~eye)
+            out = est(scores, joint, marginal, y=torch.zeros(n, dy) if gives_y else None)
+            out.loss.backward() if out.loss.requires_grad else None
+    except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         return (str(e).splitlines() or [type(e).__name__])[0]
     return None
 
@@ -188,7 +196,7 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
             raise ConfigError(f"hardware={cfg.hardware.name} but no CUDA device is visible here "
                               f"(valid on this machine: hardware=cpu)")
     params = as_dict(est)  # unknown parameters and impossible sizes fail here, not mid-run
-    check_size(lambda: build_estimator(params, dim_y=dim_y(cfg)), f"estimator={est.name} (y of dimension {dim_y(cfg)})",
+    meta = check_size(lambda: build_estimator(params, dim_y=dim_y(cfg)), f"estimator={est.name} (y of dimension {dim_y(cfg)})",
                "smaller estimator.baseline_hidden / baseline_layers / components, or a smaller y",
                key=("estimator", frozen(params), dim_y(cfg)))
     if cfg.get("critic") is not None and cfg.critic.get("name") == "conditional" and not task.capabilities(cfg).conditional:
@@ -196,5 +204,5 @@ def validate(config: DictConfig | Plain, check_hardware: bool = True) -> list[st
                           f"not have (valid: benchmark={' or '.join(conditional_benchmarks())})")
     data.check(cfg)
     task.validate(cfg)
-    check_estimator_fits(cfg, task)
+    check_estimator_fits(cfg, task, meta)
     return notes + (task.notes(cfg) if hasattr(task, "notes") else [])  # e.g. the data's constant columns

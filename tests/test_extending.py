@@ -18,7 +18,8 @@ from mibench.checks import ConfigError
 from mibench.compose import compose_config
 from mibench.config import validate
 from mibench.engine import TASKS, Capabilities, RunResult, Scores, Task, register, train_group
-from mibench.estimators import REGISTRY, Estimate, Spec, masked_logmeanexp, masked_mean, resolve_masks
+from mibench.estimators import (REGISTRY, Estimate, Spec, build_estimator, masked_logmeanexp, masked_mean,
+                                resolve_masks)
 
 from drift import assert_same_run
 
@@ -244,3 +245,33 @@ def test_a_new_dataset_is_one_module_and_one_yaml(gausspairs, tmp_path):
         validate(compose_config(["benchmark=samples", "dataset=gaussian", gausspairs]))
     with pytest.raises(ConfigError, match=r"^dataset.rho=1.5 is invalid"):  # its own checks run before any work
         validate(compose_config(["dataset=gausspairs", gausspairs, "dataset.rho=1.5"]))
+
+
+def test_an_estimator_that_reads_the_host_is_smoke_called_on_the_cpu():
+    """Validation's smoke call runs on meta tensors (no estimator is built for it); an estimator that reads a
+    value on the host, which a meta tensor cannot give, is called on the CPU instead, and is not refused."""
+    from omegaconf import OmegaConf, open_dict
+
+    def hostly(scores, joint=None, marginal=None) -> Estimate:
+        jm, mm = resolve_masks(scores, joint, marginal)
+        j, m = masked_mean(scores, jm), masked_logmeanexp(scores, mm)
+        if float(j) > 1e30:  # a host read
+            raise ValueError("unreachable")
+        return Estimate(mi=j - m, loss=m - j, joint=j, marginal=m)
+
+    REGISTRY["hostly"] = Spec(hostly)
+    try:
+        cfg = compose_config(["dataset.dim=2"])
+        with open_dict(cfg):
+            cfg.estimator = OmegaConf.create({"name": "hostly"})
+        validate(cfg)
+        import torch
+
+        from mibench.config import _smoke
+
+        with torch.device("meta"):
+            meta = build_estimator({"name": "hostly"})
+        assert "meta" in _smoke(meta, "meta", "any", False, 2)  # on meta tensors it cannot run: hence the CPU call
+        assert _smoke(lambda: build_estimator({"name": "hostly"}), "cpu", "any", False, 2) is None
+    finally:
+        REGISTRY.pop("hostly")
