@@ -2,7 +2,7 @@
 
 Generic checks live here; each benchmark checks its own values (``Task.validate``), and whether an
 estimator fits a benchmark is decided from what the registry says the estimator needs
-(``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.conditional``, ``Spec.ranges``) against
+(``Spec.layout``, ``Spec.needs_y``, ``Spec.trainable``, ``Spec.conditional``, ``check_params``) against
 what the task gives (its ``Capabilities`` for the config: ``layout``, ``gives_y``, ``conditional``): no benchmark keeps a
 list of estimators.
 """

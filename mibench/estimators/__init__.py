@@ -94,10 +94,6 @@ class Spec:
                                                                              "log_baseline", "eta", "log_q")]
         return tuple(sig) + self.module.own_params + (REG_KEYS if self.regularized else ())
 
-    @property
-    def ranges(self) -> dict[str, Rule]:
-        return {k: RANGES[k] for k in self.params() if k in RANGES}
-
     def valid(self, k: int | None, true_mi: Any, above: float | None) -> list[Side]:
         """The sides of this bound's valid range (the one place the divergence rule is written; the table is in
         docs/estimators.md): its own ceiling, log K (one step above it is impossible, so divergence), and, where
